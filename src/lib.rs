@@ -1,0 +1,17 @@
+//! THAU: an actor runtime in which a language model that the project trains itself, from
+//! scratch, keeps learning on its own.
+//!
+//! - [`runtime`]: the actix actor system ([`runtime::Runtime`]), agent settings, events.
+//! - [`actors`]: one module per actor.
+//! - [`config`], [`home`]: layered configuration and the data directory.
+//! - [`status`]: what `thau status` reports.
+
+pub mod actors;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod home;
+pub mod runtime;
+pub mod status;
+
+pub use error::{Result, ThauError};

@@ -1,0 +1,288 @@
+//! The actor runtime: [`Runtime`] starts the actors configured in `agents/*.toml`, hands
+//! out their addresses ([`Addrs`]), reports their health and shuts them down gracefully.
+//!
+//! Async actors each get their own arbiter under an actix `Supervisor`; CPU-heavy actors
+//! (inference, learner, image tool) run on `SyncArbiter` threads. A panic inside any
+//! handler is caught by [`crate::actors::guarded`]: the caller gets an error, the actor is
+//! rebuilt at the same address, the restart is logged and published on the [`EventBus`].
+
+pub mod agents;
+pub mod events;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use crate::actors::{
+    episodic_memory::EpisodicMemory, gap_detector::GapDetector, image_tool::ImageTool,
+    inference::Inference, learner::Learner, long_term_memory::LongTermMemory,
+    questioner::Questioner, short_term_memory::ShortTermMemory, tool_router::ToolRouter, ActorBase,
+    ActorError, ActorStats, Flush, InjectFault, Ping, Pong,
+};
+use crate::config::ThauConfig;
+use crate::error::{Result, ThauError};
+use crate::home::Home;
+use agents::{load_agents, ActorKind, AgentSpec};
+use events::EventBus;
+
+/// How long a health check or a flush may take before the actor is reported unresponsive.
+pub const ACTOR_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Addresses of the running actors (`None` when disabled in `agents/`).
+#[derive(Clone, Default)]
+pub struct Addrs {
+    pub inference: Option<Addr<Inference>>,
+    pub learner: Option<Addr<Learner>>,
+    pub image_tool: Option<Addr<ImageTool>>,
+    pub questioner: Option<Addr<Questioner>>,
+    pub gap_detector: Option<Addr<GapDetector>>,
+    pub tool_router: Option<Addr<ToolRouter>>,
+    pub short_term_memory: Option<Addr<ShortTermMemory>>,
+    pub episodic_memory: Option<Addr<EpisodicMemory>>,
+    pub long_term_memory: Option<Addr<LongTermMemory>>,
+}
+
+/// The type-erased handles the runtime keeps for every running actor.
+struct Handle {
+    stats: Arc<ActorStats>,
+    ping: Recipient<Ping>,
+    flush: Recipient<Flush>,
+    fault: Recipient<InjectFault>,
+}
+
+/// Health of one actor, as `thau status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorStatus {
+    pub name: String,
+    pub enabled: bool,
+    pub running: bool,
+    pub restarts: u64,
+    pub handled: u64,
+    pub note: String,
+}
+
+/// The running actor system.
+pub struct Runtime {
+    pub home: Home,
+    pub config: ThauConfig,
+    pub events: EventBus,
+    pub addrs: Addrs,
+    specs: BTreeMap<ActorKind, AgentSpec>,
+    handles: BTreeMap<ActorKind, Handle>,
+}
+
+/// Starts an async actor on its own arbiter under a supervisor.
+fn start_async<A, F>(arbiters: &mut Vec<Arbiter>, make: F) -> Addr<A>
+where
+    A: Actor<Context = Context<A>> + Supervised,
+    F: FnOnce() -> A + Send + 'static,
+{
+    let arbiter = Arbiter::new();
+    let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| make());
+    arbiters.push(arbiter);
+    addr
+}
+
+fn handle_of<A>(addr: &Addr<A>, stats: Arc<ActorStats>) -> Handle
+where
+    A: Actor + actix::Handler<Ping> + actix::Handler<Flush> + actix::Handler<InjectFault>,
+    A::Context: actix::dev::ToEnvelope<A, Ping>
+        + actix::dev::ToEnvelope<A, Flush>
+        + actix::dev::ToEnvelope<A, InjectFault>,
+{
+    Handle {
+        stats,
+        ping: addr.clone().recipient(),
+        flush: addr.clone().recipient(),
+        fault: addr.clone().recipient(),
+    }
+}
+
+impl Runtime {
+    /// Starts every enabled actor of the agents directory (the configured one, else
+    /// `<home>/agents`, else the built-in defaults). Must run inside an actix `System`.
+    pub fn start(home: Home, config: ThauConfig) -> Result<Runtime> {
+        let dir = if !config.paths.agents_dir.is_empty() {
+            Some(std::path::PathBuf::from(&config.paths.agents_dir))
+        } else if home.agents().is_dir() {
+            Some(home.agents())
+        } else {
+            None
+        };
+        let specs = load_agents(dir.as_deref())?;
+        let events = EventBus::new();
+        let mut rt = Runtime {
+            home,
+            config,
+            events,
+            addrs: Addrs::default(),
+            specs,
+            handles: BTreeMap::new(),
+        };
+        let mut arbiters = Vec::new();
+        for (&kind, spec) in rt.specs.clone().iter().filter(|(_, s)| s.enabled) {
+            let stats = Arc::new(ActorStats::default());
+            let base = ActorBase {
+                name: kind.name(),
+                stats: stats.clone(),
+                events: rt.events.clone(),
+                state_dir: rt.home.runs().join("actors"),
+                mailbox: spec.mailbox,
+            };
+            let spec = spec.clone();
+            macro_rules! run_async {
+                ($field:ident, $ty:ty) => {{
+                    let addr = start_async(&mut arbiters, move || <$ty>::new(base, &spec));
+                    rt.handles.insert(kind, handle_of(&addr, stats));
+                    rt.addrs.$field = Some(addr);
+                }};
+            }
+            macro_rules! run_sync {
+                ($field:ident, $ty:ty) => {{
+                    let threads = spec.threads;
+                    let addr = SyncArbiter::start(threads, move || <$ty>::new(base.clone(), &spec));
+                    rt.handles.insert(kind, handle_of(&addr, stats));
+                    rt.addrs.$field = Some(addr);
+                }};
+            }
+            match kind {
+                ActorKind::Inference => run_sync!(inference, Inference),
+                ActorKind::Learner => run_sync!(learner, Learner),
+                ActorKind::ImageTool => run_sync!(image_tool, ImageTool),
+                ActorKind::Questioner => run_async!(questioner, Questioner),
+                ActorKind::GapDetector => run_async!(gap_detector, GapDetector),
+                ActorKind::ToolRouter => run_async!(tool_router, ToolRouter),
+                ActorKind::ShortTermMemory => run_async!(short_term_memory, ShortTermMemory),
+                ActorKind::EpisodicMemory => run_async!(episodic_memory, EpisodicMemory),
+                ActorKind::LongTermMemory => run_async!(long_term_memory, LongTermMemory),
+            }
+        }
+        // Arbiters live until the System stops; dropping the handle does not stop them.
+        drop(arbiters);
+        Ok(rt)
+    }
+
+    /// Names of the running actors.
+    pub fn running(&self) -> Vec<&'static str> {
+        self.handles.keys().map(|k| k.name()).collect()
+    }
+
+    fn handle(&self, name: &str) -> Result<&Handle> {
+        ActorKind::from_name(name)
+            .and_then(|k| self.handles.get(&k))
+            .ok_or_else(|| ThauError::Invalid(format!("no running actor named `{name}`")))
+    }
+
+    /// Sends [`Ping`] to one actor.
+    pub async fn ping(&self, name: &str) -> Result<Pong> {
+        let h = self.handle(name)?;
+        let reply = tokio::time::timeout(ACTOR_REPLY_TIMEOUT, h.ping.send(Ping)).await;
+        flatten(name, reply)
+    }
+
+    /// Sends [`InjectFault`] to one actor; the actor panics and is restarted.
+    pub async fn inject_fault(&self, name: &str) -> Result<()> {
+        let h = self.handle(name)?;
+        let reply = tokio::time::timeout(ACTOR_REPLY_TIMEOUT, h.fault.send(InjectFault)).await;
+        flatten(name, reply)
+    }
+
+    /// Health of every configured actor, pinging the running ones.
+    pub async fn status(&self) -> Vec<ActorStatus> {
+        let mut out = Vec::new();
+        for kind in ActorKind::ALL {
+            let Some(spec) = self.specs.get(&kind) else {
+                continue;
+            };
+            let mut st = ActorStatus {
+                name: kind.name().into(),
+                enabled: spec.enabled,
+                running: false,
+                restarts: 0,
+                handled: 0,
+                note: "disabled in agents/".into(),
+            };
+            if let Some(h) = self.handles.get(&kind) {
+                st.restarts = h.stats.restarts.load(Ordering::Relaxed);
+                match self.ping(kind.name()).await {
+                    Ok(p) => {
+                        st.running = true;
+                        st.handled = p.handled;
+                        st.note = p.note;
+                    }
+                    Err(e) => st.note = format!("not answering: {e}"),
+                }
+            }
+            out.push(st);
+        }
+        out
+    }
+
+    /// Graceful shutdown: every actor saves its state ([`Flush`]), then the actor system
+    /// stops. Errors are collected, not fatal: every actor gets its chance to flush.
+    pub async fn shutdown(self) -> Vec<ThauError> {
+        let mut errors = Vec::new();
+        for (kind, h) in &self.handles {
+            let reply = tokio::time::timeout(ACTOR_REPLY_TIMEOUT, h.flush.send(Flush)).await;
+            if let Err(e) = flatten(kind.name(), reply) {
+                tracing::warn!(actor = kind.name(), error = %e, "flush failed");
+                errors.push(e);
+            }
+        }
+        tracing::info!("runtime stopped");
+        errors
+    }
+
+    /// Waits for Ctrl-C or SIGTERM.
+    pub async fn wait_for_signal() {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Turns a timed-out / undelivered / failed actor reply into one error naming the actor.
+fn flatten<T>(
+    name: &str,
+    reply: std::result::Result<
+        std::result::Result<std::result::Result<T, ActorError>, MailboxError>,
+        tokio::time::error::Elapsed,
+    >,
+) -> Result<T> {
+    let actor = name.to_string();
+    match reply {
+        Err(_) => Err(ThauError::Actor {
+            actor,
+            message: format!("no reply within {ACTOR_REPLY_TIMEOUT:?}"),
+        }),
+        Ok(Err(e)) => Err(ThauError::Actor {
+            actor,
+            message: format!("mailbox: {e}"),
+        }),
+        Ok(Ok(Err(e))) => Err(ThauError::Actor {
+            actor,
+            message: e.to_string(),
+        }),
+        Ok(Ok(Ok(v))) => Ok(v),
+    }
+}
