@@ -10,6 +10,7 @@ pub mod actors;
 pub mod config;
 pub mod error;
 pub mod fsutil;
+pub mod model;
 pub mod home;
 pub mod runtime;
 pub mod status;

@@ -1,0 +1,263 @@
+//! [`ThauTokenizer`]: THAU's own byte-level BPE, trained with the `tokenizers` crate on the
+//! training corpus, plus the chat template that turns a conversation into tokens (with the
+//! loss mask that trains only the assistant's words and its end-of-turn token).
+//!
+//! Chat layout: `<|system|>text<|eot|><|user|>text<|eot|><|assistant|>text<|eot|>`.
+//! Byte-level BPE round-trips any UTF-8 text exactly (accents, ñ, ¿¡, emoji).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::models::TrainerWrapper;
+use tokenizers::{AddedToken, Tokenizer};
+
+use super::{ModelError, Result};
+
+/// Padding (never predicted).
+pub const PAD: &str = "<|pad|>";
+/// End of a turn, and of a plain-text document: the model learns to stop here.
+pub const EOT: &str = "<|eot|>";
+pub const SYSTEM: &str = "<|system|>";
+pub const USER: &str = "<|user|>";
+pub const ASSISTANT: &str = "<|assistant|>";
+pub const TOOL: &str = "<|tool|>";
+/// Opening of a tool call: `<TOOL:name>{json}</TOOL>`.
+pub const TOOL_OPEN: &str = "<TOOL:";
+pub const TOOL_CLOSE: &str = "</TOOL>";
+
+/// Special tokens, in id order (ids 0..8).
+pub const SPECIAL_TOKENS: [&str; 8] = [PAD, EOT, SYSTEM, USER, ASSISTANT, TOOL, TOOL_OPEN, TOOL_CLOSE];
+
+/// Who speaks a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Message {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// Ids of the special tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    pub pad: u32,
+    pub eot: u32,
+    pub system: u32,
+    pub user: u32,
+    pub assistant: u32,
+    pub tool: u32,
+    pub tool_open: u32,
+    pub tool_close: u32,
+}
+
+/// The BPE tokenizer with THAU's special tokens.
+#[derive(Clone)]
+pub struct ThauTokenizer {
+    inner: Tokenizer,
+    pub special: SpecialIds,
+}
+
+fn tok_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Tokenizer(e.to_string())
+}
+
+impl ThauTokenizer {
+    /// Trains a byte-level BPE of `vocab_size` tokens (special tokens included) on `texts`.
+    pub fn train<S: AsRef<str> + Send>(texts: impl Iterator<Item = S> + Send, vocab_size: usize) -> Result<Self> {
+        if vocab_size < 256 + SPECIAL_TOKENS.len() {
+            return Err(ModelError::Tokenizer(format!(
+                "vocab_size {vocab_size} is below the 256 byte symbols plus {} special tokens",
+                SPECIAL_TOKENS.len()
+            )));
+        }
+        let mut trainer = TrainerWrapper::BpeTrainer(
+            BpeTrainerBuilder::new()
+                .vocab_size(vocab_size)
+                .min_frequency(2)
+                .show_progress(false)
+                .special_tokens(SPECIAL_TOKENS.iter().map(|s| AddedToken::from(*s, true)).collect())
+                .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+                .build(),
+        );
+        let mut inner = Tokenizer::new(BPE::default());
+        inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        inner.with_decoder(Some(ByteLevel::new(false, true, true)));
+        inner.train(&mut trainer, texts).map_err(tok_err)?;
+        Self::from_inner(inner)
+    }
+
+    fn from_inner(inner: Tokenizer) -> Result<Self> {
+        let id = |s: &str| {
+            inner
+                .token_to_id(s)
+                .ok_or_else(|| ModelError::Tokenizer(format!("special token {s} is missing")))
+        };
+        let special = SpecialIds {
+            pad: id(PAD)?,
+            eot: id(EOT)?,
+            system: id(SYSTEM)?,
+            user: id(USER)?,
+            assistant: id(ASSISTANT)?,
+            tool: id(TOOL)?,
+            tool_open: id(TOOL_OPEN)?,
+            tool_close: id(TOOL_CLOSE)?,
+        };
+        Ok(ThauTokenizer { inner, special })
+    }
+
+    /// Loads `tokenizer.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let inner = Tokenizer::from_file(path).map_err(|e| ModelError::file(path, e))?;
+        Self::from_inner(inner)
+    }
+
+    /// The tokenizer as JSON (what [`Self::load`] reads).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(false).map_err(tok_err)
+    }
+
+    /// Saves `tokenizer.json` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::fsutil::atomic_write(path, self.to_json()?.as_bytes())
+            .map_err(|e| ModelError::file(path, e))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Token ids of `text`; special-token strings inside it become their special ids.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.inner.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, special tokens written out.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(tok_err)
+    }
+
+    /// The token string of one id (for display and export).
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The underlying `tokenizers` tokenizer (for export).
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    fn role_id(&self, role: Role) -> u32 {
+        match role {
+            Role::System => self.special.system,
+            Role::User => self.special.user,
+            Role::Assistant => self.special.assistant,
+            Role::Tool => self.special.tool,
+        }
+    }
+
+    /// A conversation as tokens and a loss mask (1 on the assistant's content and its
+    /// end-of-turn token: the words to learn, and when to stop).
+    pub fn encode_chat(&self, messages: &[Message]) -> Result<(Vec<u32>, Vec<u8>)> {
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        for m in messages {
+            let learn = u8::from(m.role == Role::Assistant);
+            ids.push(self.role_id(m.role));
+            mask.push(0);
+            let body = self.encode(&m.content)?;
+            mask.extend(std::iter::repeat_n(learn, body.len() + 1));
+            ids.extend(body);
+            ids.push(self.special.eot);
+        }
+        Ok((ids, mask))
+    }
+
+    /// The tokens that prompt the model to answer `messages` (ends with `<|assistant|>`).
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let (mut ids, _) = self.encode_chat(messages)?;
+        ids.push(self.special.assistant);
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_tokenizer() -> ThauTokenizer {
+        let texts = [
+            "¿Qué es el ciclo del agua? El agua se evapora, se condensa y cae como lluvia.",
+            "¡Hola, señor Muñoz! La montaña está cubierta de nieve en invierno.",
+            "The water cycle moves water between the oceans, the air and the land.",
+            "fn main() { println!(\"hello\"); } // Rust ownership and borrowing",
+        ];
+        let corpus: Vec<String> = (0..20).flat_map(|_| texts.iter().map(|s| s.to_string())).collect();
+        ThauTokenizer::train(corpus.into_iter(), 400).unwrap()
+    }
+
+    #[test]
+    fn spanish_english_and_special_tokens_round_trip_exactly() {
+        let tok = sample_tokenizer();
+        assert_eq!(tok.special.pad, 0);
+        assert_eq!(tok.special.eot, 1);
+        for text in [
+            "¿Dónde está el niño? ¡Aquí, en el desierto de Atacama! Año, pingüino, acción.",
+            "naïve café — déjà vu; 日本語 and emoji 🦀 survive byte-level BPE",
+            "<|user|>¿Cómo estás?<|eot|><|assistant|><TOOL:generate_image>{\"prompt\":\"un río\"}</TOOL><|eot|>",
+        ] {
+            let ids = tok.encode(text).unwrap();
+            assert_eq!(tok.decode(&ids).unwrap(), text);
+        }
+        let ids = tok.encode("<|eot|><TOOL:x></TOOL>").unwrap();
+        assert_eq!(ids[0], tok.special.eot);
+        assert_eq!(ids[1], tok.special.tool_open);
+        assert_eq!(*ids.last().unwrap(), tok.special.tool_close);
+    }
+
+    #[test]
+    fn chat_template_masks_everything_but_the_answer_and_its_end() {
+        let tok = sample_tokenizer();
+        let msgs = [Message::new(Role::User, "¿Qué es?"), Message::new(Role::Assistant, "Agua.")];
+        let (ids, mask) = tok.encode_chat(&msgs).unwrap();
+        assert_eq!(ids.len(), mask.len());
+        let answer = tok.encode("Agua.").unwrap();
+        let learned: Vec<u32> = ids.iter().zip(&mask).filter(|(_, &m)| m == 1).map(|(&i, _)| i).collect();
+        let mut expected = answer.clone();
+        expected.push(tok.special.eot);
+        assert_eq!(learned, expected);
+        let prompt = tok.chat_prompt(&msgs[..1]).unwrap();
+        assert_eq!(*prompt.last().unwrap(), tok.special.assistant);
+    }
+
+    #[test]
+    fn save_and_load_keep_the_vocabulary() {
+        let tok = sample_tokenizer();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokenizer.json");
+        tok.save(&p).unwrap();
+        let back = ThauTokenizer::load(&p).unwrap();
+        let text = "El pingüino camina. The penguin walks.";
+        assert_eq!(back.encode(text).unwrap(), tok.encode(text).unwrap());
+        std::fs::write(&p, b"{ not json").unwrap();
+        let err = ThauTokenizer::load(&p).err().unwrap().to_string();
+        assert!(err.contains("tokenizer.json"), "{err}");
+    }
+}

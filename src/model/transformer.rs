@@ -1,0 +1,404 @@
+//! [`Thau`]: the Llama-style decoder. Read top to bottom: rotary tables → attention →
+//! SwiGLU MLP → block → model. Every layer has `load(vb, cfg)` and `forward`; the KV cache
+//! ([`KvCache`]) is an explicit argument so the same weights serve training and decoding.
+//!
+//! ```text
+//! ids [B, T] → token_embd → N × ( x + attn(rms_norm(x)),  x + mlp(rms_norm(x)) )
+//!            → rms_norm → output (untied LM head) → logits [B, T, V]
+//! ```
+//! Tensor names follow GGUF's `llama` layout (`token_embd.weight`,
+//! `blk.N.attn_q.weight`, …) so export is a rename-free copy.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::config::ModelConfig;
+use super::ops::{causal_softmax, cross_entropy, rms_norm, rope_i};
+use super::{ModelError, Result};
+
+/// Standard deviation of the initial weights.
+const INIT_STD: f64 = 0.02;
+
+/// `x @ wᵀ` for `x` of any rank `[.., in]` and `w` `[out, in]`, through one 2-D matmul
+/// (candle's broadcast matmul would sum the weight gradient over a broadcast batch).
+fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let inner = dims[dims.len() - 1];
+    let rows = x.elem_count() / inner;
+    let y = x.reshape((rows, inner))?.matmul(&w.t()?)?; // [rows, out]
+    let mut out = dims;
+    *out.last_mut().unwrap_or(&mut 0) = w.dim(0)?;
+    y.reshape(out) // [.., out]
+}
+
+/// Precomputed RoPE angles for every position up to `max_seq_len`.
+#[derive(Debug, Clone)]
+struct Rope {
+    cos: Tensor, // [max_seq_len, head_dim / 2]
+    sin: Tensor, // [max_seq_len, head_dim / 2]
+}
+
+impl Rope {
+    fn new(cfg: &ModelConfig, dtype: DType, dev: &Device) -> Result<Rope> {
+        let half = cfg.head_dim / 2;
+        let inv_freq: Vec<f64> = (0..half)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64))
+            .collect();
+        let angles: Vec<f64> = (0..cfg.max_seq_len)
+            .flat_map(|p| inv_freq.iter().map(move |f| p as f64 * f))
+            .collect();
+        let t = Tensor::from_vec(angles, (cfg.max_seq_len, half), dev)?;
+        Ok(Rope {
+            cos: t.cos()?.to_dtype(dtype)?,
+            sin: t.sin()?.to_dtype(dtype)?,
+        })
+    }
+
+    /// Tables for positions `offset .. offset + len`.
+    fn at(&self, offset: usize, len: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        Ok((self.cos.narrow(0, offset, len)?, self.sin.narrow(0, offset, len)?))
+    }
+}
+
+/// Keys and values of the positions seen so far, per layer.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>, // each [B, H, T_seen, head_dim]
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize) -> Self {
+        KvCache {
+            layers: vec![None; n_layers],
+        }
+    }
+    /// Number of positions already in the cache.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Causal multi-head self-attention with RoPE on queries and keys.
+#[derive(Debug, Clone)]
+struct Attention {
+    wq: Tensor, // [H*hd, d]
+    wk: Tensor, // [H*hd, d]
+    wv: Tensor, // [H*hd, d]
+    wo: Tensor, // [d, H*hd]
+    n_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn load(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let (d, a) = (cfg.d_model, cfg.attn_dim());
+        Ok(Attention {
+            wq: vb.get((a, d), "attn_q.weight")?,
+            wk: vb.get((a, d), "attn_k.weight")?,
+            wv: vb.get((a, d), "attn_v.weight")?,
+            wo: vb.get((d, a), "attn_output.weight")?,
+            n_heads: cfg.n_heads,
+            head_dim: cfg.head_dim,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (h, hd) = (self.n_heads, self.head_dim);
+        let heads = |w: &Tensor| -> candle_core::Result<Tensor> {
+            linear(x, w)? // [B, T, H*hd]
+                .reshape((b, t, h, hd))? // [B, T, H, hd]
+                .transpose(1, 2) // [B, H, T, hd]
+        };
+        let (q, k, v) = (heads(&self.wq)?, heads(&self.wk)?, heads(&self.wv)?);
+        let offset = cache
+            .as_ref()
+            .and_then(|c| c.as_ref())
+            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0));
+        let (cos, sin) = rope.at(offset, t)?;
+        let q = rope_i(&q, &cos, &sin)?;
+        let k = rope_i(&k, &cos, &sin)?;
+        let v = v.contiguous()?;
+        let (k, v) = match cache {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                    None => (k, v),
+                };
+                *slot = Some((k.clone(), v.clone()));
+                (k, v) // [B, H, offset + T, hd]
+            }
+            None => (k, v),
+        };
+        let scores = q.matmul(&k.t()?)?; // [B, H, T, T_k]
+        let p = causal_softmax(&scores, 1.0 / (hd as f64).sqrt(), offset)?;
+        let y = p.matmul(&v)?; // [B, H, T, hd]
+        let y = y.transpose(1, 2)?.reshape((b, t, h * hd))?; // [B, T, H*hd]
+        Ok(linear(&y, &self.wo)?)
+    }
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate: Tensor, // [d_ff, d]
+    up: Tensor,   // [d_ff, d]
+    down: Tensor, // [d, d_ff]
+}
+
+impl Mlp {
+    fn load(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let (d, f) = (cfg.d_model, cfg.d_ff);
+        Ok(Mlp {
+            gate: vb.get((f, d), "ffn_gate.weight")?,
+            up: vb.get((f, d), "ffn_up.weight")?,
+            down: vb.get((d, f), "ffn_down.weight")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = linear(x, &self.gate)?.silu()?; // [.., d_ff]
+        let u = linear(x, &self.up)?; // [.., d_ff]
+        Ok(linear(&(g * u)?, &self.down)?)
+    }
+}
+
+/// One pre-norm decoder block.
+#[derive(Debug, Clone)]
+struct Block {
+    attn_norm: Tensor, // [d]
+    attn: Attention,
+    ffn_norm: Tensor, // [d]
+    mlp: Mlp,
+    eps: f64,
+}
+
+impl Block {
+    fn load(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        Ok(Block {
+            attn_norm: vb.get(cfg.d_model, "attn_norm.weight")?,
+            attn: Attention::load(vb, cfg)?,
+            ffn_norm: vb.get(cfg.d_model, "ffn_norm.weight")?,
+            mlp: Mlp::load(vb, cfg)?,
+            eps: cfg.rms_eps,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&rms_norm(x, &self.attn_norm, self.eps)?, rope, cache)?)?;
+        let x = (&x + self.mlp.forward(&rms_norm(&x, &self.ffn_norm, self.eps)?)?)?;
+        Ok(x)
+    }
+}
+
+/// The THAU decoder.
+#[derive(Debug, Clone)]
+pub struct Thau {
+    pub cfg: ModelConfig,
+    embed: Tensor, // [V, d]
+    blocks: Vec<Block>,
+    norm: Tensor,    // [d]
+    lm_head: Tensor, // [V, d]
+    rope: Rope,
+}
+
+impl Thau {
+    /// Builds the model from weights named as in GGUF's `llama` layout.
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        cfg.validate()?;
+        let blocks = (0..cfg.n_layers)
+            .map(|i| Block::load(&vb.pp(format!("blk.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Thau {
+            cfg: cfg.clone(),
+            embed: vb.get((cfg.vocab_size, cfg.d_model), "token_embd.weight")?,
+            blocks,
+            norm: vb.get(cfg.d_model, "output_norm.weight")?,
+            lm_head: vb.get((cfg.vocab_size, cfg.d_model), "output.weight")?,
+            rope: Rope::new(cfg, vb.dtype(), vb.device())?,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embed.device()
+    }
+
+    /// Logits `[B, T, V]` for token ids `[B, T]`. With a cache, `ids` continue the cached
+    /// positions and the cache is extended.
+    pub fn forward(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let seen = cache.as_ref().map_or(0, |c| c.len());
+        if seen + t > self.cfg.max_seq_len {
+            return Err(ModelError::Data(format!(
+                "sequence of {} tokens exceeds the model's context of {}",
+                seen + t,
+                self.cfg.max_seq_len
+            )));
+        }
+        if let Some(c) = cache.as_deref_mut() {
+            c.layers.resize(self.blocks.len(), None);
+        }
+        let mut x = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)? // [B*T, d]
+            .reshape((b, t, self.cfg.d_model))?; // [B, T, d]
+        for (i, block) in self.blocks.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(&x, &self.rope, slot)?;
+        }
+        let x = rms_norm(&x, &self.norm, self.cfg.rms_eps)?;
+        Ok(linear(&x, &self.lm_head)?) // [B, T, V]
+    }
+
+    /// Mean cross-entropy over the positions whose target is not
+    /// [`IGNORE_INDEX`](super::ops::IGNORE_INDEX), and the number of such positions.
+    /// `ids` and `targets` are `[B, T]` (targets u32).
+    pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<(Tensor, usize)> {
+        let logits = self.forward(ids, None)?;
+        let v = self.cfg.vocab_size;
+        let logits = logits.reshape(((), v))?; // [B*T, V]
+        let targets = targets.flatten_all()?; // [B*T]
+        let counted = targets
+            .ne(super::ops::IGNORE_INDEX)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()? as usize;
+        let nll = cross_entropy(&logits, &targets)?.sum_all()?; // scalar
+        Ok(((nll / counted.max(1) as f64)?, counted))
+    }
+
+    /// The logits of the last position only: `[B, V]`.
+    pub fn forward_last(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let logits = self.forward(ids, cache)?;
+        let t = logits.dim(1)?;
+        Ok(logits.narrow(1, t - 1, 1)?.squeeze(1)?)
+    }
+}
+
+/// Names and shapes of every weight of a model, in a fixed order.
+pub fn weight_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (v, d, a, f) = (cfg.vocab_size, cfg.d_model, cfg.attn_dim(), cfg.d_ff);
+    let mut out = vec![("token_embd.weight".to_string(), vec![v, d])];
+    for i in 0..cfg.n_layers {
+        let p = |n: &str| format!("blk.{i}.{n}");
+        out.push((p("attn_norm.weight"), vec![d]));
+        out.push((p("attn_q.weight"), vec![a, d]));
+        out.push((p("attn_k.weight"), vec![a, d]));
+        out.push((p("attn_v.weight"), vec![a, d]));
+        out.push((p("attn_output.weight"), vec![d, a]));
+        out.push((p("ffn_norm.weight"), vec![d]));
+        out.push((p("ffn_gate.weight"), vec![f, d]));
+        out.push((p("ffn_up.weight"), vec![f, d]));
+        out.push((p("ffn_down.weight"), vec![d, f]));
+    }
+    out.push(("output_norm.weight".to_string(), vec![d]));
+    out.push(("output.weight".to_string(), vec![v, d]));
+    out
+}
+
+/// Whether a weight is an RMSNorm gain (no weight decay, initialised to one).
+pub fn is_norm(name: &str) -> bool {
+    name.ends_with("norm.weight")
+}
+
+/// Fresh weights for `cfg`, deterministic for `seed`: N(0, 0.02), the projections that
+/// write into the residual stream scaled by 1/√(2·layers), RMSNorm gains at one.
+pub fn init_weights(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) -> Result<VarMap> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let varmap = VarMap::new();
+    let residual_std = INIT_STD / (2.0 * cfg.n_layers as f64).sqrt();
+    {
+        let mut data = varmap
+            .data()
+            .lock()
+            .map_err(|_| ModelError::Config("weight map lock poisoned".into()))?;
+        for (name, shape) in weight_shapes(cfg) {
+            let n: usize = shape.iter().product();
+            let t = if is_norm(&name) {
+                Tensor::ones(shape.as_slice(), dtype, dev)?
+            } else {
+                let std = if name.ends_with("attn_output.weight") || name.ends_with("ffn_down.weight") {
+                    residual_std
+                } else {
+                    INIT_STD
+                };
+                let normal = Normal::new(0.0f32, std as f32)
+                    .map_err(|e| ModelError::Config(e.to_string()))?;
+                let v: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng)).collect();
+                Tensor::from_vec(v, shape.as_slice(), dev)?.to_dtype(dtype)?
+            };
+            data.insert(name, Var::from_tensor(&t)?);
+        }
+    }
+    Ok(varmap)
+}
+
+/// Builds a model that reads its weights from `varmap` (gradients flow into the vars).
+pub fn from_varmap(varmap: &VarMap, cfg: &ModelConfig, dtype: DType, dev: &Device) -> Result<Thau> {
+    Thau::load(VarBuilder::from_varmap(varmap, dtype, dev), cfg)
+}
+
+/// Builds a model from plain tensors (inference: no gradient tracking).
+pub fn from_tensors(weights: HashMap<String, Tensor>, cfg: &ModelConfig, dev: &Device) -> Result<Thau> {
+    let dtype = weights
+        .get("token_embd.weight")
+        .map_or(DType::F32, |t| t.dtype());
+    for (name, shape) in weight_shapes(cfg) {
+        match weights.get(&name) {
+            None => return Err(ModelError::Config(format!("weight `{name}` is missing"))),
+            Some(t) if t.dims() != shape.as_slice() => {
+                return Err(ModelError::Config(format!(
+                    "weight `{name}` has shape {:?}, the config needs {:?}",
+                    t.dims(),
+                    shape
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Thau::load(VarBuilder::from_tensors(weights, dtype, dev), cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_cache_decoding_matches_the_full_forward() {
+        let cfg = ModelConfig::tiny(50);
+        let vm = init_weights(&cfg, 1, DType::F32, &Device::Cpu).unwrap();
+        let m = from_varmap(&vm, &cfg, DType::F32, &Device::Cpu).unwrap();
+        let ids = Tensor::new(&[[3u32, 7, 11, 2, 9, 40]], &Device::Cpu).unwrap();
+        let full = m.forward(&ids, None).unwrap();
+        let mut cache = KvCache::new(cfg.n_layers);
+        let a = m.forward(&ids.narrow(1, 0, 4).unwrap(), Some(&mut cache)).unwrap();
+        let b = m.forward(&ids.narrow(1, 4, 1).unwrap(), Some(&mut cache)).unwrap();
+        let c = m.forward(&ids.narrow(1, 5, 1).unwrap(), Some(&mut cache)).unwrap();
+        let inc = Tensor::cat(&[a, b, c], 1).unwrap();
+        let diff = (full - inc).unwrap().abs().unwrap().max_keepdim(D::Minus1).unwrap();
+        let diff: f32 = diff.flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        assert!(diff < 1e-4, "{diff}");
+        assert_eq!(cache.len(), 6);
+    }
+}
