@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -383,6 +383,7 @@ pub fn from_tensors(weights: HashMap<String, Tensor>, cfg: &ModelConfig, dev: &D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::D;
 
     #[test]
     fn kv_cache_decoding_matches_the_full_forward() {
