@@ -39,6 +39,8 @@ pub enum ThauError {
     Actor { actor: String, message: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
 }
 
 impl ThauError {

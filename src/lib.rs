@@ -7,6 +7,8 @@
 //! - [`status`]: what `thau status` reports.
 
 pub mod actors;
+pub mod bench;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod fsutil;

@@ -10,6 +10,12 @@ use thau::home::Home;
 use thau::runtime::Runtime;
 use thau::{Result, ThauError};
 
+/// Training allocates and frees tensors of tens of megabytes every step; glibc's malloc
+/// returns them to the kernel each time (page faults, TLB shootdowns: a third of a training
+/// step here). mimalloc keeps them for reuse.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code of a command that failed at run time.
 const EXIT_FAILURE: u8 = 1;
 /// Exit code of a command given bad arguments or configuration.
@@ -59,6 +65,118 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Model information.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Train the model on a corpus (resumes the age's newest checkpoint if there is one).
+    Train(TrainArgs),
+    /// Held-out loss and perplexity of the newest (or a given) checkpoint.
+    Eval(EvalArgs),
+    /// Generate text with the newest checkpoint, streamed as it is produced.
+    Generate(GenerateArgs),
+    /// Speed benchmarks against the PyTorch reference (bench/torch_reference.py).
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCommand {
+    /// The shape and parameter count of every age.
+    Ages,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// A corpus: a .txt/.md/.jsonl file or a directory of them.
+    #[arg(long, value_name = "PATH", default_value = "data/corpus")]
+    data: PathBuf,
+    /// Age to train (default: model.age from the configuration).
+    #[arg(long)]
+    age: Option<u32>,
+    /// Optimizer steps to run.
+    #[arg(long, conflicts_with = "minutes")]
+    steps: Option<u64>,
+    /// Minutes to train (the schedule is sized to fit).
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Seed for initialisation and data order (default: seed from the configuration).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Sequences per micro-batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
+    /// Micro-batches per optimizer step (gradient accumulation).
+    #[arg(long, default_value_t = 1)]
+    accum: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Warmup steps.
+    #[arg(long, default_value_t = 30)]
+    warmup: u64,
+    /// Start a new model even if the age has a checkpoint.
+    #[arg(long)]
+    fresh: bool,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// The corpus whose held-out split is scored.
+    #[arg(long, value_name = "PATH", default_value = "data/corpus")]
+    data: PathBuf,
+    /// A checkpoint directory (default: the newest).
+    #[arg(long, value_name = "DIR")]
+    checkpoint: Option<PathBuf>,
+    /// Most held-out batches to score.
+    #[arg(long, default_value_t = 64)]
+    max_batches: usize,
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// The prompt. Answered as a user message unless --raw.
+    prompt: String,
+    /// Continue the prompt as plain text instead of answering it as a chat turn.
+    #[arg(long)]
+    raw: bool,
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    #[arg(long)]
+    temperature: Option<f64>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long)]
+    repetition_penalty: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    what: BenchKind,
+    /// Timed training steps.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Decoded tokens.
+    #[arg(long, default_value_t = 128)]
+    tokens: usize,
+    /// Skip the PyTorch reference.
+    #[arg(long)]
+    no_reference: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum BenchKind {
+    Train,
+    Decode,
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,6 +250,49 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
             }
             Ok(())
         }),
+        Command::Model {
+            command: ModelCommand::Ages,
+        } => {
+            let rows = thau::commands::ages::ages(config.model.vocab_size, config.model.context_length);
+            if json {
+                print_json(&rows);
+            } else {
+                println!("vocabulary {} tokens, head_dim 64 at every age", config.model.vocab_size);
+                println!("{:>4} {:>8} {:>7} {:>6} {:>7} {:>15}", "age", "d_model", "layers", "heads", "d_ff", "parameters");
+                for r in rows {
+                    println!("{:>4} {:>8} {:>7} {:>6} {:>7} {:>15}", r.age, r.d_model, r.n_layers, r.n_heads, r.d_ff, group(r.params));
+                }
+            }
+            Ok(())
+        }
+        Command::Train(args) => cli_train(&home, &config, args, json),
+        Command::Eval(args) => {
+            let s = thau::commands::train::eval(&home, &args.data, args.checkpoint.as_deref(), args.max_batches)?;
+            if json {
+                print_json(&s);
+            } else {
+                println!("checkpoint {} (age {})", s.checkpoint.display(), s.age);
+                println!(
+                    "held-out loss {:.4}  perplexity {:.2}  over {} tokens  (unigram baseline {:.4})",
+                    s.report.loss, s.report.perplexity, s.report.tokens, s.report.unigram_loss
+                );
+            }
+            Ok(())
+        }
+        Command::Generate(args) => cli_generate(home, config, args, json),
+        Command::Bench(args) => {
+            let root = thau::bench::repo_root();
+            let r = match args.what {
+                BenchKind::Train => thau::bench::train_bench(&root, args.steps, !args.no_reference)?,
+                BenchKind::Decode => thau::bench::decode_bench(&root, args.tokens, !args.no_reference)?,
+            };
+            if json {
+                print_json(&r);
+            } else {
+                print_bench(&r);
+            }
+            Ok(())
+        }
         Command::Config {
             command: ConfigCommand::Show,
         } => {
@@ -158,6 +319,178 @@ where
     });
     actix::System::current().stop();
     result
+}
+
+/// `thau train`: runs the trainer with a progress bar; Ctrl-C stops after the current step
+/// and saves a checkpoint.
+fn cli_train(home: &Home, config: &ThauConfig, a: TrainArgs, json: bool) -> Result<()> {
+    use thau::commands::train::{train, Budget, Progress, TrainRequest};
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    // A second Ctrl-C while saving is ignored: the checkpoint must finish.
+    let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+    home.init()?;
+    let req = TrainRequest {
+        data: a.data,
+        age: a.age.unwrap_or(config.model.age),
+        budget: match (a.steps, a.minutes) {
+            (Some(s), _) => Some(Budget::Steps(s)),
+            (None, Some(m)) => Some(Budget::Minutes(m)),
+            _ => None,
+        },
+        options: thau::model::train::TrainOptions {
+            batch_size: a.batch,
+            seq_len: a.seq_len,
+            accum: a.accum,
+            lr: a.lr,
+            warmup: a.warmup,
+            seed: a.seed.unwrap_or(config.seed),
+            ..Default::default()
+        },
+        vocab_size: config.model.vocab_size,
+        fresh: a.fresh,
+    };
+    let bar = indicatif::ProgressBar::hidden();
+    if !json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+    let mut on = |p: Progress| match p {
+        Progress::Started { total_steps, budget, params, resumed } => {
+            let (len, template) = match budget {
+                Some(Budget::Minutes(m)) => ((m * 60.0) as u64, "{bar:30} {elapsed_precise}/{duration_precise} {msg}"),
+                _ => (total_steps, "{bar:30} step {pos}/{len} ETA {eta} {msg}"),
+            };
+            bar.set_length(len);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            bar.println(format!("{} model, {params} parameters", if resumed { "resumed" } else { "new" }));
+        }
+        Progress::Step(r, elapsed) => {
+            match req.budget {
+                Some(Budget::Minutes(_)) => bar.set_position(elapsed as u64),
+                _ => bar.inc(1),
+            }
+            bar.set_message(format!("loss {:.3} lr {:.1e} {:.0} tok/s", r.loss, r.lr, r.tokens as f64 / r.seconds));
+        }
+        Progress::Eval(c) => bar.println(format!(
+            "step {:>6}  {:>6.0}s  held-out loss {:.4}{}",
+            c.step,
+            c.seconds,
+            c.heldout_loss,
+            c.train_loss.map_or(String::new(), |l| format!("  train loss {l:.4}"))
+        )),
+    };
+    let report = train(home, &req, &stop, &mut on)?;
+    bar.finish_and_clear();
+    if json {
+        print_json(&report);
+    } else {
+        println!(
+            "{} steps, {} tokens in {:.0}s ({:.0} tokens/s); held-out loss {:.4} -> {:.4} (unigram baseline {:.4}){}",
+            report.steps,
+            report.tokens,
+            report.seconds,
+            report.tokens_per_s,
+            report.curve.first().map_or(f64::NAN, |c| c.heldout_loss),
+            report.curve.last().map_or(f64::NAN, |c| c.heldout_loss),
+            report.unigram_loss,
+            if report.interrupted { " — interrupted" } else { "" }
+        );
+        println!("checkpoint {}", report.checkpoint.display());
+    }
+    Ok(())
+}
+
+/// `thau generate`: asks the Inference actor, printing text as it streams in.
+fn cli_generate(home: Home, config: ThauConfig, a: GenerateArgs, json: bool) -> Result<()> {
+    use thau::actors::inference::{Generate, Prompt};
+    use thau::model::tokenizer::{Message, Role};
+    with_runtime(home, config, move |rt| async move {
+        let inference = rt
+            .addrs
+            .inference
+            .clone()
+            .ok_or_else(|| ThauError::Invalid("the inference actor is disabled in agents/".into()))?;
+        let mut params = thau::model::generate::SamplingParams::default();
+        if let Some(v) = a.max_tokens {
+            params.max_new_tokens = v;
+        }
+        if let Some(v) = a.temperature {
+            params.temperature = v;
+        }
+        if let Some(v) = a.top_k {
+            params.top_k = v;
+        }
+        if let Some(v) = a.top_p {
+            params.top_p = v;
+        }
+        if let Some(v) = a.repetition_penalty {
+            params.repetition_penalty = v;
+        }
+        if let Some(v) = a.seed {
+            params.seed = v;
+        }
+        let prompt = if a.raw {
+            Prompt::Text(a.prompt)
+        } else {
+            Prompt::Chat(vec![Message::new(Role::User, a.prompt)])
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let printer = tokio::spawn(async move {
+            use std::io::Write;
+            while let Some(piece) = rx.recv().await {
+                if !json {
+                    print!("{piece}");
+                    let _ = std::io::stdout().flush();
+                }
+            }
+        });
+        let reply = inference
+            .send(Generate { prompt, params: Some(params), stream: Some(tx) })
+            .await
+            .map_err(|e| ThauError::Actor { actor: "inference".into(), message: e.to_string() })?;
+        let _ = printer.await;
+        let result = reply.map_err(|e| ThauError::Actor { actor: "inference".into(), message: e.to_string() });
+        rt.shutdown().await;
+        let g = result?;
+        if json {
+            print_json(&g);
+        } else {
+            println!();
+        }
+        Ok(())
+    })
+}
+
+fn print_bench(r: &thau::bench::BenchReport) {
+    println!("thau {} (age {}, {} parameters, {} threads): {:.1} tokens/s", r.bench, r.config.age, r.config.params, r.config.threads, r.tokens_per_s);
+    if let Some([f, b, o]) = r.split_s {
+        println!("  per step: forward {f:.3}s  backward {b:.3}s  optimizer {o:.3}s");
+    }
+    match (r.reference_tokens_per_s, r.ratio) {
+        (Some(t), Some(x)) => {
+            println!("{}: {:.1} tokens/s", r.reference, t);
+            if let Some([f, b, o]) = r.reference_split_s {
+                println!("  per step: forward {f:.3}s  backward {b:.3}s  optimizer {o:.3}s");
+            }
+            println!("ratio thau / reference: {x:.2}x");
+        }
+        _ => println!("reference {}", r.reference),
+    }
+}
+
+/// 20452224 → "20,452,224".
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {

@@ -1,37 +1,144 @@
-//! Inference: the one owner of the THAU model; serves [`Generate`] requests from the other
-//! actors and the front ends. Runs on a sync arbiter: decoding is CPU-heavy and must never
+//! Inference: the one owner of the THAU model. Serves [`Generate`] (sampling with
+//! optional token streaming) and [`Score`] (per-token log-probabilities of a given
+//! continuation) to the other actors and the front ends, and [`Reload`]s the newest
+//! checkpoint on request. Runs on a sync arbiter: decoding is CPU-heavy and must never
 //! block the async arbiters that serve I/O.
 
+use std::path::PathBuf;
+
 use actix::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
+use crate::model::checkpoint;
+use crate::model::generate::{generate, score, Generation, SamplingParams};
+use crate::model::tokenizer::{Message as ChatMessage, ThauTokenizer};
+use crate::model::transformer::{from_tensors, Thau};
 use crate::runtime::agents::AgentSpec;
 
-/// Generate a continuation of `prompt`.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<Generated, ActorError>")]
-pub struct Generate {
-    pub prompt: String,
-    pub max_new_tokens: Option<usize>,
+/// What to continue: raw text, or a conversation the model answers as the assistant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    Text(String),
+    Chat(Vec<ChatMessage>),
 }
 
-/// The reply to [`Generate`].
+/// Generate a continuation; each new piece of text is also sent on `stream` if given.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Generation, ActorError>")]
+pub struct Generate {
+    pub prompt: Prompt,
+    /// `None` uses the defaults from `agents/inference.toml`.
+    pub params: Option<SamplingParams>,
+    pub stream: Option<UnboundedSender<String>>,
+}
+
+/// Log-probabilities of each token of `continuation` after `prompt`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Scored, ActorError>")]
+pub struct Score {
+    pub prompt: Prompt,
+    pub continuation: String,
+}
+
+/// The reply to [`Score`].
 #[derive(Debug, Clone, Serialize)]
-pub struct Generated {
-    pub text: String,
-    pub tokens: usize,
+pub struct Scored {
+    pub logprobs: Vec<f32>,
+    /// Mean negative log-likelihood per token.
+    pub mean_nll: f32,
+}
+
+/// Load the newest checkpoint now (after training wrote one).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<ModelInfo, ActorError>")]
+pub struct Reload;
+
+/// The model the actor serves.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub checkpoint: PathBuf,
+    pub age: u32,
+    pub params: u64,
+}
+
+struct Loaded {
+    model: Thau,
+    tokenizer: ThauTokenizer,
+    info: ModelInfo,
 }
 
 /// The Inference actor's state: the loaded model, if any.
 pub struct Inference {
     base: ActorBase,
+    checkpoints: PathBuf,
+    defaults: SamplingParams,
+    loaded: Option<Loaded>,
+    load_error: Option<String>,
 }
 
 impl Inference {
-    pub fn new(base: ActorBase, _spec: &AgentSpec) -> Self {
-        Inference { base }
+    /// Creates the actor and loads the newest checkpoint under `<home>/checkpoints`.
+    pub fn new(base: ActorBase, spec: &AgentSpec, checkpoints: PathBuf) -> Self {
+        // Validated by `Runtime::start`, so the fallback only guards direct construction.
+        let defaults = spec.params.clone().try_into::<SamplingParams>().unwrap_or_default();
+        let mut me = Inference {
+            base,
+            checkpoints,
+            defaults,
+            loaded: None,
+            load_error: None,
+        };
+        if let Err(e) = me.reload() {
+            me.load_error = Some(e.to_string());
+        }
+        me
     }
+
+    fn reload(&mut self) -> Result<ModelInfo, ActorError> {
+        let dir = checkpoint::newest(&self.checkpoints)
+            .map_err(|e| ActorError::Failed(e.to_string()))?
+            .ok_or_else(|| ActorError::Unavailable("no model loaded: train one with `thau train`".into()))?;
+        let ck = checkpoint::load(&dir, &candle_core::Device::Cpu, false).map_err(|e| ActorError::Failed(e.to_string()))?;
+        let info = ModelInfo {
+            checkpoint: dir,
+            age: ck.config.age,
+            params: ck.config.param_count(),
+        };
+        let model = from_tensors(ck.weights, &ck.config, &candle_core::Device::Cpu).map_err(|e| ActorError::Failed(e.to_string()))?;
+        tracing::info!(actor = self.base.name, checkpoint = %info.checkpoint.display(), "model loaded");
+        self.loaded = Some(Loaded {
+            model,
+            tokenizer: ck.tokenizer,
+            info: info.clone(),
+        });
+        self.load_error = None;
+        Ok(info)
+    }
+
+    fn loaded(&self) -> Result<&Loaded, ActorError> {
+        self.loaded.as_ref().ok_or_else(|| {
+            ActorError::Unavailable(
+                self.load_error
+                    .clone()
+                    .unwrap_or_else(|| "no model loaded: train one with `thau train`".into()),
+            )
+        })
+    }
+}
+
+fn prompt_ids(tok: &ThauTokenizer, prompt: &Prompt) -> Result<Vec<u32>, ActorError> {
+    let r = match prompt {
+        Prompt::Text(t) => tok.encode(t),
+        Prompt::Chat(ms) => tok.chat_prompt(ms),
+    };
+    let ids = r.map_err(|e| ActorError::BadRequest(e.to_string()))?;
+    if ids.is_empty() {
+        return Err(ActorError::BadRequest("empty prompt".into()));
+    }
+    Ok(ids)
 }
 
 impl ThauActor for Inference {
@@ -39,19 +146,54 @@ impl ThauActor for Inference {
         &self.base
     }
     fn note(&self) -> String {
-        "no model loaded".into()
+        match (&self.loaded, &self.load_error) {
+            (Some(l), _) => format!("serving age {} ({} parameters) from {}", l.info.age, l.info.params, l.info.checkpoint.display()),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "no model loaded".into(),
+        }
+    }
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({ "model": self.loaded.as_ref().map(|l| &l.info) })
     }
 }
 
 crate::sync_actor!(Inference);
 
 impl Handler<Generate> for Inference {
-    type Result = Result<Generated, ActorError>;
-    fn handle(&mut self, _msg: Generate, ctx: &mut SyncContext<Self>) -> Self::Result {
-        guarded(self, ctx, "Generate", |_| {
-            Err(ActorError::Unavailable(
-                "no model loaded: train one with `thau train`".into(),
-            ))
+    type Result = Result<Generation, ActorError>;
+    fn handle(&mut self, msg: Generate, ctx: &mut SyncContext<Self>) -> Self::Result {
+        guarded(self, ctx, "Generate", |me| {
+            let l = me.loaded()?;
+            let params = msg.params.unwrap_or_else(|| me.defaults.clone());
+            let ids = prompt_ids(&l.tokenizer, &msg.prompt)?;
+            let stop = [l.tokenizer.special.eot];
+            let mut on_text = |s: &str| match &msg.stream {
+                // A closed stream means the client went away: stop generating.
+                Some(tx) => tx.send(s.to_string()).is_ok(),
+                None => true,
+            };
+            generate(&l.model, &l.tokenizer, &ids, &params, &stop, &mut on_text).map_err(|e| ActorError::BadRequest(e.to_string()))
         })
+    }
+}
+
+impl Handler<Score> for Inference {
+    type Result = Result<Scored, ActorError>;
+    fn handle(&mut self, msg: Score, ctx: &mut SyncContext<Self>) -> Self::Result {
+        guarded(self, ctx, "Score", |me| {
+            let l = me.loaded()?;
+            let ids = prompt_ids(&l.tokenizer, &msg.prompt)?;
+            let cont = l.tokenizer.encode(&msg.continuation).map_err(|e| ActorError::BadRequest(e.to_string()))?;
+            let logprobs = score(&l.model, &ids, &cont).map_err(|e| ActorError::BadRequest(e.to_string()))?;
+            let mean_nll = -logprobs.iter().sum::<f32>() / logprobs.len().max(1) as f32;
+            Ok(Scored { logprobs, mean_nll })
+        })
+    }
+}
+
+impl Handler<Reload> for Inference {
+    type Result = Result<ModelInfo, ActorError>;
+    fn handle(&mut self, _: Reload, ctx: &mut SyncContext<Self>) -> Self::Result {
+        guarded(self, ctx, "Reload", |me| me.reload())
     }
 }

@@ -14,7 +14,7 @@ use super::{ModelError, Result};
 
 /// How to sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SamplingParams {
     pub max_new_tokens: usize,
     /// 0 means greedy.

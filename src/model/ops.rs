@@ -10,6 +10,13 @@
 //! - [`causal_softmax`]: `softmax(scale * scores)` with the causal mask applied inside the
 //!   kernel (no mask tensor is materialised), for a query block that starts `offset`
 //!   positions into the keys (KV-cache decoding);
+//! - [`swiglu`]: `silu(gate) * up` in one pass (and one pass back), instead of candle's
+//!   chain of element-wise ops over the widest activations of the model;
+//! - [`lm_head_cross_entropy`]: the LM head matmul fused with the cross-entropy, a block
+//!   of rows at a time, so the `[tokens, vocab]` logits (64 MB at age 0) are never
+//!   materialised in forward or backward;
+//! - [`small_linear`]: `x · wᵀ` for a handful of rows (decoding), as one AVX-512 / AVX2
+//!   dot product per output, parallel over outputs (inference only: no backward);
 //! - [`cross_entropy`]: per-row negative log-likelihood fused with the softmax, rows whose
 //!   target is [`IGNORE_INDEX`] contribute nothing.
 //!
@@ -23,6 +30,7 @@ use candle_core::{
 };
 use num_traits::Float;
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Target value meaning "no loss at this position" (padding, prompt tokens).
 pub const IGNORE_INDEX: u32 = u32::MAX;
@@ -340,6 +348,349 @@ pub fn causal_softmax(scores: &Tensor, scale: f64, offset: usize) -> Result<Tens
     scores.contiguous()?.apply_op1(CausalSoftmax { scale, offset })
 }
 
+// ---------------------------------------------------------------- SwiGLU
+
+struct SwiGlu;
+struct SwiGluBwdGate;
+struct SwiGluBwdUp;
+
+fn sigmoid<T: Real>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp())
+}
+
+fn map2<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); a.len()];
+    out.par_chunks_mut(4096)
+        .zip(a.par_chunks(4096).zip(b.par_chunks(4096)))
+        .for_each(|(o, (a, b))| {
+            for i in 0..o.len() {
+                o[i] = f(a[i], b[i]);
+            }
+        });
+    out
+}
+
+fn map3<T: Real>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); a.len()];
+    out.par_chunks_mut(4096)
+        .zip(a.par_chunks(4096).zip(b.par_chunks(4096).zip(c.par_chunks(4096))))
+        .for_each(|(o, (a, (b, c)))| {
+            for i in 0..o.len() {
+                o[i] = f(a[i], b[i], c[i]);
+            }
+        });
+    out
+}
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "thau-swiglu"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+            let (g, u) = (slice::<T>(s1, l1, "swiglu")?, slice::<T>(s2, l2, "swiglu")?);
+            let out = map2(g, u, |g, u| g * sigmoid(g) * u);
+            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
+        }
+        dispatch!(s1, go(s1, l1, s2, l2))
+    }
+    fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let d_gate = gate.apply_op3_no_bwd(up, &g, &SwiGluBwdGate)?;
+        let d_up = gate.apply_op2_no_bwd(&g, &SwiGluBwdUp)?;
+        Ok((Some(d_gate), Some(d_up)))
+    }
+}
+
+impl CustomOp3 for SwiGluBwdGate {
+    fn name(&self) -> &'static str {
+        "thau-swiglu-bwd-gate"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+            let (x, u, dy) = (slice::<T>(s1, l1, "swiglu")?, slice::<T>(s2, l2, "swiglu")?, slice::<T>(s3, l3, "swiglu")?);
+            // d silu(x)/dx = s · (1 + x · (1 − s)), s = sigmoid(x)
+            let out = map3(x, u, dy, |x, u, dy| {
+                let s = sigmoid(x);
+                dy * u * s * (T::one() + x * (T::one() - s))
+            });
+            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
+        }
+        dispatch!(s1, go(s1, l1, s2, l2, s3, l3))
+    }
+}
+
+impl CustomOp2 for SwiGluBwdUp {
+    fn name(&self) -> &'static str {
+        "thau-swiglu-bwd-up"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+            let (x, dy) = (slice::<T>(s1, l1, "swiglu")?, slice::<T>(s2, l2, "swiglu")?);
+            let out = map2(x, dy, |x, dy| dy * x * sigmoid(x));
+            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
+        }
+        dispatch!(s1, go(s1, l1, s2, l2))
+    }
+}
+
+/// `silu(gate) * up`, element-wise (same shapes).
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if !fused(gate) {
+        return gate.silu()? * up;
+    }
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+// ---------------------------------------------------------------- LM head + cross-entropy
+
+/// Rows of logits computed at once by the fused LM-head loss (bounds its scratch memory
+/// to `LOSS_BLOCK × vocab` values).
+const LOSS_BLOCK: usize = 256;
+
+/// `dst (m×n, row-major) = [dst +] lhs (m×k) · rhs (k×n)`, operands given by row and
+/// column strides. Checks every operand's extent before calling the gemm kernel.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into<T: Real>(
+    dst: &mut [T],
+    (m, n, k): (usize, usize, usize),
+    lhs: &[T],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[T],
+    (rhs_rs, rhs_cs): (usize, usize),
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let extent = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs + 1;
+    assert!(dst.len() >= m * n, "gemm_into: dst too small");
+    assert!(lhs.len() >= extent(m, k, lhs_rs, lhs_cs), "gemm_into: lhs too small");
+    assert!(rhs.len() >= extent(k, n, rhs_rs, rhs_cs), "gemm_into: rhs too small");
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the extents checked above keep every access inside the three slices, and
+    // `dst` is borrowed mutably so nothing else reads it meanwhile.
+    unsafe {
+        gemm::gemm(
+            m, n, k,
+            dst.as_mut_ptr(), 1, n as isize,
+            accumulate,
+            lhs.as_ptr(), lhs_cs as isize, lhs_rs as isize,
+            rhs.as_ptr(), rhs_cs as isize, rhs_rs as isize,
+            T::one(), T::one(),
+            false, false, false,
+            par,
+        );
+    }
+}
+
+struct LmHeadLoss {
+    targets: Arc<Vec<u32>>,
+}
+
+/// Logits of rows `r0..r0+rows` of `h` (`[N, d]`) under `w` (`[V, d]`) into `out`.
+fn block_logits<T: Real>(h: &[T], w: &[T], d: usize, v: usize, r0: usize, rows: usize, out: &mut [T]) {
+    gemm_into(out, (rows, v, d), &h[r0 * d..(r0 + rows) * d], (d, 1), w, (1, d), false);
+}
+
+fn lm_loss_fwd<T: Real>(h: &[T], w: &[T], targets: &[u32], d: usize, v: usize) -> Result<Vec<T>> {
+    let n = h.len() / d;
+    let mut out = vec![T::zero(); n];
+    let mut logits = vec![T::zero(); LOSS_BLOCK.min(n) * v];
+    for r0 in (0..n).step_by(LOSS_BLOCK) {
+        let rows = LOSS_BLOCK.min(n - r0);
+        block_logits(h, w, d, v, r0, rows, &mut logits);
+        out[r0..r0 + rows].par_iter_mut().enumerate().try_for_each(|(i, o)| {
+            let t = targets[r0 + i];
+            if t == IGNORE_INDEX {
+                return Ok(());
+            }
+            if t as usize >= v {
+                bail!("cross_entropy: target {t} out of range for vocabulary {v}");
+            }
+            let row = &logits[i * v..(i + 1) * v];
+            *o = log_sum_exp(row) - row[t as usize];
+            Ok(())
+        })?;
+    }
+    Ok(out)
+}
+
+/// (dL/dh `[N, d]`, dL/dw `[V, d]`) for upstream gradient `g` (`[N]`).
+fn lm_loss_bwd<T: Real>(h: &[T], w: &[T], targets: &[u32], g: &[T], d: usize, v: usize) -> (Vec<T>, Vec<T>) {
+    let n = h.len() / d;
+    let (mut dh, mut dw) = (vec![T::zero(); n * d], vec![T::zero(); v * d]);
+    let mut logits = vec![T::zero(); LOSS_BLOCK.min(n) * v];
+    for r0 in (0..n).step_by(LOSS_BLOCK) {
+        let rows = LOSS_BLOCK.min(n - r0);
+        block_logits(h, w, d, v, r0, rows, &mut logits);
+        // dlogits = (softmax − onehot) · g, zero on ignored rows.
+        logits[..rows * v].par_chunks_mut(v).enumerate().for_each(|(i, row)| {
+            let t = targets[r0 + i];
+            if t == IGNORE_INDEX {
+                row.iter_mut().for_each(|x| *x = T::zero());
+                return;
+            }
+            let lse = log_sum_exp(row);
+            let gi = g[r0 + i];
+            row.iter_mut().for_each(|x| *x = (*x - lse).exp() * gi);
+            row[t as usize] -= gi;
+        });
+        let dl = &logits[..rows * v];
+        // dh[rows] = dlogits · w
+        gemm_into(&mut dh[r0 * d..(r0 + rows) * d], (rows, d, v), dl, (v, 1), w, (d, 1), false);
+        // dw += dlogitsᵀ · h[rows]
+        gemm_into(&mut dw, (v, d, rows), dl, (1, v), &h[r0 * d..(r0 + rows) * d], (d, 1), true);
+    }
+    (dh, dw)
+}
+
+impl CustomOp2 for LmHeadLoss {
+    fn name(&self) -> &'static str {
+        "thau-lm-head-loss"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(op: &LmHeadLoss, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+            let (n, d) = l1.shape().dims2()?;
+            let (v, d2) = l2.shape().dims2()?;
+            if d != d2 || op.targets.len() != n {
+                bail!("lm_head_cross_entropy: hidden {:?}, head {:?}, {} targets", l1.shape(), l2.shape(), op.targets.len());
+            }
+            let out = lm_loss_fwd(slice::<T>(s1, l1, "lm_head")?, slice::<T>(s2, l2, "lm_head")?, &op.targets, d, v)?;
+            Ok((T::to_cpu_storage_owned(out), Shape::from(n)))
+        }
+        dispatch!(s1, go(self, s1, l1, s2, l2))
+    }
+    fn bwd(&self, h: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        fn go<T: Real>(op: &LmHeadLoss, h: &Tensor, w: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
+            let (hs, hl) = h.storage_and_layout();
+            let (ws, wl) = w.storage_and_layout();
+            let (gs, gl) = g.storage_and_layout();
+            let (candle_core::Storage::Cpu(hs), candle_core::Storage::Cpu(ws), candle_core::Storage::Cpu(gs)) = (&*hs, &*ws, &*gs) else {
+                bail!("lm_head_cross_entropy: CPU tensors expected");
+            };
+            let (d, v) = (h.dim(1)?, w.dim(0)?);
+            let (dh, dw) = lm_loss_bwd(slice::<T>(hs, hl, "lm_head")?, slice::<T>(ws, wl, "lm_head")?, &op.targets, slice::<T>(gs, gl, "lm_head")?, d, v);
+            Ok((Tensor::from_vec(dh, h.shape(), h.device())?, Tensor::from_vec(dw, w.shape(), w.device())?))
+        }
+        let (dh, dw) = match h.dtype() {
+            DType::F32 => go::<f32>(self, h, w, &g)?,
+            DType::F64 => go::<f64>(self, h, w, &g)?,
+            dt => bail!("lm_head_cross_entropy: unsupported dtype {dt:?}"),
+        };
+        Ok((Some(dh), Some(dw)))
+    }
+}
+
+/// Per-row negative log-likelihood of `targets` under the logits `hidden · headᵀ`
+/// (`hidden` `[N, d]`, `head` `[V, d]`, targets u32 `[N]`), without materialising the
+/// logits. Rows whose target is [`IGNORE_INDEX`] give 0. Returns `[N]`.
+pub fn lm_head_cross_entropy(hidden: &Tensor, head: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if !fused(hidden) {
+        return cross_entropy(&hidden.matmul(&head.t()?)?, targets);
+    }
+    let targets = Arc::new(targets.flatten_all()?.to_vec1::<u32>()?);
+    hidden.contiguous()?.apply_op2(&head.contiguous()?, LmHeadLoss { targets })
+}
+
+// ---------------------------------------------------------------- small-batch linear
+
+/// Most rows for which [`small_linear`] beats the general matmul.
+pub const SMALL_LINEAR_ROWS: usize = 4;
+
+/// Outputs per parallel work item of [`small_linear`].
+const GEMV_CHUNK: usize = 64;
+
+fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
+    // Eight partial sums so the compiler can keep several multiply-adds in flight.
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    let (mut s0, mut s1, mut s2, mut s3) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
+    // SAFETY: every load reads 16 floats at offsets below `n`, inside both slices.
+    unsafe {
+        while i + 64 <= n {
+            let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa), _mm512_loadu_ps(pb), s0);
+            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(16)), _mm512_loadu_ps(pb.add(16)), s1);
+            s2 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(32)), _mm512_loadu_ps(pb.add(32)), s2);
+            s3 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(48)), _mm512_loadu_ps(pb.add(48)), s3);
+            i += 64;
+        }
+        while i + 16 <= n {
+            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a.as_ptr().add(i)), _mm512_loadu_ps(b.as_ptr().add(i)), s0);
+            i += 16;
+        }
+    }
+    let sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    sum + dot_scalar(&a[i..n], &b[i..n])
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        return unsafe { dot_avx512(a, b) };
+    }
+    dot_scalar(a, b)
+}
+
+struct SmallLinear;
+
+impl CustomOp2 for SmallLinear {
+    fn name(&self) -> &'static str {
+        "thau-small-linear"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (slice::<f32>(s1, l1, "small_linear")?, slice::<f32>(s2, l2, "small_linear")?);
+        let (rows, k) = l1.shape().dims2()?;
+        let (n, k2) = l2.shape().dims2()?;
+        if k != k2 {
+            bail!("small_linear: x is [{rows}, {k}] but w is [{n}, {k2}]");
+        }
+        let mut out = vec![0.0f32; rows * n];
+        for r in 0..rows {
+            let xr = &x[r * k..(r + 1) * k];
+            out[r * n..(r + 1) * n]
+                .par_chunks_mut(GEMV_CHUNK)
+                .enumerate()
+                .for_each(|(c, o)| {
+                    for (j, y) in o.iter_mut().enumerate() {
+                        let row = (c * GEMV_CHUNK + j) * k;
+                        *y = dot(xr, &w[row..row + k]);
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((rows, n))))
+    }
+}
+
+/// `x · wᵀ` (`x` `[rows, k]`, `w` `[n, k]`) for a few rows of f32 on the CPU, without
+/// gradient; `None` when the inputs are not of that kind (use the general matmul).
+pub fn small_linear(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    let small = x.rank() == 2 && x.dim(0)? <= SMALL_LINEAR_ROWS;
+    if !small || x.track_op() || w.track_op() || !x.device().is_cpu() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    Ok(Some(x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &SmallLinear)?))
+}
+
 // ---------------------------------------------------------------- cross-entropy
 
 struct CrossEntropy;
@@ -512,6 +863,43 @@ mod tests {
             assert!(max_diff(&ours.to_dtype(DType::F32).unwrap(), &f32_ref) < 1e-6);
             check_grad(&s, &|s| causal_softmax(s, 0.5, offset));
         }
+    }
+
+    #[test]
+    fn fused_lm_head_loss_matches_matmul_then_cross_entropy_and_finite_differences() {
+        // More rows than one block, so the block loop and the dw accumulation are covered.
+        let n = LOSS_BLOCK + 7;
+        let h = det(&[n, 6], 0.8);
+        let w = det(&[11, 6], 2.1);
+        let t: Vec<u32> = (0..n as u32).map(|i| if i % 5 == 3 { IGNORE_INDEX } else { (i * 7) % 11 }).collect();
+        let targets = Tensor::new(t.as_slice(), &Device::Cpu).unwrap();
+        let ours = lm_head_cross_entropy(&h, &w, &targets).unwrap();
+        let reference = cross_entropy(&h.matmul(&w.t().unwrap()).unwrap(), &targets).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-12);
+        check_grad(&h, &|h| lm_head_cross_entropy(h, &w, &targets));
+        check_grad(&w, &|w| lm_head_cross_entropy(&h, w, &targets));
+    }
+
+    #[test]
+    fn small_linear_matches_matmul() {
+        let x = det(&[3, 70], 0.3).to_dtype(DType::F32).unwrap();
+        let w = det(&[130, 70], 1.1).to_dtype(DType::F32).unwrap();
+        let ours = small_linear(&x, &w).unwrap().expect("small f32 input");
+        let reference = x.matmul(&w.t().unwrap()).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-4);
+        let tracked = Var::from_tensor(&w).unwrap();
+        assert!(small_linear(&x, tracked.as_tensor()).unwrap().is_none(), "never on trainable weights");
+    }
+
+    #[test]
+    fn swiglu_matches_silu_times_up_and_finite_differences() {
+        let g = det(&[3, 10], 0.6);
+        let u = det(&[3, 10], 1.7);
+        let ours = swiglu(&g, &u).unwrap();
+        let reference = (g.silu().unwrap() * &u).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-12);
+        check_grad(&g, &|g| swiglu(g, &u));
+        check_grad(&u, &|u| swiglu(&g, u));
     }
 
     #[test]

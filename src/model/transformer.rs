@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::config::ModelConfig;
-use super::ops::{causal_softmax, cross_entropy, rms_norm, rope_i};
+use super::ops::{causal_softmax, lm_head_cross_entropy, rms_norm, rope_i, small_linear, swiglu};
 use super::{ModelError, Result};
 
 /// Standard deviation of the initial weights.
@@ -30,7 +30,11 @@ fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     let dims = x.dims().to_vec();
     let inner = dims[dims.len() - 1];
     let rows = x.elem_count() / inner;
-    let y = x.reshape((rows, inner))?.matmul(&w.t()?)?; // [rows, out]
+    let x2 = x.reshape((rows, inner))?; // [rows, in]
+    let y = match small_linear(&x2, w)? {
+        Some(y) => y, // decoding: a few rows, dot products beat the matmul kernel
+        None => x2.matmul(&w.t()?)?, // [rows, out]
+    };
     let mut out = dims;
     *out.last_mut().unwrap_or(&mut 0) = w.dim(0)?;
     y.reshape(out) // [.., out]
@@ -65,10 +69,19 @@ impl Rope {
     }
 }
 
+/// Keys and values of one layer, in buffers preallocated for the whole context (no
+/// concatenation, no reallocation per token).
+#[derive(Debug, Clone)]
+struct LayerKv {
+    k: Tensor, // [B, H, max_seq_len, hd]
+    v: Tensor, // [B, H, max_seq_len, hd]
+    len: usize,
+}
+
 /// Keys and values of the positions seen so far, per layer.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>, // each [B, H, T_seen, head_dim]
+    layers: Vec<Option<LayerKv>>,
 }
 
 impl KvCache {
@@ -79,10 +92,7 @@ impl KvCache {
     }
     /// Number of positions already in the cache.
     pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |l| l.len)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -117,7 +127,8 @@ impl Attention {
         &self,
         x: &Tensor,
         rope: &Rope,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut Option<LayerKv>>,
+        max_seq_len: usize,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, hd) = (self.n_heads, self.head_dim);
@@ -127,22 +138,25 @@ impl Attention {
                 .transpose(1, 2) // [B, H, T, hd]
         };
         let (q, k, v) = (heads(&self.wq)?, heads(&self.wk)?, heads(&self.wv)?);
-        let offset = cache
-            .as_ref()
-            .and_then(|c| c.as_ref())
-            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0));
+        let offset = cache.as_ref().and_then(|c| c.as_ref()).map_or(0, |c| c.len);
         let (cos, sin) = rope.at(offset, t)?;
         let q = rope_i(&q, &cos, &sin)?;
         let k = rope_i(&k, &cos, &sin)?;
         let v = v.contiguous()?;
         let (k, v) = match cache {
             Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-                    None => (k, v),
+                let kv = match slot {
+                    Some(kv) => kv,
+                    None => {
+                        let zeros = Tensor::zeros((b, h, max_seq_len, hd), k.dtype(), k.device())?;
+                        slot.insert(LayerKv { k: zeros.clone(), v: zeros.zeros_like()?, len: 0 })
+                    }
                 };
-                *slot = Some((k.clone(), v.clone()));
-                (k, v) // [B, H, offset + T, hd]
+                kv.k.slice_set(&k, 2, kv.len)?;
+                kv.v.slice_set(&v, 2, kv.len)?;
+                kv.len += t;
+                // Views of the filled part: [B, H, offset + T, hd].
+                (kv.k.narrow(2, 0, kv.len)?, kv.v.narrow(2, 0, kv.len)?)
             }
             None => (k, v),
         };
@@ -173,9 +187,9 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = linear(x, &self.gate)?.silu()?; // [.., d_ff]
+        let g = linear(x, &self.gate)?; // [.., d_ff]
         let u = linear(x, &self.up)?; // [.., d_ff]
-        Ok(linear(&(g * u)?, &self.down)?)
+        Ok(linear(&swiglu(&g, &u)?, &self.down)?)
     }
 }
 
@@ -204,9 +218,11 @@ impl Block {
         &self,
         x: &Tensor,
         rope: &Rope,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut Option<LayerKv>>,
+        max_seq_len: usize,
     ) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&rms_norm(x, &self.attn_norm, self.eps)?, rope, cache)?)?;
+        let h = self.attn.forward(&rms_norm(x, &self.attn_norm, self.eps)?, rope, cache, max_seq_len)?;
+        let x = (x + h)?;
         let x = (&x + self.mlp.forward(&rms_norm(&x, &self.ffn_norm, self.eps)?)?)?;
         Ok(x)
     }
@@ -246,7 +262,14 @@ impl Thau {
 
     /// Logits `[B, T, V]` for token ids `[B, T]`. With a cache, `ids` continue the cached
     /// positions and the cache is extended.
-    pub fn forward(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn forward(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let h = self.hidden(ids, cache)?; // [B*T, d]
+        Ok(linear(&h, &self.lm_head)?.reshape((b, t, self.cfg.vocab_size))?) // [B, T, V]
+    }
+
+    /// The final normalised hidden states, flattened to `[B*T, d]`.
+    fn hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let seen = cache.as_ref().map_or(0, |c| c.len());
         if seen + t > self.cfg.max_seq_len {
@@ -265,26 +288,25 @@ impl Thau {
             .reshape((b, t, self.cfg.d_model))?; // [B, T, d]
         for (i, block) in self.blocks.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(&x, &self.rope, slot)?;
+            x = block.forward(&x, &self.rope, slot, self.cfg.max_seq_len)?;
         }
-        let x = rms_norm(&x, &self.norm, self.cfg.rms_eps)?;
-        Ok(linear(&x, &self.lm_head)?) // [B, T, V]
+        let x = x.reshape((b * t, self.cfg.d_model))?; // [B*T, d]
+        Ok(rms_norm(&x, &self.norm, self.cfg.rms_eps)?)
     }
 
     /// Mean cross-entropy over the positions whose target is not
     /// [`IGNORE_INDEX`](super::ops::IGNORE_INDEX), and the number of such positions.
     /// `ids` and `targets` are `[B, T]` (targets u32).
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<(Tensor, usize)> {
-        let logits = self.forward(ids, None)?;
-        let v = self.cfg.vocab_size;
-        let logits = logits.reshape(((), v))?; // [B*T, V]
+        let hidden = self.hidden(ids, None)?; // [B*T, d]
         let targets = targets.flatten_all()?; // [B*T]
         let counted = targets
             .ne(super::ops::IGNORE_INDEX)?
             .to_dtype(DType::F32)?
             .sum_all()?
             .to_scalar::<f32>()? as usize;
-        let nll = cross_entropy(&logits, &targets)?.sum_all()?; // scalar
+        // The LM head and the loss in one op: the [B*T, V] logits are never stored.
+        let nll = lm_head_cross_entropy(&hidden, &self.lm_head, &targets)?.sum_all()?; // scalar
         Ok(((nll / counted.max(1) as f64)?, counted))
     }
 

@@ -114,6 +114,13 @@ impl Runtime {
             None
         };
         let specs = load_agents(dir.as_deref())?;
+        if let Some(spec) = specs.get(&ActorKind::Inference) {
+            // Sampling defaults are read here so a typo fails the start, not a request.
+            spec.params
+                .clone()
+                .try_into::<crate::model::generate::SamplingParams>()
+                .map_err(|e| ThauError::Invalid(format!("agents/inference.toml [params]: {e}")))?;
+        }
         let events = EventBus::new();
         let mut rt = Runtime {
             home,
@@ -149,8 +156,15 @@ impl Runtime {
                     rt.addrs.$field = Some(addr);
                 }};
             }
+            let checkpoints = rt.home.checkpoints();
             match kind {
-                ActorKind::Inference => run_sync!(inference, Inference),
+                ActorKind::Inference => {
+                    let addr = SyncArbiter::start(spec.threads, move || {
+                        Inference::new(base.clone(), &spec, checkpoints.clone())
+                    });
+                    rt.handles.insert(kind, handle_of(&addr, stats));
+                    rt.addrs.inference = Some(addr);
+                }
                 ActorKind::Learner => run_sync!(learner, Learner),
                 ActorKind::ImageTool => run_sync!(image_tool, ImageTool),
                 ActorKind::Questioner => run_async!(questioner, Questioner),

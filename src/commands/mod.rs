@@ -1,0 +1,6 @@
+//! The work behind the model commands, separate from argument parsing so that tests and
+//! other front ends can call it: [`train`] (`thau train`, `thau eval`) and [`ages`]
+//! (`thau model ages`).
+
+pub mod ages;
+pub mod train;
