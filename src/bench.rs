@@ -87,9 +87,19 @@ fn reference(root: &Path, args: &[String]) -> std::result::Result<serde_json::Va
         .args(args)
         .output()
         .map_err(|e| format!("python3: {e}"))?;
-    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_string();
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
     let v: serde_json::Value = serde_json::from_str(&line).map_err(|_| {
-        format!("reference printed no JSON: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""))
+        format!(
+            "reference printed no JSON: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )
     })?;
     if let Some(e) = v.get("error") {
         return Err(format!("reference: {e} (pip install torch)"));
@@ -146,14 +156,26 @@ pub fn train_bench(root: &Path, steps: usize, with_reference: bool) -> Result<Be
         reference_split_s: None,
     };
     if with_reference {
-        let args = vec!["--mode".into(), "train".into(), "--steps".into(), steps.to_string(), "--threads".into(), bc.threads.to_string()];
+        let args = vec![
+            "--mode".into(),
+            "train".into(),
+            "--steps".into(),
+            steps.to_string(),
+            "--threads".into(),
+            bc.threads.to_string(),
+        ];
         match reference(root, &args) {
             Ok(v) => {
                 let t = &v["train"];
                 report.reference_tokens_per_s = t["tokens_per_s"].as_f64();
                 report.ratio = report.reference_tokens_per_s.map(|r| tokens_per_s / r);
-                report.reference = format!("pytorch {}", v["torch_version"].as_str().unwrap_or("?"));
-                report.reference_split_s = match (t["forward_s"].as_f64(), t["backward_s"].as_f64(), t["optimizer_s"].as_f64()) {
+                report.reference =
+                    format!("pytorch {}", v["torch_version"].as_str().unwrap_or("?"));
+                report.reference_split_s = match (
+                    t["forward_s"].as_f64(),
+                    t["backward_s"].as_f64(),
+                    t["optimizer_s"].as_f64(),
+                ) {
                     (Some(a), Some(b), Some(c)) => Some([a, b, c]),
                     _ => None,
                 };
@@ -190,7 +212,17 @@ pub fn decode_bench(root: &Path, tokens: usize, with_reference: bool) -> Result<
         ..Default::default()
     };
     // Warm-up, then the timed run (prefill included, as a user would experience it).
-    generate(&model, &tok, &prompt, &SamplingParams { max_new_tokens: 4, ..params.clone() }, &[], &mut |_| true)?;
+    generate(
+        &model,
+        &tok,
+        &prompt,
+        &SamplingParams {
+            max_new_tokens: 4,
+            ..params.clone()
+        },
+        &[],
+        &mut |_| true,
+    )?;
     let t0 = Instant::now();
     let g = generate(&model, &tok, &prompt, &params, &[], &mut |_| true)?;
     let secs = t0.elapsed().as_secs_f64();
@@ -207,12 +239,20 @@ pub fn decode_bench(root: &Path, tokens: usize, with_reference: bool) -> Result<
         reference_split_s: None,
     };
     if with_reference {
-        let args = vec!["--mode".into(), "decode".into(), "--decode-tokens".into(), tokens.to_string(), "--threads".into(), bc.threads.to_string()];
+        let args = vec![
+            "--mode".into(),
+            "decode".into(),
+            "--decode-tokens".into(),
+            tokens.to_string(),
+            "--threads".into(),
+            bc.threads.to_string(),
+        ];
         match reference(root, &args) {
             Ok(v) => {
                 report.reference_tokens_per_s = v["decode"]["tokens_per_s"].as_f64();
                 report.ratio = report.reference_tokens_per_s.map(|r| tokens_per_s / r);
-                report.reference = format!("pytorch {}", v["torch_version"].as_str().unwrap_or("?"));
+                report.reference =
+                    format!("pytorch {}", v["torch_version"].as_str().unwrap_or("?"));
             }
             Err(why) => report.reference = format!("not run: {why}"),
         }

@@ -12,8 +12,8 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod fsutil;
-pub mod model;
 pub mod home;
+pub mod model;
 pub mod runtime;
 pub mod status;
 

@@ -253,21 +253,41 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
         Command::Model {
             command: ModelCommand::Ages,
         } => {
-            let rows = thau::commands::ages::ages(config.model.vocab_size, config.model.context_length);
+            let rows =
+                thau::commands::ages::ages(config.model.vocab_size, config.model.context_length);
             if json {
                 print_json(&rows);
             } else {
-                println!("vocabulary {} tokens, head_dim 64 at every age", config.model.vocab_size);
-                println!("{:>4} {:>8} {:>7} {:>6} {:>7} {:>15}", "age", "d_model", "layers", "heads", "d_ff", "parameters");
+                println!(
+                    "vocabulary {} tokens, head_dim 64 at every age",
+                    config.model.vocab_size
+                );
+                println!(
+                    "{:>4} {:>8} {:>7} {:>6} {:>7} {:>15}",
+                    "age", "d_model", "layers", "heads", "d_ff", "parameters"
+                );
                 for r in rows {
-                    println!("{:>4} {:>8} {:>7} {:>6} {:>7} {:>15}", r.age, r.d_model, r.n_layers, r.n_heads, r.d_ff, group(r.params));
+                    println!(
+                        "{:>4} {:>8} {:>7} {:>6} {:>7} {:>15}",
+                        r.age,
+                        r.d_model,
+                        r.n_layers,
+                        r.n_heads,
+                        r.d_ff,
+                        group(r.params)
+                    );
                 }
             }
             Ok(())
         }
         Command::Train(args) => cli_train(&home, &config, args, json),
         Command::Eval(args) => {
-            let s = thau::commands::train::eval(&home, &args.data, args.checkpoint.as_deref(), args.max_batches)?;
+            let s = thau::commands::train::eval(
+                &home,
+                &args.data,
+                args.checkpoint.as_deref(),
+                args.max_batches,
+            )?;
             if json {
                 print_json(&s);
             } else {
@@ -283,8 +303,12 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
         Command::Bench(args) => {
             let root = thau::bench::repo_root();
             let r = match args.what {
-                BenchKind::Train => thau::bench::train_bench(&root, args.steps, !args.no_reference)?,
-                BenchKind::Decode => thau::bench::decode_bench(&root, args.tokens, !args.no_reference)?,
+                BenchKind::Train => {
+                    thau::bench::train_bench(&root, args.steps, !args.no_reference)?
+                }
+                BenchKind::Decode => {
+                    thau::bench::decode_bench(&root, args.tokens, !args.no_reference)?
+                }
             };
             if json {
                 print_json(&r);
@@ -355,30 +379,47 @@ fn cli_train(home: &Home, config: &ThauConfig, a: TrainArgs, json: bool) -> Resu
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     }
     let mut on = |p: Progress| match p {
-        Progress::Started { total_steps, budget, params, resumed } => {
+        Progress::Started {
+            total_steps,
+            budget,
+            params,
+            resumed,
+        } => {
             let (len, template) = match budget {
-                Some(Budget::Minutes(m)) => ((m * 60.0) as u64, "{bar:30} {elapsed_precise}/{duration_precise} {msg}"),
+                Some(Budget::Minutes(m)) => (
+                    (m * 60.0) as u64,
+                    "{bar:30} {elapsed_precise}/{duration_precise} {msg}",
+                ),
                 _ => (total_steps, "{bar:30} step {pos}/{len} ETA {eta} {msg}"),
             };
             bar.set_length(len);
             if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
                 bar.set_style(style);
             }
-            bar.println(format!("{} model, {params} parameters", if resumed { "resumed" } else { "new" }));
+            bar.println(format!(
+                "{} model, {params} parameters",
+                if resumed { "resumed" } else { "new" }
+            ));
         }
         Progress::Step(r, elapsed) => {
             match req.budget {
                 Some(Budget::Minutes(_)) => bar.set_position(elapsed as u64),
                 _ => bar.inc(1),
             }
-            bar.set_message(format!("loss {:.3} lr {:.1e} {:.0} tok/s", r.loss, r.lr, r.tokens as f64 / r.seconds));
+            bar.set_message(format!(
+                "loss {:.3} lr {:.1e} {:.0} tok/s",
+                r.loss,
+                r.lr,
+                r.tokens as f64 / r.seconds
+            ));
         }
         Progress::Eval(c) => bar.println(format!(
-            "step {:>6}  {:>6.0}s  held-out loss {:.4}{}",
+            "step {:>6}  {:>6.0}s  held-out loss {}{}",
             c.step,
             c.seconds,
-            c.heldout_loss,
-            c.train_loss.map_or(String::new(), |l| format!("  train loss {l:.4}"))
+            c.heldout_loss.map_or("n/a".into(), |l| format!("{l:.4}")),
+            c.train_loss
+                .map_or(String::new(), |l| format!("  train loss {l:.4}"))
         )),
     };
     let report = train(home, &req, &stop, &mut on)?;
@@ -386,15 +427,19 @@ fn cli_train(home: &Home, config: &ThauConfig, a: TrainArgs, json: bool) -> Resu
     if json {
         print_json(&report);
     } else {
+        let loss = |c: Option<&thau::commands::train::CurvePoint>| {
+            c.and_then(|c| c.heldout_loss)
+                .map_or("n/a".to_string(), |l| format!("{l:.4}"))
+        };
         println!(
-            "{} steps, {} tokens in {:.0}s ({:.0} tokens/s); held-out loss {:.4} -> {:.4} (unigram baseline {:.4}){}",
+            "{} steps, {} tokens in {:.0}s ({:.0} tokens/s); held-out loss {} -> {} (unigram baseline {}){}",
             report.steps,
             report.tokens,
             report.seconds,
             report.tokens_per_s,
-            report.curve.first().map_or(f64::NAN, |c| c.heldout_loss),
-            report.curve.last().map_or(f64::NAN, |c| c.heldout_loss),
-            report.unigram_loss,
+            loss(report.curve.first()),
+            loss(report.curve.last()),
+            report.unigram_loss.map_or("n/a".to_string(), |l| format!("{l:.4}")),
             if report.interrupted { " — interrupted" } else { "" }
         );
         println!("checkpoint {}", report.checkpoint.display());
@@ -407,11 +452,9 @@ fn cli_generate(home: Home, config: ThauConfig, a: GenerateArgs, json: bool) -> 
     use thau::actors::inference::{Generate, Prompt};
     use thau::model::tokenizer::{Message, Role};
     with_runtime(home, config, move |rt| async move {
-        let inference = rt
-            .addrs
-            .inference
-            .clone()
-            .ok_or_else(|| ThauError::Invalid("the inference actor is disabled in agents/".into()))?;
+        let inference = rt.addrs.inference.clone().ok_or_else(|| {
+            ThauError::Invalid("the inference actor is disabled in agents/".into())
+        })?;
         let mut params = thau::model::generate::SamplingParams::default();
         if let Some(v) = a.max_tokens {
             params.max_new_tokens = v;
@@ -447,11 +490,21 @@ fn cli_generate(home: Home, config: ThauConfig, a: GenerateArgs, json: bool) -> 
             }
         });
         let reply = inference
-            .send(Generate { prompt, params: Some(params), stream: Some(tx) })
+            .send(Generate {
+                prompt,
+                params: Some(params),
+                stream: Some(tx),
+            })
             .await
-            .map_err(|e| ThauError::Actor { actor: "inference".into(), message: e.to_string() })?;
+            .map_err(|e| ThauError::Actor {
+                actor: "inference".into(),
+                message: e.to_string(),
+            })?;
         let _ = printer.await;
-        let result = reply.map_err(|e| ThauError::Actor { actor: "inference".into(), message: e.to_string() });
+        let result = reply.map_err(|e| ThauError::Actor {
+            actor: "inference".into(),
+            message: e.to_string(),
+        });
         rt.shutdown().await;
         let g = result?;
         if json {
@@ -464,7 +517,10 @@ fn cli_generate(home: Home, config: ThauConfig, a: GenerateArgs, json: bool) -> 
 }
 
 fn print_bench(r: &thau::bench::BenchReport) {
-    println!("thau {} (age {}, {} parameters, {} threads): {:.1} tokens/s", r.bench, r.config.age, r.config.params, r.config.threads, r.tokens_per_s);
+    println!(
+        "thau {} (age {}, {} parameters, {} threads): {:.1} tokens/s",
+        r.bench, r.config.age, r.config.params, r.config.threads, r.tokens_per_s
+    );
     if let Some([f, b, o]) = r.split_s {
         println!("  per step: forward {f:.3}s  backward {b:.3}s  optimizer {o:.3}s");
     }
@@ -485,7 +541,7 @@ fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

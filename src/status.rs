@@ -19,7 +19,7 @@ pub struct StatusReport {
 /// The model as found on disk.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelStatus {
-    /// Configured age.
+    /// Age of the newest checkpoint (the configured age when there is none).
     pub age: u32,
     /// Parameter count of the newest checkpoint, if any.
     pub params: Option<u64>,
@@ -48,6 +48,22 @@ fn count_entries(dir: &std::path::Path, keep: impl Fn(&std::path::Path) -> bool)
         .unwrap_or(0)
 }
 
+/// The newest checkpoint on disk, read from its `config.json` (the weights are not loaded).
+fn model_status(home: &Home, age: u32) -> ModelStatus {
+    let newest = crate::model::checkpoint::newest(&home.checkpoints())
+        .ok()
+        .flatten();
+    let cfg = newest.as_ref().and_then(|dir| {
+        let bytes = std::fs::read(dir.join(crate::model::checkpoint::CONFIG)).ok()?;
+        serde_json::from_slice::<crate::model::ModelConfig>(&bytes).ok()
+    });
+    ModelStatus {
+        age: cfg.as_ref().map_or(age, |c| c.age),
+        params: cfg.as_ref().map(|c| c.param_count()),
+        checkpoint: newest.map(|d| d.display().to_string()),
+    }
+}
+
 /// Builds the report for a running runtime.
 pub async fn report(rt: &Runtime) -> StatusReport {
     let home: &Home = &rt.home;
@@ -55,11 +71,7 @@ pub async fn report(rt: &Runtime) -> StatusReport {
         home: home.root.display().to_string(),
         initialised: home.is_initialised(),
         actors: rt.status().await,
-        model: ModelStatus {
-            age: rt.config.model.age,
-            params: None,
-            checkpoint: None,
-        },
+        model: model_status(home, rt.config.model.age),
         stores: StoreStatus {
             checkpoints: count_entries(&home.checkpoints(), |p| p.is_dir()),
             images: count_entries(&home.images(), |p| {

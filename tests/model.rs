@@ -29,7 +29,11 @@ fn corpus_dir(dir: &Path) -> Corpus {
     Corpus::load(dir).unwrap()
 }
 
-fn tiny_setup(dir: &Path, seq_len: usize, heldout: f64) -> (Corpus, ThauTokenizer, ModelConfig, TrainOptions) {
+fn tiny_setup(
+    dir: &Path,
+    seq_len: usize,
+    heldout: f64,
+) -> (Corpus, ThauTokenizer, ModelConfig, TrainOptions) {
     let corpus = corpus_dir(dir);
     let texts: Vec<String> = corpus.examples.iter().map(|e| e.text()).collect();
     let tok = ThauTokenizer::train(texts.into_iter(), 320).unwrap();
@@ -56,7 +60,11 @@ fn whole_model_gradients_match_finite_differences() {
     let vm = init_weights(&cfg, 3, DType::F64, &dev).unwrap();
     let model = from_varmap(&vm, &cfg, DType::F64, &dev).unwrap();
     let ids = Tensor::new(&[[1u32, 5, 7, 22, 3, 9], [4, 4, 8, 0, 13, 2]], &dev).unwrap();
-    let tg = Tensor::new(&[[5u32, 7, 22, 3, 9, 1], [4, IGNORE_INDEX, 0, 13, 2, 6]], &dev).unwrap();
+    let tg = Tensor::new(
+        &[[5u32, 7, 22, 3, 9, 1], [4, IGNORE_INDEX, 0, 13, 2, 6]],
+        &dev,
+    )
+    .unwrap();
     let (loss, _) = model.loss(&ids, &tg).unwrap();
     let grads = loss.backward().unwrap();
     let vars = vm.data().lock().unwrap().clone();
@@ -65,23 +73,40 @@ fn whole_model_gradients_match_finite_differences() {
     let mut checked = 0;
     for name in names {
         let var = &vars[name];
-        let g: Vec<f64> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let g: Vec<f64> = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let w0: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         // A few coordinates of every weight: the largest-gradient one and two fixed ones.
-        let top = g.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap().0;
+        let top = g
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .unwrap()
+            .0;
         for i in [top, 0, w0.len() / 2] {
             let eval = |delta: f64| {
                 let mut w = w0.clone();
                 w[i] += delta;
-                var.set(&Tensor::from_vec(w, var.shape(), &dev).unwrap()).unwrap();
+                var.set(&Tensor::from_vec(w, var.shape(), &dev).unwrap())
+                    .unwrap();
                 let (l, _) = model.loss(&ids, &tg).unwrap();
                 l.to_scalar::<f64>().unwrap()
             };
             let h = 1e-5;
             let numeric = (eval(h) - eval(-h)) / (2.0 * h);
-            var.set(&Tensor::from_vec(w0.clone(), var.shape(), &dev).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(w0.clone(), var.shape(), &dev).unwrap())
+                .unwrap();
             let err = (numeric - g[i]).abs() / (1e-6 + numeric.abs().max(g[i].abs()));
-            assert!(err < 1e-4 || (numeric - g[i]).abs() < 1e-9, "{name}[{i}]: numeric {numeric} analytic {}", g[i]);
+            assert!(
+                err < 1e-4 || (numeric - g[i]).abs() < 1e-9,
+                "{name}[{i}]: numeric {numeric} analytic {}",
+                g[i]
+            );
             checked += 1;
         }
     }
@@ -134,19 +159,34 @@ fn seeded_generation_is_reproducible_and_scores_are_log_probabilities() {
     }
     let prompt = tok.encode("El sol").unwrap();
     let run = |seed| {
-        let params = SamplingParams { max_new_tokens: 12, temperature: 1.0, seed, ..Default::default() };
+        let params = SamplingParams {
+            max_new_tokens: 12,
+            temperature: 1.0,
+            seed,
+            ..Default::default()
+        };
         let mut streamed = String::new();
-        let g = generate(t.model(), &tok, &prompt, &params, &[tok.special.eot], &mut |s| {
-            streamed.push_str(s);
-            true
-        })
+        let g = generate(
+            t.model(),
+            &tok,
+            &prompt,
+            &params,
+            &[tok.special.eot],
+            &mut |s| {
+                streamed.push_str(s);
+                true
+            },
+        )
         .unwrap();
         assert_eq!(streamed, g.text, "the stream adds up to the text");
         g.ids
     };
     assert_eq!(run(5), run(5));
     let outs: Vec<Vec<u32>> = (0..6).map(run).collect();
-    assert!(outs.iter().any(|o| o != &outs[0]), "different seeds should not all agree");
+    assert!(
+        outs.iter().any(|o| o != &outs[0]),
+        "different seeds should not all agree"
+    );
     let lp = score(t.model(), &prompt, &tok.encode(" sale").unwrap()).unwrap();
     assert!(!lp.is_empty() && lp.iter().all(|&p| p <= 0.0 && p.is_finite()));
 }
@@ -164,16 +204,32 @@ fn damaged_checkpoints_give_errors_naming_the_file() {
     let weights = path.join(checkpoint::WEIGHTS);
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
-    let err = checkpoint::load(&path, &dev, true).err().unwrap().to_string();
+    let err = checkpoint::load(&path, &dev, true)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
     std::fs::write(&weights, &bytes).unwrap();
 
     let cfg_path = path.join(checkpoint::CONFIG);
     let text = std::fs::read_to_string(&cfg_path).unwrap();
-    std::fs::write(&cfg_path, text.replace("\"d_model\": 32", "\"d_model\": 48")).unwrap();
-    let err = checkpoint::load(&path, &dev, true).err().unwrap().to_string();
-    assert!(err.contains("model.safetensors") && err.contains("shape"), "{err}");
+    std::fs::write(
+        &cfg_path,
+        text.replace("\"d_model\": 32", "\"d_model\": 48"),
+    )
+    .unwrap();
+    let err = checkpoint::load(&path, &dev, true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("shape"),
+        "{err}"
+    );
     std::fs::write(&cfg_path, "{\"age\": 0").unwrap();
-    let err = checkpoint::load(&path, &dev, true).err().unwrap().to_string();
+    let err = checkpoint::load(&path, &dev, true)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("config.json"), "{err}");
 }

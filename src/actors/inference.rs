@@ -83,7 +83,11 @@ impl Inference {
     /// Creates the actor and loads the newest checkpoint under `<home>/checkpoints`.
     pub fn new(base: ActorBase, spec: &AgentSpec, checkpoints: PathBuf) -> Self {
         // Validated by `Runtime::start`, so the fallback only guards direct construction.
-        let defaults = spec.params.clone().try_into::<SamplingParams>().unwrap_or_default();
+        let defaults = spec
+            .params
+            .clone()
+            .try_into::<SamplingParams>()
+            .unwrap_or_default();
         let mut me = Inference {
             base,
             checkpoints,
@@ -100,14 +104,18 @@ impl Inference {
     fn reload(&mut self) -> Result<ModelInfo, ActorError> {
         let dir = checkpoint::newest(&self.checkpoints)
             .map_err(|e| ActorError::Failed(e.to_string()))?
-            .ok_or_else(|| ActorError::Unavailable("no model loaded: train one with `thau train`".into()))?;
-        let ck = checkpoint::load(&dir, &candle_core::Device::Cpu, false).map_err(|e| ActorError::Failed(e.to_string()))?;
+            .ok_or_else(|| {
+                ActorError::Unavailable("no model loaded: train one with `thau train`".into())
+            })?;
+        let ck = checkpoint::load(&dir, &candle_core::Device::Cpu, false)
+            .map_err(|e| ActorError::Failed(e.to_string()))?;
         let info = ModelInfo {
             checkpoint: dir,
             age: ck.config.age,
             params: ck.config.param_count(),
         };
-        let model = from_tensors(ck.weights, &ck.config, &candle_core::Device::Cpu).map_err(|e| ActorError::Failed(e.to_string()))?;
+        let model = from_tensors(ck.weights, &ck.config, &candle_core::Device::Cpu)
+            .map_err(|e| ActorError::Failed(e.to_string()))?;
         tracing::info!(actor = self.base.name, checkpoint = %info.checkpoint.display(), "model loaded");
         self.loaded = Some(Loaded {
             model,
@@ -147,7 +155,12 @@ impl ThauActor for Inference {
     }
     fn note(&self) -> String {
         match (&self.loaded, &self.load_error) {
-            (Some(l), _) => format!("serving age {} ({} parameters) from {}", l.info.age, l.info.params, l.info.checkpoint.display()),
+            (Some(l), _) => format!(
+                "serving age {} ({} parameters) from {}",
+                l.info.age,
+                l.info.params,
+                l.info.checkpoint.display()
+            ),
             (None, Some(e)) => e.clone(),
             (None, None) => "no model loaded".into(),
         }
@@ -172,7 +185,8 @@ impl Handler<Generate> for Inference {
                 Some(tx) => tx.send(s.to_string()).is_ok(),
                 None => true,
             };
-            generate(&l.model, &l.tokenizer, &ids, &params, &stop, &mut on_text).map_err(|e| ActorError::BadRequest(e.to_string()))
+            generate(&l.model, &l.tokenizer, &ids, &params, &stop, &mut on_text)
+                .map_err(|e| ActorError::BadRequest(e.to_string()))
         })
     }
 }
@@ -183,8 +197,12 @@ impl Handler<Score> for Inference {
         guarded(self, ctx, "Score", |me| {
             let l = me.loaded()?;
             let ids = prompt_ids(&l.tokenizer, &msg.prompt)?;
-            let cont = l.tokenizer.encode(&msg.continuation).map_err(|e| ActorError::BadRequest(e.to_string()))?;
-            let logprobs = score(&l.model, &ids, &cont).map_err(|e| ActorError::BadRequest(e.to_string()))?;
+            let cont = l
+                .tokenizer
+                .encode(&msg.continuation)
+                .map_err(|e| ActorError::BadRequest(e.to_string()))?;
+            let logprobs =
+                score(&l.model, &ids, &cont).map_err(|e| ActorError::BadRequest(e.to_string()))?;
             let mean_nll = -logprobs.iter().sum::<f32>() / logprobs.len().max(1) as f32;
             Ok(Scored { logprobs, mean_nll })
         })

@@ -50,7 +50,8 @@ pub struct CurvePoint {
     pub step: u64,
     pub seconds: f64,
     pub train_loss: Option<f64>,
-    pub heldout_loss: f64,
+    /// `None` when the corpus is too small to hold anything out.
+    pub heldout_loss: Option<f64>,
 }
 
 /// What `thau train` did.
@@ -64,7 +65,8 @@ pub struct TrainReport {
     pub tokens: u64,
     pub seconds: f64,
     pub tokens_per_s: f64,
-    pub unigram_loss: f64,
+    /// Held-out loss of a unigram model fitted on the training split (the baseline).
+    pub unigram_loss: Option<f64>,
     pub curve: Vec<CurvePoint>,
     pub checkpoint: PathBuf,
     pub interrupted: bool,
@@ -72,18 +74,32 @@ pub struct TrainReport {
 
 /// Progress events for the front end (a progress bar, logs).
 pub enum Progress<'a> {
-    Started { total_steps: u64, budget: Option<Budget>, params: u64, resumed: bool },
+    Started {
+        total_steps: u64,
+        budget: Option<Budget>,
+        params: u64,
+        resumed: bool,
+    },
     Step(&'a StepReport, f64),
     Eval(&'a CurvePoint),
 }
 
 /// Trains until the budget is spent or `stop` is set (Ctrl-C); always ends with a
 /// checkpoint.
-pub fn train(home: &Home, req: &TrainRequest, stop: &AtomicBool, on: &mut dyn FnMut(Progress)) -> Result<TrainReport> {
+pub fn train(
+    home: &Home,
+    req: &TrainRequest,
+    stop: &AtomicBool,
+    on: &mut dyn FnMut(Progress),
+) -> Result<TrainReport> {
     let corpus = Corpus::load(&req.data)?;
     let dev = Device::Cpu;
     let age_dir = home.age_checkpoint(req.age);
-    let existing = if req.fresh { None } else { checkpoint::latest(&age_dir)? };
+    let existing = if req.fresh {
+        None
+    } else {
+        checkpoint::latest(&age_dir)?
+    };
     let (mut trainer, resumed_from) = match existing {
         Some(dir) => {
             let ck = checkpoint::load(&dir, &dev, true)?;
@@ -100,8 +116,12 @@ pub fn train(home: &Home, req: &TrainRequest, stop: &AtomicBool, on: &mut dyn Fn
         None => {
             let texts: Vec<String> = corpus.examples.iter().map(|e| e.text()).collect();
             let tok = ThauTokenizer::train(texts.into_iter(), req.vocab_size)?;
-            let cfg = ModelConfig::for_age(req.age, tok.vocab_size(), req.options.seq_len.max(256))?;
-            (Trainer::new(cfg, tok, &corpus, req.options.clone(), &dev)?, None)
+            let cfg =
+                ModelConfig::for_age(req.age, tok.vocab_size(), req.options.seq_len.max(256))?;
+            (
+                Trainer::new(cfg, tok, &corpus, req.options.clone(), &dev)?,
+                None,
+            )
         }
     };
     let start_step = trainer.state.step;
@@ -125,15 +145,30 @@ pub fn train(home: &Home, req: &TrainRequest, stop: &AtomicBool, on: &mut dyn Fn
     });
     let t0 = Instant::now();
     let mut curve = Vec::new();
-    let first = trainer.evaluate()?;
-    let unigram = first.unigram_loss;
-    let point = |trainer: &mut Trainer, curve: &mut Vec<CurvePoint>, secs: f64, last: Option<f64>| -> Result<()> {
-        let ev = trainer.evaluate()?;
-        curve.push(CurvePoint { step: trainer.state.step, seconds: secs, train_loss: last, heldout_loss: ev.loss });
-        Ok(())
+    let has_heldout = !trainer.heldout.is_empty();
+    if !has_heldout {
+        tracing::warn!("the corpus is too small to hold examples out: no held-out loss");
+    }
+    let point = |trainer: &mut Trainer,
+                 secs: f64,
+                 last: Option<f64>|
+     -> Result<(CurvePoint, Option<f64>)> {
+        let ev = if has_heldout {
+            Some(trainer.evaluate()?)
+        } else {
+            None
+        };
+        let p = CurvePoint {
+            step: trainer.state.step,
+            seconds: secs,
+            train_loss: last,
+            heldout_loss: ev.as_ref().map(|e| e.loss),
+        };
+        Ok((p, ev.map(|e| e.unigram_loss)))
     };
-    curve.push(CurvePoint { step: start_step, seconds: 0.0, train_loss: None, heldout_loss: first.loss });
-    on(Progress::Eval(&curve[0]));
+    let (first, unigram) = point(&mut trainer, 0.0, None)?;
+    on(Progress::Eval(&first));
+    curve.push(first);
     let deadline = match req.budget {
         Some(Budget::Minutes(m)) => Some(t0 + Duration::from_secs_f64(m * 60.0)),
         _ => None,
@@ -159,7 +194,8 @@ pub fn train(home: &Home, req: &TrainRequest, stop: &AtomicBool, on: &mut dyn Fn
             // Size the cosine schedule to the time budget from the measured step time.
             let per_step = t0.elapsed().as_secs_f64() / PROBE_STEPS as f64;
             let left = d.saturating_duration_since(Instant::now()).as_secs_f64();
-            trainer.state.options.total_steps = trainer.state.step + (left / per_step.max(1e-6)) as u64;
+            trainer.state.options.total_steps =
+                trainer.state.step + (left / per_step.max(1e-6)) as u64;
         }
         on(Progress::Step(&r, t0.elapsed().as_secs_f64()));
         let due = match deadline {
@@ -168,18 +204,23 @@ pub fn train(home: &Home, req: &TrainRequest, stop: &AtomicBool, on: &mut dyn Fn
         };
         if due {
             next_eval += EVAL_INTERVAL;
-            point(&mut trainer, &mut curve, t0.elapsed().as_secs_f64(), last_loss)?;
-            on(Progress::Eval(curve.last().expect("just pushed")));
+            let (p, _) = point(&mut trainer, t0.elapsed().as_secs_f64(), last_loss)?;
+            on(Progress::Eval(&p));
+            curve.push(p);
             trainer.save(&age_dir)?;
         }
     }
     if curve.last().map(|c| c.step) != Some(trainer.state.step) {
-        point(&mut trainer, &mut curve, t0.elapsed().as_secs_f64(), last_loss)?;
-        on(Progress::Eval(curve.last().expect("just pushed")));
+        let (p, _) = point(&mut trainer, t0.elapsed().as_secs_f64(), last_loss)?;
+        on(Progress::Eval(&p));
+        curve.push(p);
     }
     let checkpoint = trainer.save(&age_dir)?;
     let seconds = t0.elapsed().as_secs_f64();
-    let tokens = (trainer.state.step - start_step) * (trainer.state.options.batch_size * trainer.state.options.seq_len * trainer.state.options.accum) as u64;
+    let tokens = (trainer.state.step - start_step)
+        * (trainer.state.options.batch_size
+            * trainer.state.options.seq_len
+            * trainer.state.options.accum) as u64;
     Ok(TrainReport {
         age: req.age,
         params,
@@ -207,7 +248,12 @@ pub struct EvalSummary {
 
 /// Held-out loss and perplexity of a checkpoint (the given one, else the newest) on the
 /// held-out split of `data`.
-pub fn eval(home: &Home, data: &Path, checkpoint_dir: Option<&Path>, max_batches: usize) -> Result<EvalSummary> {
+pub fn eval(
+    home: &Home,
+    data: &Path,
+    checkpoint_dir: Option<&Path>,
+    max_batches: usize,
+) -> Result<EvalSummary> {
     let dir = match checkpoint_dir {
         Some(d) => d.to_path_buf(),
         None => checkpoint::newest(&home.checkpoints())?

@@ -49,7 +49,9 @@ fn io(path: &Path, e: impl std::fmt::Display) -> ModelError {
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(path, bytes).map_err(|e| io(path, e))?;
-    File::open(path).and_then(|f| f.sync_all()).map_err(|e| io(path, e))
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(path, e))
 }
 
 /// Writes a checkpoint for `step` under `age_dir` and points `latest` at it.
@@ -72,17 +74,23 @@ pub fn save(
         write_synced(&tmp.join(TOKENIZER), tokenizer.to_json()?.as_bytes())?;
         let w = tmp.join(WEIGHTS);
         candle_core::safetensors::save(weights, &w).map_err(|e| io(&w, e))?;
-        File::open(&w).and_then(|f| f.sync_all()).map_err(|e| io(&w, e))?;
+        File::open(&w)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(&w, e))?;
         if let Some(opt) = optimizer {
             let o = tmp.join(OPTIMIZER);
             candle_core::safetensors::save(opt, &o).map_err(|e| io(&o, e))?;
-            File::open(&o).and_then(|f| f.sync_all()).map_err(|e| io(&o, e))?;
+            File::open(&o)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io(&o, e))?;
         }
         if let Some(t) = trainer {
             let bytes = serde_json::to_vec_pretty(t).map_err(|e| io(&tmp, e))?;
             write_synced(&tmp.join(TRAINER), &bytes)?;
         }
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io(&tmp, e))
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(&tmp, e))
     })();
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&tmp);
@@ -101,7 +109,9 @@ pub fn save(
 
 /// Removes all but the newest [`KEEP_CHECKPOINTS`] complete checkpoints and stale temp dirs.
 fn prune(age_dir: &Path) {
-    let Ok(rd) = fs::read_dir(age_dir) else { return };
+    let Ok(rd) = fs::read_dir(age_dir) else {
+        return;
+    };
     let mut steps: Vec<PathBuf> = Vec::new();
     for e in rd.filter_map(|e| e.ok()) {
         let name = e.file_name().to_string_lossy().to_string();
@@ -127,7 +137,10 @@ pub fn latest(age_dir: &Path) -> Result<Option<PathBuf>> {
     let name = fs::read_to_string(&p).map_err(|e| io(&p, e))?;
     let dir = age_dir.join(name.trim());
     if !dir.is_dir() {
-        return Err(io(&p, format!("points at `{}`, which does not exist", name.trim())));
+        return Err(io(
+            &p,
+            format!("points at `{}`, which does not exist", name.trim()),
+        ));
     }
     Ok(Some(dir))
 }
@@ -169,7 +182,11 @@ pub fn load(dir: &Path, dev: &Device, with_training_state: bool) -> Result<Check
     if tokenizer.vocab_size() > config.vocab_size {
         return Err(io(
             &tok_path,
-            format!("{} tokens, but the model has {} embeddings", tokenizer.vocab_size(), config.vocab_size),
+            format!(
+                "{} tokens, but the model has {} embeddings",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            ),
         ));
     }
     let w_path = dir.join(WEIGHTS);
@@ -178,7 +195,13 @@ pub fn load(dir: &Path, dev: &Device, with_training_state: bool) -> Result<Check
         match weights.get(&name) {
             None => return Err(io(&w_path, format!("tensor `{name}` is missing"))),
             Some(t) if t.dims() != shape.as_slice() => {
-                return Err(io(&w_path, format!("tensor `{name}` has shape {:?}, config.json says {shape:?}", t.dims())))
+                return Err(io(
+                    &w_path,
+                    format!(
+                        "tensor `{name}` has shape {:?}, config.json says {shape:?}",
+                        t.dims()
+                    ),
+                ))
             }
             Some(_) => {}
         }

@@ -27,12 +27,42 @@ pub struct Age {
 
 /// The six ages, from baby (~20M parameters with an 8k vocabulary) to adult (~2B).
 pub const AGES: [Age; 6] = [
-    Age { age: 0, d_model: 384, n_layers: 6, d_ff: 1536 },
-    Age { age: 1, d_model: 512, n_layers: 8, d_ff: 2048 },
-    Age { age: 3, d_model: 768, n_layers: 12, d_ff: 3072 },
-    Age { age: 6, d_model: 1024, n_layers: 16, d_ff: 4096 },
-    Age { age: 12, d_model: 1536, n_layers: 20, d_ff: 6144 },
-    Age { age: 15, d_model: 2560, n_layers: 24, d_ff: 10240 },
+    Age {
+        age: 0,
+        d_model: 384,
+        n_layers: 6,
+        d_ff: 1536,
+    },
+    Age {
+        age: 1,
+        d_model: 512,
+        n_layers: 8,
+        d_ff: 2048,
+    },
+    Age {
+        age: 3,
+        d_model: 768,
+        n_layers: 12,
+        d_ff: 3072,
+    },
+    Age {
+        age: 6,
+        d_model: 1024,
+        n_layers: 16,
+        d_ff: 4096,
+    },
+    Age {
+        age: 12,
+        d_model: 1536,
+        n_layers: 20,
+        d_ff: 6144,
+    },
+    Age {
+        age: 15,
+        d_model: 2560,
+        n_layers: 24,
+        d_ff: 10240,
+    },
 ];
 
 /// The shape of a THAU model. Saved as `config.json` in every checkpoint.
@@ -102,7 +132,7 @@ impl ModelConfig {
         if self.vocab_size == 0 || self.d_model == 0 || self.n_layers == 0 || self.d_ff == 0 {
             return bad("vocab_size, d_model, n_layers and d_ff must be positive".into());
         }
-        if self.n_heads == 0 || self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.n_heads == 0 || self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return bad(format!(
                 "n_heads ({}) must be positive and head_dim ({}) even (RoPE rotates pairs)",
                 self.n_heads, self.head_dim

@@ -67,7 +67,11 @@ impl Example {
     pub fn text(&self) -> String {
         match self {
             Example::Text(t) => t.clone(),
-            Example::Chat(ms) => ms.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"),
+            Example::Chat(ms) => ms
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
         }
     }
 }
@@ -121,16 +125,16 @@ impl Corpus {
                         Message::new(Role::Assistant, a),
                     ]),
                     (None, None, Some(ms)) if !ms.is_empty() => Example::Chat(ms),
-                    _ => {
-                        return Err(at(
-                            "expected {\"question\",\"answer\"} or a non-empty {\"messages\":[...]}".into(),
-                        ))
-                    }
+                    _ => return Err(at(
+                        "expected {\"question\",\"answer\"} or a non-empty {\"messages\":[...]}"
+                            .into(),
+                    )),
                 };
                 self.examples.push(ex);
             }
         } else {
-            self.examples.extend(chunk_text(text).into_iter().map(Example::Text));
+            self.examples
+                .extend(chunk_text(text).into_iter().map(Example::Text));
         }
         Ok(())
     }
@@ -239,8 +243,14 @@ impl Windows {
     /// Tensors `[B, T]` (inputs, targets) of the given windows.
     pub fn batch(&self, idx: &[usize], dev: &Device) -> Result<(Tensor, Tensor)> {
         let b = idx.len();
-        let inp: Vec<u32> = idx.iter().flat_map(|&i| self.inputs[i].iter().copied()).collect();
-        let tgt: Vec<u32> = idx.iter().flat_map(|&i| self.targets[i].iter().copied()).collect();
+        let inp: Vec<u32> = idx
+            .iter()
+            .flat_map(|&i| self.inputs[i].iter().copied())
+            .collect();
+        let tgt: Vec<u32> = idx
+            .iter()
+            .flat_map(|&i| self.targets[i].iter().copied())
+            .collect();
         Ok((
             Tensor::from_vec(inp, (b, self.seq_len), dev)?,
             Tensor::from_vec(tgt, (b, self.seq_len), dev)?,
@@ -270,7 +280,8 @@ impl Batcher {
     }
 
     fn shuffle(&mut self, n: usize) {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ self.epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ self.epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         self.order = (0..n).collect();
         self.order.shuffle(&mut rng);
     }
@@ -314,7 +325,11 @@ mod tests {
         std::fs::write(&f, "{\"question\":\"¿Qué?\",\"answer\":\"Eso.\"}\n\n{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}]}\n").unwrap();
         let c = Corpus::load(&f).unwrap();
         assert_eq!(c.examples.len(), 2);
-        std::fs::write(&f, "{\"question\":\"x\",\"answer\":\"y\"}\n{\"question\":3}\n").unwrap();
+        std::fs::write(
+            &f,
+            "{\"question\":\"x\",\"answer\":\"y\"}\n{\"question\":3}\n",
+        )
+        .unwrap();
         let err = Corpus::load(&f).unwrap_err().to_string();
         assert!(err.contains("qa.jsonl") && err.contains("line 2"), "{err}");
     }
@@ -326,11 +341,16 @@ mod tests {
         let mut b = Batcher::new(7);
         b.next(3, 10);
         b.next(3, 10);
-        let mut resumed: Batcher = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        let mut resumed: Batcher =
+            serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
         let rest: Vec<usize> = (0..3).flat_map(|_| resumed.next(3, 10)).collect();
         assert_eq!(&first[6..], &rest[..]);
         let mut seen = first[..10].to_vec();
         seen.sort();
-        assert_eq!(seen, (0..10).collect::<Vec<_>>(), "an epoch visits every window once");
+        assert_eq!(
+            seen,
+            (0..10).collect::<Vec<_>>(),
+            "an epoch visits every window once"
+        );
     }
 }

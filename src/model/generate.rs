@@ -93,7 +93,13 @@ fn sample(logits: &[f32], params: &SamplingParams, history: &[u32], rng: &mut Ch
     let argmax = || {
         l.iter()
             .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+            .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 {
+                    (i, v)
+                } else {
+                    best
+                }
+            })
             .0 as u32
     };
     if params.temperature <= 0.0 {
@@ -168,7 +174,10 @@ pub fn generate(
         // Decode the whole answer and emit what is new, holding back an incomplete
         // UTF-8 sequence (byte-level tokens can split a character).
         let text = tok.decode(&out)?;
-        if !text.ends_with('\u{FFFD}') && text.len() > emitted.len() && text.starts_with(emitted.as_str()) {
+        if !text.ends_with('\u{FFFD}')
+            && text.len() > emitted.len()
+            && text.starts_with(emitted.as_str())
+        {
             let piece = &text[emitted.len()..];
             if !on_text(piece) {
                 reason = StopReason::Cancelled;
@@ -180,7 +189,10 @@ pub fn generate(
         input = Tensor::new(&[next], model.device())?.unsqueeze(0)?; // [1, 1]
     }
     let text = tok.decode(&out)?;
-    if reason != StopReason::Cancelled && text.len() > emitted.len() && text.starts_with(emitted.as_str()) {
+    if reason != StopReason::Cancelled
+        && text.len() > emitted.len()
+        && text.starts_with(emitted.as_str())
+    {
         on_text(&text[emitted.len()..]);
     }
     Ok(Generation {
@@ -195,7 +207,9 @@ pub fn generate(
 /// it. The gap detector reads the model's uncertainty from these.
 pub fn score(model: &Thau, prompt: &[u32], continuation: &[u32]) -> Result<Vec<f32>> {
     if prompt.is_empty() || continuation.is_empty() {
-        return Err(ModelError::Data("score needs a prompt and a continuation".into()));
+        return Err(ModelError::Data(
+            "score needs a prompt and a continuation".into(),
+        ));
     }
     let all: Vec<u32> = prompt.iter().chain(continuation).copied().collect();
     if all.len() > model.cfg.max_seq_len {

@@ -25,8 +25,8 @@
 //! Every op is checked against the composite form and by finite differences in tests.
 
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout,
-    Result, Shape, Tensor, WithDType, D,
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+    WithDType, D,
 };
 use num_traits::Float;
 use rayon::prelude::*;
@@ -145,14 +145,38 @@ impl CustomOp2 for RmsNorm {
     fn name(&self) -> &'static str {
         "thau-rms-norm"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(op: &RmsNorm, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-            let (x, a) = (slice::<T>(s1, l1, "rms_norm")?, slice::<T>(s2, l2, "rms_norm")?);
-            Ok((T::to_cpu_storage_owned(rms_fwd(x, a, op.eps)), l1.shape().clone()))
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            op: &RmsNorm,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let (x, a) = (
+                slice::<T>(s1, l1, "rms_norm")?,
+                slice::<T>(s2, l2, "rms_norm")?,
+            );
+            Ok((
+                T::to_cpu_storage_owned(rms_fwd(x, a, op.eps)),
+                l1.shape().clone(),
+            ))
         }
         dispatch!(s1, go(self, s1, l1, s2, l2))
     }
-    fn bwd(&self, x: &Tensor, alpha: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        alpha: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
         let gx = x.apply_op3_no_bwd(alpha, &g, &RmsNormBwdX { eps: self.eps })?;
         let ga = x.apply_op2_no_bwd(&g, &RmsNormBwdAlpha { eps: self.eps })?;
@@ -164,9 +188,30 @@ impl CustomOp3 for RmsNormBwdX {
     fn name(&self) -> &'static str {
         "thau-rms-norm-bwd-x"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(eps: f64, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-            let out = rms_bwd_x(slice::<T>(s1, l1, "rms_norm")?, slice::<T>(s2, l2, "rms_norm")?, slice::<T>(s3, l3, "rms_norm")?, eps);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            eps: f64,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let out = rms_bwd_x(
+                slice::<T>(s1, l1, "rms_norm")?,
+                slice::<T>(s2, l2, "rms_norm")?,
+                slice::<T>(s3, l3, "rms_norm")?,
+                eps,
+            );
             Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
         }
         dispatch!(s1, go(self.eps, s1, l1, s2, l2, s3, l3))
@@ -177,10 +222,27 @@ impl CustomOp2 for RmsNormBwdAlpha {
     fn name(&self) -> &'static str {
         "thau-rms-norm-bwd-alpha"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(eps: f64, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            eps: f64,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
             let d = l1.shape().dims().last().copied().unwrap_or(1);
-            let out = rms_bwd_alpha(slice::<T>(s1, l1, "rms_norm")?, slice::<T>(s2, l2, "rms_norm")?, d, eps);
+            let out = rms_bwd_alpha(
+                slice::<T>(s1, l1, "rms_norm")?,
+                slice::<T>(s2, l2, "rms_norm")?,
+                d,
+                eps,
+            );
             Ok((T::to_cpu_storage_owned(out), Shape::from(d)))
         }
         dispatch!(s1, go(self.eps, s1, l1, s2, l2))
@@ -192,7 +254,8 @@ pub fn rms_norm(x: &Tensor, alpha: &Tensor, eps: f64) -> Result<Tensor> {
     if !fused(x) {
         return candle_nn::ops::rms_norm_slow(x, alpha, eps as f32);
     }
-    x.contiguous()?.apply_op2(&alpha.contiguous()?, RmsNorm { eps })
+    x.contiguous()?
+        .apply_op2(&alpha.contiguous()?, RmsNorm { eps })
 }
 
 // ---------------------------------------------------------------- RoPE (consecutive pairs)
@@ -222,20 +285,54 @@ impl CustomOp3 for RopeI {
     fn name(&self) -> &'static str {
         "thau-rope-i"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
             let (_b, _h, t, d) = l1.shape().dims4()?;
             if l2.shape().dims2()? != (t, d / 2) || l3.shape().dims2()? != (t, d / 2) {
-                bail!("rope_i: cos/sin must be [{t}, {}], got {:?}", d / 2, l2.shape());
+                bail!(
+                    "rope_i: cos/sin must be [{t}, {}], got {:?}",
+                    d / 2,
+                    l2.shape()
+                );
             }
-            let out = rope_kernel(slice::<T>(s1, l1, "rope_i")?, slice::<T>(s2, l2, "rope_i")?, slice::<T>(s3, l3, "rope_i")?, t, d);
+            let out = rope_kernel(
+                slice::<T>(s1, l1, "rope_i")?,
+                slice::<T>(s2, l2, "rope_i")?,
+                slice::<T>(s3, l3, "rope_i")?,
+                t,
+                d,
+            );
             Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
         }
         dispatch!(s1, go(s1, l1, s2, l2, s3, l3))
     }
-    fn bwd(&self, _x: &Tensor, cos: &Tensor, sin: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // The rotation is orthogonal: its transpose is the rotation by the opposite angle.
-        let gx = g.contiguous()?.apply_op3_no_bwd(cos, &sin.neg()?.contiguous()?, &RopeI)?;
+        let gx = g
+            .contiguous()?
+            .apply_op3_no_bwd(cos, &sin.neg()?.contiguous()?, &RopeI)?;
         Ok((Some(gx), None, None))
     }
 }
@@ -246,7 +343,8 @@ pub fn rope_i(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     if !fused(x) {
         return candle_nn::rotary_emb::rope_i_slow(x, cos, sin);
     }
-    x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, RopeI)
+    x.contiguous()?
+        .apply_op3(&cos.contiguous()?, &sin.contiguous()?, RopeI)
 }
 
 // ---------------------------------------------------------------- causal softmax
@@ -259,7 +357,13 @@ struct SoftmaxBwd {
     scale: f64,
 }
 
-fn causal_softmax_kernel<T: Real>(x: &[T], tq: usize, tk: usize, scale: f64, offset: usize) -> Vec<T> {
+fn causal_softmax_kernel<T: Real>(
+    x: &[T],
+    tq: usize,
+    tk: usize,
+    scale: f64,
+    offset: usize,
+) -> Vec<T> {
     let scale = T::from_f64(scale);
     let mut out = vec![T::zero(); x.len()];
     out.par_chunks_mut(tk)
@@ -267,7 +371,9 @@ fn causal_softmax_kernel<T: Real>(x: &[T], tq: usize, tk: usize, scale: f64, off
         .enumerate()
         .for_each(|(row, (o, xr))| {
             let limit = (row % tq + offset + 1).min(tk);
-            let max = xr[..limit].iter().fold(T::neg_infinity(), |m, &v| Float::max(m, v * scale));
+            let max = xr[..limit]
+                .iter()
+                .fold(T::neg_infinity(), |m, &v| Float::max(m, v * scale));
             let mut sum = T::zero();
             for j in 0..limit {
                 let e = (xr[j] * scale - max).exp();
@@ -289,7 +395,10 @@ fn softmax_bwd_kernel<T: Real>(y: &[T], g: &[T], n: usize, scale: f64) -> Vec<T>
     out.par_chunks_mut(n)
         .zip(y.par_chunks(n).zip(g.par_chunks(n)))
         .for_each(|(o, (yr, gr))| {
-            let dot = yr.iter().zip(gr).fold(T::zero(), |acc, (&a, &b)| acc + a * b);
+            let dot = yr
+                .iter()
+                .zip(gr)
+                .fold(T::zero(), |acc, (&a, &b)| acc + a * b);
             for j in 0..n {
                 o[j] = scale * yr[j] * (gr[j] - dot);
             }
@@ -302,17 +411,29 @@ impl CustomOp1 for CausalSoftmax {
         "thau-causal-softmax"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(op: &CausalSoftmax, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            op: &CausalSoftmax,
+            s: &CpuStorage,
+            l: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
             let dims = l.shape().dims();
             let (tq, tk) = (dims[dims.len() - 2], dims[dims.len() - 1]);
-            let out = causal_softmax_kernel(slice::<T>(s, l, "causal_softmax")?, tq, tk, op.scale, op.offset);
+            let out = causal_softmax_kernel(
+                slice::<T>(s, l, "causal_softmax")?,
+                tq,
+                tk,
+                op.scale,
+                op.offset,
+            );
             Ok((T::to_cpu_storage_owned(out), l.shape().clone()))
         }
         dispatch!(s, go(self, s, l))
     }
     fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         let g = g.contiguous()?;
-        Ok(Some(y.apply_op2_no_bwd(&g, &SoftmaxBwd { scale: self.scale })?))
+        Ok(Some(
+            y.apply_op2_no_bwd(&g, &SoftmaxBwd { scale: self.scale })?,
+        ))
     }
 }
 
@@ -320,10 +441,27 @@ impl CustomOp2 for SoftmaxBwd {
     fn name(&self) -> &'static str {
         "thau-softmax-bwd"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(scale: f64, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            scale: f64,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
             let n = l1.shape().dims().last().copied().unwrap_or(1);
-            let out = softmax_bwd_kernel(slice::<T>(s1, l1, "softmax")?, slice::<T>(s2, l2, "softmax")?, n, scale);
+            let out = softmax_bwd_kernel(
+                slice::<T>(s1, l1, "softmax")?,
+                slice::<T>(s2, l2, "softmax")?,
+                n,
+                scale,
+            );
             Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
         }
         dispatch!(s1, go(self.scale, s1, l1, s2, l2))
@@ -338,14 +476,17 @@ pub fn causal_softmax(scores: &Tensor, scale: f64, offset: usize) -> Result<Tens
         let mask: Vec<u8> = (0..tq)
             .flat_map(|i| (0..tk).map(move |j| u8::from(j > i + offset)))
             .collect();
-        let mask = Tensor::from_vec(mask, (tq, tk), scores.device())?.broadcast_as(scores.shape())?;
+        let mask =
+            Tensor::from_vec(mask, (tq, tk), scores.device())?.broadcast_as(scores.shape())?;
         let neg = Tensor::new(f32::NEG_INFINITY, scores.device())?
             .to_dtype(scores.dtype())?
             .broadcast_as(scores.shape())?;
         let masked = mask.where_cond(&neg, &(scores * scale)?)?;
         return candle_nn::ops::softmax(&masked, D::Minus1);
     }
-    scores.contiguous()?.apply_op1(CausalSoftmax { scale, offset })
+    scores
+        .contiguous()?
+        .apply_op1(CausalSoftmax { scale, offset })
 }
 
 // ---------------------------------------------------------------- SwiGLU
@@ -373,7 +514,10 @@ fn map2<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
 fn map3<T: Real>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T> {
     let mut out = vec![T::zero(); a.len()];
     out.par_chunks_mut(4096)
-        .zip(a.par_chunks(4096).zip(b.par_chunks(4096).zip(c.par_chunks(4096))))
+        .zip(
+            a.par_chunks(4096)
+                .zip(b.par_chunks(4096).zip(c.par_chunks(4096))),
+        )
         .for_each(|(o, (a, (b, c)))| {
             for i in 0..o.len() {
                 o[i] = f(a[i], b[i], c[i]);
@@ -386,15 +530,32 @@ impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
         "thau-swiglu"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
             let (g, u) = (slice::<T>(s1, l1, "swiglu")?, slice::<T>(s2, l2, "swiglu")?);
             let out = map2(g, u, |g, u| g * sigmoid(g) * u);
             Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
         }
         dispatch!(s1, go(s1, l1, s2, l2))
     }
-    fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
         let d_gate = gate.apply_op3_no_bwd(up, &g, &SwiGluBwdGate)?;
         let d_up = gate.apply_op2_no_bwd(&g, &SwiGluBwdUp)?;
@@ -406,9 +567,28 @@ impl CustomOp3 for SwiGluBwdGate {
     fn name(&self) -> &'static str {
         "thau-swiglu-bwd-gate"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-            let (x, u, dy) = (slice::<T>(s1, l1, "swiglu")?, slice::<T>(s2, l2, "swiglu")?, slice::<T>(s3, l3, "swiglu")?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let (x, u, dy) = (
+                slice::<T>(s1, l1, "swiglu")?,
+                slice::<T>(s2, l2, "swiglu")?,
+                slice::<T>(s3, l3, "swiglu")?,
+            );
             // d silu(x)/dx = s · (1 + x · (1 − s)), s = sigmoid(x)
             let out = map3(x, u, dy, |x, u, dy| {
                 let s = sigmoid(x);
@@ -424,8 +604,19 @@ impl CustomOp2 for SwiGluBwdUp {
     fn name(&self) -> &'static str {
         "thau-swiglu-bwd-up"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
             let (x, dy) = (slice::<T>(s1, l1, "swiglu")?, slice::<T>(s2, l2, "swiglu")?);
             let out = map2(x, dy, |x, dy| dy * x * sigmoid(x));
             Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
@@ -463,23 +654,45 @@ fn gemm_into<T: Real>(
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let extent = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs + 1;
+    let extent =
+        |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs + 1;
     assert!(dst.len() >= m * n, "gemm_into: dst too small");
-    assert!(lhs.len() >= extent(m, k, lhs_rs, lhs_cs), "gemm_into: lhs too small");
-    assert!(rhs.len() >= extent(k, n, rhs_rs, rhs_cs), "gemm_into: rhs too small");
+    assert!(
+        lhs.len() >= extent(m, k, lhs_rs, lhs_cs),
+        "gemm_into: lhs too small"
+    );
+    assert!(
+        rhs.len() >= extent(k, n, rhs_rs, rhs_cs),
+        "gemm_into: rhs too small"
+    );
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: the extents checked above keep every access inside the three slices, and
     // `dst` is borrowed mutably so nothing else reads it meanwhile.
     unsafe {
         gemm::gemm(
-            m, n, k,
-            dst.as_mut_ptr(), 1, n as isize,
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
             accumulate,
-            lhs.as_ptr(), lhs_cs as isize, lhs_rs as isize,
-            rhs.as_ptr(), rhs_cs as isize, rhs_rs as isize,
-            T::one(), T::one(),
-            false, false, false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
             par,
         );
     }
@@ -490,8 +703,24 @@ struct LmHeadLoss {
 }
 
 /// Logits of rows `r0..r0+rows` of `h` (`[N, d]`) under `w` (`[V, d]`) into `out`.
-fn block_logits<T: Real>(h: &[T], w: &[T], d: usize, v: usize, r0: usize, rows: usize, out: &mut [T]) {
-    gemm_into(out, (rows, v, d), &h[r0 * d..(r0 + rows) * d], (d, 1), w, (1, d), false);
+fn block_logits<T: Real>(
+    h: &[T],
+    w: &[T],
+    d: usize,
+    v: usize,
+    r0: usize,
+    rows: usize,
+    out: &mut [T],
+) {
+    gemm_into(
+        out,
+        (rows, v, d),
+        &h[r0 * d..(r0 + rows) * d],
+        (d, 1),
+        w,
+        (1, d),
+        false,
+    );
 }
 
 fn lm_loss_fwd<T: Real>(h: &[T], w: &[T], targets: &[u32], d: usize, v: usize) -> Result<Vec<T>> {
@@ -501,24 +730,34 @@ fn lm_loss_fwd<T: Real>(h: &[T], w: &[T], targets: &[u32], d: usize, v: usize) -
     for r0 in (0..n).step_by(LOSS_BLOCK) {
         let rows = LOSS_BLOCK.min(n - r0);
         block_logits(h, w, d, v, r0, rows, &mut logits);
-        out[r0..r0 + rows].par_iter_mut().enumerate().try_for_each(|(i, o)| {
-            let t = targets[r0 + i];
-            if t == IGNORE_INDEX {
-                return Ok(());
-            }
-            if t as usize >= v {
-                bail!("cross_entropy: target {t} out of range for vocabulary {v}");
-            }
-            let row = &logits[i * v..(i + 1) * v];
-            *o = log_sum_exp(row) - row[t as usize];
-            Ok(())
-        })?;
+        out[r0..r0 + rows]
+            .par_iter_mut()
+            .enumerate()
+            .try_for_each(|(i, o)| {
+                let t = targets[r0 + i];
+                if t == IGNORE_INDEX {
+                    return Ok(());
+                }
+                if t as usize >= v {
+                    bail!("cross_entropy: target {t} out of range for vocabulary {v}");
+                }
+                let row = &logits[i * v..(i + 1) * v];
+                *o = log_sum_exp(row) - row[t as usize];
+                Ok(())
+            })?;
     }
     Ok(out)
 }
 
 /// (dL/dh `[N, d]`, dL/dw `[V, d]`) for upstream gradient `g` (`[N]`).
-fn lm_loss_bwd<T: Real>(h: &[T], w: &[T], targets: &[u32], g: &[T], d: usize, v: usize) -> (Vec<T>, Vec<T>) {
+fn lm_loss_bwd<T: Real>(
+    h: &[T],
+    w: &[T],
+    targets: &[u32],
+    g: &[T],
+    d: usize,
+    v: usize,
+) -> (Vec<T>, Vec<T>) {
     let n = h.len() / d;
     let (mut dh, mut dw) = (vec![T::zero(); n * d], vec![T::zero(); v * d]);
     let mut logits = vec![T::zero(); LOSS_BLOCK.min(n) * v];
@@ -526,22 +765,41 @@ fn lm_loss_bwd<T: Real>(h: &[T], w: &[T], targets: &[u32], g: &[T], d: usize, v:
         let rows = LOSS_BLOCK.min(n - r0);
         block_logits(h, w, d, v, r0, rows, &mut logits);
         // dlogits = (softmax − onehot) · g, zero on ignored rows.
-        logits[..rows * v].par_chunks_mut(v).enumerate().for_each(|(i, row)| {
-            let t = targets[r0 + i];
-            if t == IGNORE_INDEX {
-                row.iter_mut().for_each(|x| *x = T::zero());
-                return;
-            }
-            let lse = log_sum_exp(row);
-            let gi = g[r0 + i];
-            row.iter_mut().for_each(|x| *x = (*x - lse).exp() * gi);
-            row[t as usize] -= gi;
-        });
+        logits[..rows * v]
+            .par_chunks_mut(v)
+            .enumerate()
+            .for_each(|(i, row)| {
+                let t = targets[r0 + i];
+                if t == IGNORE_INDEX {
+                    row.iter_mut().for_each(|x| *x = T::zero());
+                    return;
+                }
+                let lse = log_sum_exp(row);
+                let gi = g[r0 + i];
+                row.iter_mut().for_each(|x| *x = (*x - lse).exp() * gi);
+                row[t as usize] -= gi;
+            });
         let dl = &logits[..rows * v];
         // dh[rows] = dlogits · w
-        gemm_into(&mut dh[r0 * d..(r0 + rows) * d], (rows, d, v), dl, (v, 1), w, (d, 1), false);
+        gemm_into(
+            &mut dh[r0 * d..(r0 + rows) * d],
+            (rows, d, v),
+            dl,
+            (v, 1),
+            w,
+            (d, 1),
+            false,
+        );
         // dw += dlogitsᵀ · h[rows]
-        gemm_into(&mut dw, (v, d, rows), dl, (1, v), &h[r0 * d..(r0 + rows) * d], (d, 1), true);
+        gemm_into(
+            &mut dw,
+            (v, d, rows),
+            dl,
+            (1, v),
+            &h[r0 * d..(r0 + rows) * d],
+            (d, 1),
+            true,
+        );
     }
     (dh, dw)
 }
@@ -550,30 +808,79 @@ impl CustomOp2 for LmHeadLoss {
     fn name(&self) -> &'static str {
         "thau-lm-head-loss"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(op: &LmHeadLoss, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            op: &LmHeadLoss,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
             let (n, d) = l1.shape().dims2()?;
             let (v, d2) = l2.shape().dims2()?;
             if d != d2 || op.targets.len() != n {
-                bail!("lm_head_cross_entropy: hidden {:?}, head {:?}, {} targets", l1.shape(), l2.shape(), op.targets.len());
+                bail!(
+                    "lm_head_cross_entropy: hidden {:?}, head {:?}, {} targets",
+                    l1.shape(),
+                    l2.shape(),
+                    op.targets.len()
+                );
             }
-            let out = lm_loss_fwd(slice::<T>(s1, l1, "lm_head")?, slice::<T>(s2, l2, "lm_head")?, &op.targets, d, v)?;
+            let out = lm_loss_fwd(
+                slice::<T>(s1, l1, "lm_head")?,
+                slice::<T>(s2, l2, "lm_head")?,
+                &op.targets,
+                d,
+                v,
+            )?;
             Ok((T::to_cpu_storage_owned(out), Shape::from(n)))
         }
         dispatch!(s1, go(self, s1, l1, s2, l2))
     }
-    fn bwd(&self, h: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
-        fn go<T: Real>(op: &LmHeadLoss, h: &Tensor, w: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
+        fn go<T: Real>(
+            op: &LmHeadLoss,
+            h: &Tensor,
+            w: &Tensor,
+            g: &Tensor,
+        ) -> Result<(Tensor, Tensor)> {
             let (hs, hl) = h.storage_and_layout();
             let (ws, wl) = w.storage_and_layout();
             let (gs, gl) = g.storage_and_layout();
-            let (candle_core::Storage::Cpu(hs), candle_core::Storage::Cpu(ws), candle_core::Storage::Cpu(gs)) = (&*hs, &*ws, &*gs) else {
+            let (
+                candle_core::Storage::Cpu(hs),
+                candle_core::Storage::Cpu(ws),
+                candle_core::Storage::Cpu(gs),
+            ) = (&*hs, &*ws, &*gs)
+            else {
                 bail!("lm_head_cross_entropy: CPU tensors expected");
             };
             let (d, v) = (h.dim(1)?, w.dim(0)?);
-            let (dh, dw) = lm_loss_bwd(slice::<T>(hs, hl, "lm_head")?, slice::<T>(ws, wl, "lm_head")?, &op.targets, slice::<T>(gs, gl, "lm_head")?, d, v);
-            Ok((Tensor::from_vec(dh, h.shape(), h.device())?, Tensor::from_vec(dw, w.shape(), w.device())?))
+            let (dh, dw) = lm_loss_bwd(
+                slice::<T>(hs, hl, "lm_head")?,
+                slice::<T>(ws, wl, "lm_head")?,
+                &op.targets,
+                slice::<T>(gs, gl, "lm_head")?,
+                d,
+                v,
+            );
+            Ok((
+                Tensor::from_vec(dh, h.shape(), h.device())?,
+                Tensor::from_vec(dw, w.shape(), w.device())?,
+            ))
         }
         let (dh, dw) = match h.dtype() {
             DType::F32 => go::<f32>(self, h, w, &g)?,
@@ -592,7 +899,9 @@ pub fn lm_head_cross_entropy(hidden: &Tensor, head: &Tensor, targets: &Tensor) -
         return cross_entropy(&hidden.matmul(&head.t()?)?, targets);
     }
     let targets = Arc::new(targets.flatten_all()?.to_vec1::<u32>()?);
-    hidden.contiguous()?.apply_op2(&head.contiguous()?, LmHeadLoss { targets })
+    hidden
+        .contiguous()?
+        .apply_op2(&head.contiguous()?, LmHeadLoss { targets })
 }
 
 // ---------------------------------------------------------------- small-batch linear
@@ -622,7 +931,12 @@ fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let n = a.len().min(b.len());
     let mut i = 0;
-    let (mut s0, mut s1, mut s2, mut s3) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
+    let (mut s0, mut s1, mut s2, mut s3) = (
+        _mm512_setzero_ps(),
+        _mm512_setzero_ps(),
+        _mm512_setzero_ps(),
+        _mm512_setzero_ps(),
+    );
     // SAFETY: every load reads 16 floats at offsets below `n`, inside both slices.
     unsafe {
         while i + 64 <= n {
@@ -634,7 +948,11 @@ fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
             i += 64;
         }
         while i + 16 <= n {
-            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a.as_ptr().add(i)), _mm512_loadu_ps(b.as_ptr().add(i)), s0);
+            s0 = _mm512_fmadd_ps(
+                _mm512_loadu_ps(a.as_ptr().add(i)),
+                _mm512_loadu_ps(b.as_ptr().add(i)),
+                s0,
+            );
             i += 16;
         }
     }
@@ -657,8 +975,17 @@ impl CustomOp2 for SmallLinear {
     fn name(&self) -> &'static str {
         "thau-small-linear"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = (slice::<f32>(s1, l1, "small_linear")?, slice::<f32>(s2, l2, "small_linear")?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (
+            slice::<f32>(s1, l1, "small_linear")?,
+            slice::<f32>(s2, l2, "small_linear")?,
+        );
         let (rows, k) = l1.shape().dims2()?;
         let (n, k2) = l2.shape().dims2()?;
         if k != k2 {
@@ -685,10 +1012,19 @@ impl CustomOp2 for SmallLinear {
 /// gradient; `None` when the inputs are not of that kind (use the general matmul).
 pub fn small_linear(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     let small = x.rank() == 2 && x.dim(0)? <= SMALL_LINEAR_ROWS;
-    if !small || x.track_op() || w.track_op() || !x.device().is_cpu() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+    if !small
+        || x.track_op()
+        || w.track_op()
+        || !x.device().is_cpu()
+        || x.dtype() != DType::F32
+        || w.dtype() != DType::F32
+    {
         return Ok(None);
     }
-    Ok(Some(x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &SmallLinear)?))
+    Ok(Some(
+        x.contiguous()?
+            .apply_op2_no_bwd(&w.contiguous()?, &SmallLinear)?,
+    ))
 }
 
 // ---------------------------------------------------------------- cross-entropy
@@ -698,15 +1034,29 @@ struct CrossEntropyBwd;
 
 fn log_sum_exp<T: Real>(row: &[T]) -> T {
     let max = row.iter().fold(T::neg_infinity(), |m, &v| Float::max(m, v));
-    max + row.iter().fold(T::zero(), |acc, &v| acc + (v - max).exp()).ln()
+    max + row
+        .iter()
+        .fold(T::zero(), |acc, &v| acc + (v - max).exp())
+        .ln()
 }
 
 impl CustomOp2 for CrossEntropy {
     fn name(&self) -> &'static str {
         "thau-cross-entropy"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
             let (n, v) = l1.shape().dims2()?;
             let logits = slice::<T>(s1, l1, "cross_entropy")?;
             let targets = slice_u32(s2, l2)?;
@@ -727,9 +1077,18 @@ impl CustomOp2 for CrossEntropy {
         }
         dispatch!(s1, go(s1, l1, s2, l2))
     }
-    fn bwd(&self, logits: &Tensor, targets: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
-        Ok((Some(logits.apply_op3_no_bwd(targets, &g, &CrossEntropyBwd)?), None))
+        Ok((
+            Some(logits.apply_op3_no_bwd(targets, &g, &CrossEntropyBwd)?),
+            None,
+        ))
     }
 }
 
@@ -745,8 +1104,23 @@ impl CustomOp3 for CrossEntropyBwd {
     fn name(&self) -> &'static str {
         "thau-cross-entropy-bwd"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
             let (_n, v) = l1.shape().dims2()?;
             let logits = slice::<T>(s1, l1, "cross_entropy")?;
             let targets = slice_u32(s2, l2)?;
@@ -780,7 +1154,9 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let nll = logp.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
         return keep.where_cond(&nll, &nll.zeros_like()?);
     }
-    logits.contiguous()?.apply_op2(&targets.contiguous()?, CrossEntropy)
+    logits
+        .contiguous()?
+        .apply_op2(&targets.contiguous()?, CrossEntropy)
 }
 
 #[cfg(test)]
@@ -804,7 +1180,13 @@ mod tests {
         let w = det(y.dims(), 3.3);
         let loss = (y * &w).unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
-        let analytic: Vec<f64> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let analytic: Vec<f64> = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let base: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
         let h = 1e-6;
         for i in (0..base.len()).step_by((base.len() / 40).max(1)) {
@@ -812,16 +1194,36 @@ mod tests {
                 let mut v = base.clone();
                 v[i] += delta;
                 let t = Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap();
-                (f(&t).unwrap() * &w).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+                (f(&t).unwrap() * &w)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
             };
             let numeric = (eval(h) - eval(-h)) / (2.0 * h);
             let err = (numeric - analytic[i]).abs() / (1.0 + numeric.abs());
-            assert!(err < 1e-6, "index {i}: numeric {numeric} vs analytic {}", analytic[i]);
+            assert!(
+                err < 1e-6,
+                "index {i}: numeric {numeric} vs analytic {}",
+                analytic[i]
+            );
         }
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     }
 
     #[test]
@@ -856,9 +1258,23 @@ mod tests {
             let f32_ref = {
                 let s32 = s.to_dtype(DType::F32).unwrap();
                 let (q, k) = (tq, tk);
-                let mask: Vec<f32> = (0..q).flat_map(|i| (0..k).map(move |j| if j > i + offset { f32::NEG_INFINITY } else { 0.0 })).collect();
+                let mask: Vec<f32> = (0..q)
+                    .flat_map(|i| {
+                        (0..k).map(move |j| {
+                            if j > i + offset {
+                                f32::NEG_INFINITY
+                            } else {
+                                0.0
+                            }
+                        })
+                    })
+                    .collect();
                 let mask = Tensor::from_vec(mask, (q, k), &Device::Cpu).unwrap();
-                candle_nn::ops::softmax(&(s32 * 0.5).unwrap().broadcast_add(&mask).unwrap(), D::Minus1).unwrap()
+                candle_nn::ops::softmax(
+                    &(s32 * 0.5).unwrap().broadcast_add(&mask).unwrap(),
+                    D::Minus1,
+                )
+                .unwrap()
             };
             assert!(max_diff(&ours.to_dtype(DType::F32).unwrap(), &f32_ref) < 1e-6);
             check_grad(&s, &|s| causal_softmax(s, 0.5, offset));
@@ -871,7 +1287,15 @@ mod tests {
         let n = LOSS_BLOCK + 7;
         let h = det(&[n, 6], 0.8);
         let w = det(&[11, 6], 2.1);
-        let t: Vec<u32> = (0..n as u32).map(|i| if i % 5 == 3 { IGNORE_INDEX } else { (i * 7) % 11 }).collect();
+        let t: Vec<u32> = (0..n as u32)
+            .map(|i| {
+                if i % 5 == 3 {
+                    IGNORE_INDEX
+                } else {
+                    (i * 7) % 11
+                }
+            })
+            .collect();
         let targets = Tensor::new(t.as_slice(), &Device::Cpu).unwrap();
         let ours = lm_head_cross_entropy(&h, &w, &targets).unwrap();
         let reference = cross_entropy(&h.matmul(&w.t().unwrap()).unwrap(), &targets).unwrap();
@@ -888,7 +1312,10 @@ mod tests {
         let reference = x.matmul(&w.t().unwrap()).unwrap();
         assert!(max_diff(&ours, &reference) < 1e-4);
         let tracked = Var::from_tensor(&w).unwrap();
-        assert!(small_linear(&x, tracked.as_tensor()).unwrap().is_none(), "never on trainable weights");
+        assert!(
+            small_linear(&x, tracked.as_tensor()).unwrap().is_none(),
+            "never on trainable weights"
+        );
     }
 
     #[test]

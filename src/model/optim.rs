@@ -56,7 +56,8 @@ impl Schedule {
         }
         let span = self.total.saturating_sub(self.warmup).max(1) as f64;
         let progress = ((step - self.warmup) as f64 / span).min(1.0);
-        self.floor + 0.5 * (self.peak - self.floor) * (1.0 + (std::f64::consts::PI * progress).cos())
+        self.floor
+            + 0.5 * (self.peak - self.floor) * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 }
 
@@ -87,7 +88,10 @@ pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
             }
         }
     }
-    let v = t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+    let v = t
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?;
     Ok(f(&v))
 }
 
@@ -122,11 +126,17 @@ impl AdamW {
     }
 
     /// Adds the gradients of `store` into `acc` (a parameter without gradient adds 0).
-    pub fn accumulate(&self, store: &candle_core::backprop::GradStore, acc: &mut [Vec<f32>]) -> Result<()> {
+    pub fn accumulate(
+        &self,
+        store: &candle_core::backprop::GradStore,
+        acc: &mut [Vec<f32>],
+    ) -> Result<()> {
         for (p, buf) in self.params.iter().zip(acc.iter_mut()) {
             if let Some(g) = store.get(p.var.as_tensor()) {
                 with_f32(g, |s| {
-                    buf.par_iter_mut().zip(s.par_iter()).for_each(|(a, &b)| *a += b)
+                    buf.par_iter_mut()
+                        .zip(s.par_iter())
+                        .for_each(|(a, &b)| *a += b)
                 })?;
             }
         }
@@ -156,7 +166,11 @@ impl AdamW {
         let inv_bc2 = (1.0 / bc2) as f32;
         let eps = c.eps as f32;
         for (p, g) in self.params.iter_mut().zip(grads) {
-            let decay = if p.decay { (1.0 - lr * c.weight_decay) as f32 } else { 1.0 };
+            let decay = if p.decay {
+                (1.0 - lr * c.weight_decay) as f32
+            } else {
+                1.0
+            };
             let shape = p.var.shape().clone();
             let dev = p.var.device().clone();
             let updated = with_f32(p.var.as_tensor(), |w| {
@@ -186,8 +200,14 @@ impl AdamW {
         let mut out = HashMap::new();
         for p in &self.params {
             let shape = p.var.shape().clone();
-            out.insert(format!("m.{}", p.name), Tensor::from_slice(&p.m, shape.clone(), &candle_core::Device::Cpu)?);
-            out.insert(format!("v.{}", p.name), Tensor::from_slice(&p.v, shape, &candle_core::Device::Cpu)?);
+            out.insert(
+                format!("m.{}", p.name),
+                Tensor::from_slice(&p.m, shape.clone(), &candle_core::Device::Cpu)?,
+            );
+            out.insert(
+                format!("v.{}", p.name),
+                Tensor::from_slice(&p.v, shape, &candle_core::Device::Cpu)?,
+            );
         }
         Ok(out)
     }
@@ -223,7 +243,12 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays_to_the_floor() {
-        let s = Schedule { peak: 1e-3, floor: 1e-4, warmup: 10, total: 110 };
+        let s = Schedule {
+            peak: 1e-3,
+            floor: 1e-4,
+            warmup: 10,
+            total: 110,
+        };
         assert!((s.lr(0) - 1e-4).abs() < 1e-12);
         assert!((s.lr(9) - 1e-3).abs() < 1e-12);
         assert!((s.lr(60) - 5.5e-4).abs() < 1e-9);
@@ -235,21 +260,39 @@ mod tests {
     fn adamw_matches_the_reference_formula_skips_norm_decay_and_clips() {
         let vm = VarMap::new();
         let dev = Device::Cpu;
-        vm.data().lock().unwrap().insert("blk.0.attn_q.weight".into(), Var::from_tensor(&Tensor::new(&[1.0f32, -2.0], &dev).unwrap()).unwrap());
-        vm.data().lock().unwrap().insert("output_norm.weight".into(), Var::from_tensor(&Tensor::new(&[1.0f32], &dev).unwrap()).unwrap());
-        let cfg = AdamWConfig { clip_norm: 1.0, ..Default::default() };
+        vm.data().lock().unwrap().insert(
+            "blk.0.attn_q.weight".into(),
+            Var::from_tensor(&Tensor::new(&[1.0f32, -2.0], &dev).unwrap()).unwrap(),
+        );
+        vm.data().lock().unwrap().insert(
+            "output_norm.weight".into(),
+            Var::from_tensor(&Tensor::new(&[1.0f32], &dev).unwrap()).unwrap(),
+        );
+        let cfg = AdamWConfig {
+            clip_norm: 1.0,
+            ..Default::default()
+        };
         let mut opt = AdamW::new(&vm, cfg).unwrap();
         // Global norm of (3, 4, 0) is 5: clipped by 1/5.
         let grads = vec![vec![3.0f32, 4.0], vec![0.0]];
         let norm = opt.step(&grads, 1.0, 0.1).unwrap();
         assert!((norm - 5.0).abs() < 1e-9);
-        let w: Vec<f32> = vm.data().lock().unwrap()["blk.0.attn_q.weight"].to_dtype(DType::F32).unwrap().to_vec1().unwrap();
+        let w: Vec<f32> = vm.data().lock().unwrap()["blk.0.attn_q.weight"]
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         // First step: m̂/√v̂ = sign(g) (up to eps); decay multiplies by 1 - lr·wd.
-        let expect = [1.0 * (1.0 - 0.1 * 0.1) - 0.1, -2.0 * (1.0 - 0.1 * 0.1) - 0.1];
+        let expect = [
+            1.0 * (1.0 - 0.1 * 0.1) - 0.1,
+            -2.0 * (1.0 - 0.1 * 0.1) - 0.1,
+        ];
         for (a, b) in w.iter().zip(expect) {
             assert!((f64::from(*a) - b).abs() < 1e-5, "{a} vs {b}");
         }
-        let n: Vec<f32> = vm.data().lock().unwrap()["output_norm.weight"].to_vec1().unwrap();
+        let n: Vec<f32> = vm.data().lock().unwrap()["output_norm.weight"]
+            .to_vec1()
+            .unwrap();
         assert_eq!(n, [1.0], "norm gains are not decayed and had no gradient");
     }
 }

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::models::TrainerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::{ModelError, Result};
@@ -28,7 +28,9 @@ pub const TOOL_OPEN: &str = "<TOOL:";
 pub const TOOL_CLOSE: &str = "</TOOL>";
 
 /// Special tokens, in id order (ids 0..8).
-pub const SPECIAL_TOKENS: [&str; 8] = [PAD, EOT, SYSTEM, USER, ASSISTANT, TOOL, TOOL_OPEN, TOOL_CLOSE];
+pub const SPECIAL_TOKENS: [&str; 8] = [
+    PAD, EOT, SYSTEM, USER, ASSISTANT, TOOL, TOOL_OPEN, TOOL_CLOSE,
+];
 
 /// Who speaks a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +84,10 @@ fn tok_err(e: impl std::fmt::Display) -> ModelError {
 
 impl ThauTokenizer {
     /// Trains a byte-level BPE of `vocab_size` tokens (special tokens included) on `texts`.
-    pub fn train<S: AsRef<str> + Send>(texts: impl Iterator<Item = S> + Send, vocab_size: usize) -> Result<Self> {
+    pub fn train<S: AsRef<str> + Send>(
+        texts: impl Iterator<Item = S> + Send,
+        vocab_size: usize,
+    ) -> Result<Self> {
         if vocab_size < 256 + SPECIAL_TOKENS.len() {
             return Err(ModelError::Tokenizer(format!(
                 "vocab_size {vocab_size} is below the 256 byte symbols plus {} special tokens",
@@ -94,7 +99,12 @@ impl ThauTokenizer {
                 .vocab_size(vocab_size)
                 .min_frequency(2)
                 .show_progress(false)
-                .special_tokens(SPECIAL_TOKENS.iter().map(|s| AddedToken::from(*s, true)).collect())
+                .special_tokens(
+                    SPECIAL_TOKENS
+                        .iter()
+                        .map(|s| AddedToken::from(*s, true))
+                        .collect(),
+                )
                 .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
                 .build(),
         );
@@ -147,7 +157,12 @@ impl ThauTokenizer {
 
     /// Token ids of `text`; special-token strings inside it become their special ids.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.inner.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(tok_err)?
+            .get_ids()
+            .to_vec())
     }
 
     /// Text of `ids`, special tokens written out.
@@ -209,7 +224,9 @@ mod tests {
             "The water cycle moves water between the oceans, the air and the land.",
             "fn main() { println!(\"hello\"); } // Rust ownership and borrowing",
         ];
-        let corpus: Vec<String> = (0..20).flat_map(|_| texts.iter().map(|s| s.to_string())).collect();
+        let corpus: Vec<String> = (0..20)
+            .flat_map(|_| texts.iter().map(|s| s.to_string()))
+            .collect();
         ThauTokenizer::train(corpus.into_iter(), 400).unwrap()
     }
 
@@ -235,11 +252,19 @@ mod tests {
     #[test]
     fn chat_template_masks_everything_but_the_answer_and_its_end() {
         let tok = sample_tokenizer();
-        let msgs = [Message::new(Role::User, "¿Qué es?"), Message::new(Role::Assistant, "Agua.")];
+        let msgs = [
+            Message::new(Role::User, "¿Qué es?"),
+            Message::new(Role::Assistant, "Agua."),
+        ];
         let (ids, mask) = tok.encode_chat(&msgs).unwrap();
         assert_eq!(ids.len(), mask.len());
         let answer = tok.encode("Agua.").unwrap();
-        let learned: Vec<u32> = ids.iter().zip(&mask).filter(|(_, &m)| m == 1).map(|(&i, _)| i).collect();
+        let learned: Vec<u32> = ids
+            .iter()
+            .zip(&mask)
+            .filter(|(_, &m)| m == 1)
+            .map(|(&i, _)| i)
+            .collect();
         let mut expected = answer.clone();
         expected.push(tok.special.eot);
         assert_eq!(learned, expected);

@@ -115,7 +115,13 @@ pub struct Trainer {
 
 impl Trainer {
     /// A fresh model (weights from `opts.seed`) on `corpus`.
-    pub fn new(config: ModelConfig, tokenizer: ThauTokenizer, corpus: &Corpus, opts: TrainOptions, dev: &Device) -> Result<Self> {
+    pub fn new(
+        config: ModelConfig,
+        tokenizer: ThauTokenizer,
+        corpus: &Corpus,
+        opts: TrainOptions,
+        dev: &Device,
+    ) -> Result<Self> {
         config.validate()?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(ModelError::Config(format!(
@@ -128,7 +134,14 @@ impl Trainer {
         Self::assemble(config, tokenizer, varmap, corpus, opts, dev)
     }
 
-    fn assemble(config: ModelConfig, tokenizer: ThauTokenizer, varmap: VarMap, corpus: &Corpus, opts: TrainOptions, dev: &Device) -> Result<Self> {
+    fn assemble(
+        config: ModelConfig,
+        tokenizer: ThauTokenizer,
+        varmap: VarMap,
+        corpus: &Corpus,
+        opts: TrainOptions,
+        dev: &Device,
+    ) -> Result<Self> {
         if opts.seq_len > config.max_seq_len {
             return Err(ModelError::Config(format!(
                 "seq_len {} exceeds the model's context {}",
@@ -136,13 +149,17 @@ impl Trainer {
             )));
         }
         if opts.batch_size == 0 || opts.accum == 0 {
-            return Err(ModelError::Config("batch size and accumulation must be positive".into()));
+            return Err(ModelError::Config(
+                "batch size and accumulation must be positive".into(),
+            ));
         }
         let (train_ex, held_ex) = corpus.split(opts.heldout);
         let train = Windows::pack(&train_ex, &tokenizer, opts.seq_len)?;
         let heldout = Windows::pack(&held_ex, &tokenizer, opts.seq_len)?;
         if train.is_empty() {
-            return Err(ModelError::Data("the training split is empty: add more data".into()));
+            return Err(ModelError::Data(
+                "the training split is empty: add more data".into(),
+            ));
         }
         let model = from_varmap(&varmap, &config, DType::F32, dev)?;
         let opt = AdamW::new(&varmap, opts.adamw)?;
@@ -167,11 +184,15 @@ impl Trainer {
 
     /// Continues from a training checkpoint; `opts`, when given, replaces the saved
     /// options except what the data order depends on (seed, batch size, sequence length).
-    pub fn resume(ckpt: Checkpoint, corpus: &Corpus, opts: Option<TrainOptions>, dev: &Device) -> Result<Self> {
-        let state_json = ckpt
-            .trainer
-            .clone()
-            .ok_or_else(|| ModelError::checkpoint(&ckpt.dir, "no trainer.json: not a training checkpoint"))?;
+    pub fn resume(
+        ckpt: Checkpoint,
+        corpus: &Corpus,
+        opts: Option<TrainOptions>,
+        dev: &Device,
+    ) -> Result<Self> {
+        let state_json = ckpt.trainer.clone().ok_or_else(|| {
+            ModelError::checkpoint(&ckpt.dir, "no trainer.json: not a training checkpoint")
+        })?;
         let mut state: TrainerState = serde_json::from_value(state_json)
             .map_err(|e| ModelError::checkpoint(ckpt.dir.join(checkpoint::TRAINER), e))?;
         if let Some(o) = opts {
@@ -184,15 +205,28 @@ impl Trainer {
         }
         let varmap = init_weights(&ckpt.config, state.options.seed, DType::F32, dev)?;
         {
-            let data = varmap.data().lock().map_err(|_| ModelError::Config("weight map lock poisoned".into()))?;
+            let data = varmap
+                .data()
+                .lock()
+                .map_err(|_| ModelError::Config("weight map lock poisoned".into()))?;
             for (name, var) in data.iter() {
                 let t = ckpt.weights.get(name).ok_or_else(|| {
-                    ModelError::checkpoint(ckpt.dir.join(checkpoint::WEIGHTS), format!("tensor `{name}` is missing"))
+                    ModelError::checkpoint(
+                        ckpt.dir.join(checkpoint::WEIGHTS),
+                        format!("tensor `{name}` is missing"),
+                    )
                 })?;
                 var.set(&t.to_dtype(DType::F32)?.to_device(dev)?)?;
             }
         }
-        let mut t = Self::assemble(ckpt.config.clone(), ckpt.tokenizer.clone(), varmap, corpus, state.options.clone(), dev)?;
+        let mut t = Self::assemble(
+            ckpt.config.clone(),
+            ckpt.tokenizer.clone(),
+            varmap,
+            corpus,
+            state.options.clone(),
+            dev,
+        )?;
         if let Some(opt_state) = &ckpt.optimizer {
             t.opt
                 .load_state(opt_state, state.step)
@@ -238,7 +272,10 @@ impl Trainer {
         self.state.tokens_seen += tokens as u64;
         let loss = loss_sum / o.accum as f64;
         if !loss.is_finite() {
-            return Err(ModelError::Data(format!("loss became {loss} at step {}", self.state.step)));
+            return Err(ModelError::Data(format!(
+                "loss became {loss} at step {}",
+                self.state.step
+            )));
         }
         self.state.history.push(LogPoint {
             step: self.state.step,
@@ -259,7 +296,14 @@ impl Trainer {
     /// Mean loss per learned token on (up to `eval_batches` batches of) the held-out split,
     /// recorded on the newest point of the loss curve.
     pub fn evaluate(&mut self) -> Result<EvalReport> {
-        let report = evaluate(&self.model, &self.heldout, self.state.options.batch_size, self.state.options.eval_batches, &self.dev, &self.train)?;
+        let report = evaluate(
+            &self.model,
+            &self.heldout,
+            self.state.options.batch_size,
+            self.state.options.eval_batches,
+            &self.dev,
+            &self.train,
+        )?;
         if let Some(last) = self.state.history.last_mut() {
             last.eval_loss = Some(report.loss);
         }
@@ -268,13 +312,21 @@ impl Trainer {
 
     /// The current weights by name.
     pub fn weights(&self) -> Result<HashMap<String, Tensor>> {
-        let data = self.varmap.data().lock().map_err(|_| ModelError::Config("weight map lock poisoned".into()))?;
-        Ok(data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect())
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| ModelError::Config("weight map lock poisoned".into()))?;
+        Ok(data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect())
     }
 
     /// Writes a full training checkpoint under `age_dir`.
     pub fn save(&self, age_dir: &Path) -> Result<PathBuf> {
-        let state = serde_json::to_value(&self.state).map_err(|e| ModelError::Data(e.to_string()))?;
+        let state =
+            serde_json::to_value(&self.state).map_err(|e| ModelError::Data(e.to_string()))?;
         checkpoint::save(
             age_dir,
             self.state.step,
@@ -289,9 +341,18 @@ impl Trainer {
 
 /// Held-out loss of `model` on up to `max_batches` batches of `windows`, plus the unigram
 /// baseline fitted on `reference` (the training windows).
-pub fn evaluate(model: &Thau, windows: &Windows, batch: usize, max_batches: usize, dev: &Device, reference: &Windows) -> Result<EvalReport> {
+pub fn evaluate(
+    model: &Thau,
+    windows: &Windows,
+    batch: usize,
+    max_batches: usize,
+    dev: &Device,
+    reference: &Windows,
+) -> Result<EvalReport> {
     if windows.is_empty() {
-        return Err(ModelError::Data("the held-out split is empty: add more data".into()));
+        return Err(ModelError::Data(
+            "the held-out split is empty: add more data".into(),
+        ));
     }
     let (mut nll, mut count) = (0.0f64, 0usize);
     let n = windows.len().min(batch * max_batches.max(1));
@@ -314,12 +375,21 @@ pub fn evaluate(model: &Thau, windows: &Windows, batch: usize, max_batches: usiz
 /// frequencies of `train`'s targets.
 fn unigram_loss(train: &Windows, eval: &Windows, n: usize, vocab: usize) -> f64 {
     let mut counts = vec![1.0f64; vocab];
-    for t in train.targets.iter().flatten().filter(|&&t| t != IGNORE_INDEX) {
+    for t in train
+        .targets
+        .iter()
+        .flatten()
+        .filter(|&&t| t != IGNORE_INDEX)
+    {
         counts[*t as usize] += 1.0;
     }
     let total: f64 = counts.iter().sum();
     let (mut nll, mut c) = (0.0, 0usize);
-    for t in eval.targets[..n].iter().flatten().filter(|&&t| t != IGNORE_INDEX) {
+    for t in eval.targets[..n]
+        .iter()
+        .flatten()
+        .filter(|&&t| t != IGNORE_INDEX)
+    {
         nll -= (counts[*t as usize] / total).ln();
         c += 1;
     }

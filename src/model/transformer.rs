@@ -65,7 +65,10 @@ impl Rope {
 
     /// Tables for positions `offset .. offset + len`.
     fn at(&self, offset: usize, len: usize) -> candle_core::Result<(Tensor, Tensor)> {
-        Ok((self.cos.narrow(0, offset, len)?, self.sin.narrow(0, offset, len)?))
+        Ok((
+            self.cos.narrow(0, offset, len)?,
+            self.sin.narrow(0, offset, len)?,
+        ))
     }
 }
 
@@ -92,7 +95,10 @@ impl KvCache {
     }
     /// Number of positions already in the cache.
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |l| l.len)
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |l| l.len)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -149,7 +155,11 @@ impl Attention {
                     Some(kv) => kv,
                     None => {
                         let zeros = Tensor::zeros((b, h, max_seq_len, hd), k.dtype(), k.device())?;
-                        slot.insert(LayerKv { k: zeros.clone(), v: zeros.zeros_like()?, len: 0 })
+                        slot.insert(LayerKv {
+                            k: zeros.clone(),
+                            v: zeros.zeros_like()?,
+                            len: 0,
+                        })
                     }
                 };
                 kv.k.slice_set(&k, 2, kv.len)?;
@@ -221,7 +231,12 @@ impl Block {
         cache: Option<&mut Option<LayerKv>>,
         max_seq_len: usize,
     ) -> Result<Tensor> {
-        let h = self.attn.forward(&rms_norm(x, &self.attn_norm, self.eps)?, rope, cache, max_seq_len)?;
+        let h = self.attn.forward(
+            &rms_norm(x, &self.attn_norm, self.eps)?,
+            rope,
+            cache,
+            max_seq_len,
+        )?;
         let x = (x + h)?;
         let x = (&x + self.mlp.forward(&rms_norm(&x, &self.ffn_norm, self.eps)?)?)?;
         Ok(x)
@@ -360,11 +375,12 @@ pub fn init_weights(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) ->
             let t = if is_norm(&name) {
                 Tensor::ones(shape.as_slice(), dtype, dev)?
             } else {
-                let std = if name.ends_with("attn_output.weight") || name.ends_with("ffn_down.weight") {
-                    residual_std
-                } else {
-                    INIT_STD
-                };
+                let std =
+                    if name.ends_with("attn_output.weight") || name.ends_with("ffn_down.weight") {
+                        residual_std
+                    } else {
+                        INIT_STD
+                    };
                 let normal = Normal::new(0.0f32, std as f32)
                     .map_err(|e| ModelError::Config(e.to_string()))?;
                 let v: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng)).collect();
@@ -382,7 +398,11 @@ pub fn from_varmap(varmap: &VarMap, cfg: &ModelConfig, dtype: DType, dev: &Devic
 }
 
 /// Builds a model from plain tensors (inference: no gradient tracking).
-pub fn from_tensors(weights: HashMap<String, Tensor>, cfg: &ModelConfig, dev: &Device) -> Result<Thau> {
+pub fn from_tensors(
+    weights: HashMap<String, Tensor>,
+    cfg: &ModelConfig,
+    dev: &Device,
+) -> Result<Thau> {
     let dtype = weights
         .get("token_embd.weight")
         .map_or(DType::F32, |t| t.dtype());
@@ -415,12 +435,29 @@ mod tests {
         let ids = Tensor::new(&[[3u32, 7, 11, 2, 9, 40]], &Device::Cpu).unwrap();
         let full = m.forward(&ids, None).unwrap();
         let mut cache = KvCache::new(cfg.n_layers);
-        let a = m.forward(&ids.narrow(1, 0, 4).unwrap(), Some(&mut cache)).unwrap();
-        let b = m.forward(&ids.narrow(1, 4, 1).unwrap(), Some(&mut cache)).unwrap();
-        let c = m.forward(&ids.narrow(1, 5, 1).unwrap(), Some(&mut cache)).unwrap();
+        let a = m
+            .forward(&ids.narrow(1, 0, 4).unwrap(), Some(&mut cache))
+            .unwrap();
+        let b = m
+            .forward(&ids.narrow(1, 4, 1).unwrap(), Some(&mut cache))
+            .unwrap();
+        let c = m
+            .forward(&ids.narrow(1, 5, 1).unwrap(), Some(&mut cache))
+            .unwrap();
         let inc = Tensor::cat(&[a, b, c], 1).unwrap();
-        let diff = (full - inc).unwrap().abs().unwrap().max_keepdim(D::Minus1).unwrap();
-        let diff: f32 = diff.flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        let diff = (full - inc)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_keepdim(D::Minus1)
+            .unwrap();
+        let diff: f32 = diff
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(diff < 1e-4, "{diff}");
         assert_eq!(cache.len(), 6);
     }

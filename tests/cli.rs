@@ -1,0 +1,142 @@
+//! The model commands through the `thau` binary: train → eval → generate → status on a
+//! small corpus, reproducible generation, and clear errors with the right exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn thau(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_thau"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .expect("run thau")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn small_corpus(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut text = String::new();
+    for i in 0..60 {
+        text.push_str(&format!(
+            "El río número {i} baja de la montaña y llega al mar. The river {i} flows to the sea.\n\n"
+        ));
+    }
+    std::fs::write(dir.join("rivers.md"), text).unwrap();
+    let qa: String = (0..40)
+        .map(|i| format!("{{\"question\":\"¿Adónde va el río {i}?\",\"answer\":\"Al mar.\"}}\n"))
+        .collect();
+    std::fs::write(dir.join("qa.jsonl"), qa).unwrap();
+}
+
+#[test]
+fn train_eval_generate_and_status_work_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, data) = (dir.path().join("home"), dir.path().join("corpus"));
+    small_corpus(&data);
+    let data = data.to_str().unwrap();
+    let small = ["--steps", "2", "--batch", "2", "--seq-len", "32", "--json"];
+    let r = json(&thau(
+        &home,
+        &[&["train", "--data", data][..], &small[..]].concat(),
+    ));
+    assert_eq!(r["steps"], 2);
+    assert_eq!(r["age"], 0);
+    let ck = Path::new(r["checkpoint"].as_str().unwrap());
+    assert!(ck.join("model.safetensors").is_file() && ck.join("tokenizer.json").is_file());
+    let curve = r["curve"].as_array().unwrap();
+    assert!(
+        curve.len() >= 2
+            && curve
+                .iter()
+                .all(|c| c["heldout_loss"].as_f64().is_some_and(f64::is_finite))
+    );
+
+    // A second run resumes the checkpoint and continues the step count.
+    let r2 = json(&thau(
+        &home,
+        &[&["train", "--data", data][..], &small[..]].concat(),
+    ));
+    assert_eq!(r2["total_steps"], 4);
+    assert!(r2["resumed_from"].is_string());
+
+    let e = json(&thau(&home, &["eval", "--data", data, "--json"]));
+    assert!(e["loss"].as_f64().unwrap() > 0.0 && e["perplexity"].as_f64().unwrap() > 1.0);
+
+    let gen = |seed: &str| {
+        json(&thau(
+            &home,
+            &[
+                "generate",
+                "¿Adónde va el río?",
+                "--max-tokens",
+                "6",
+                "--seed",
+                seed,
+                "--temperature",
+                "1.0",
+                "--json",
+            ],
+        ))
+    };
+    let (a, b) = (gen("9"), gen("9"));
+    assert_eq!(a["ids"], b["ids"], "same seed, same tokens");
+    assert!(a["ids"].as_array().unwrap().len() <= 6);
+
+    let s = json(&thau(&home, &["status", "--json"]));
+    assert!(s["model"]["params"].as_u64().unwrap() > 1_000_000);
+    assert!(s["model"]["checkpoint"].as_str().unwrap().contains("age_0"));
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("bad");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("broken.txt"), b"caf\xe9 au lait").unwrap();
+    let out = thau(
+        &home,
+        &["train", "--data", data.to_str().unwrap(), "--steps", "1"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken.txt") && err.contains("byte 3"),
+        "{err}"
+    );
+
+    let out = thau(&home, &["generate", "hola", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no model loaded"));
+
+    let out = thau(&home, &["eval", "--data", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no checkpoint"));
+
+    let out = thau(&home, &["train", "--steps", "1", "--minutes", "1"]);
+    assert_eq!(out.status.code(), Some(2), "clap rejects conflicting flags");
+}
+
+#[test]
+fn model_ages_lists_the_six_ages() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = json(&thau(dir.path(), &["model", "ages", "--json"]));
+    let ages: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["age"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ages, [0, 1, 3, 6, 12, 15]);
+    assert!(v.as_array().unwrap().iter().all(|r| r["head_dim"] == 64));
+}
