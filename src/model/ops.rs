@@ -10,6 +10,9 @@
 //! - [`causal_softmax`]: `softmax(scale * scores)` with the causal mask applied inside the
 //!   kernel (no mask tensor is materialised), for a query block that starts `offset`
 //!   positions into the keys (KV-cache decoding);
+//! - [`causal_attention`]: `softmax(scale · q kᵀ) v` with the causal mask, one head per
+//!   task with the scores kept in a per-task buffer (flash-style: no `[B, H, T, T]` tensor
+//!   is stored for the backward, which recomputes the probabilities);
 //! - [`swiglu`]: `silu(gate) * up` in one pass (and one pass back), instead of candle's
 //!   chain of element-wise ops over the widest activations of the model;
 //! - [`lm_head_cross_entropy`]: the LM head matmul fused with the cross-entropy, a block
@@ -489,6 +492,270 @@ pub fn causal_softmax(scores: &Tensor, scale: f64, offset: usize) -> Result<Tens
         .apply_op1(CausalSoftmax { scale, offset })
 }
 
+// ---------------------------------------------------------------- fused causal attention
+
+struct CausalAttention {
+    scale: f64,
+    offset: usize,
+}
+
+/// Shapes of one attention call: heads `bh = B·H`, queries `tq`, keys `tk`, width `d`.
+#[derive(Clone, Copy)]
+struct AttnShape {
+    tq: usize,
+    tk: usize,
+    d: usize,
+    scale: f64,
+    offset: usize,
+}
+
+/// Probabilities `P` (`tq × tk`) of one head into `p`: scores `q kᵀ`, scaled, causally
+/// masked, soft-maxed per row.
+fn attn_probs<T: Real>(q: &[T], k: &[T], s: AttnShape, p: &mut [T]) {
+    gemm_into(p, (s.tq, s.tk, s.d), q, (s.d, 1), k, (1, s.d), false, false);
+    let scale = T::from_f64(s.scale);
+    for (i, row) in p.chunks_mut(s.tk).enumerate() {
+        let limit = (i + s.offset + 1).min(s.tk);
+        let max = row[..limit]
+            .iter()
+            .fold(T::neg_infinity(), |m, &v| Float::max(m, v * scale));
+        let mut sum = T::zero();
+        for v in &mut row[..limit] {
+            *v = (*v * scale - max).exp();
+            sum += *v;
+        }
+        let inv = T::one() / sum;
+        row[..limit].iter_mut().for_each(|v| *v *= inv);
+        row[limit..].iter_mut().for_each(|v| *v = T::zero());
+    }
+}
+
+fn attn_fwd<T: Real>(q: &[T], k: &[T], v: &[T], s: AttnShape) -> Vec<T> {
+    let mut out = vec![T::zero(); q.len()];
+    out.par_chunks_mut(s.tq * s.d).enumerate().for_each_init(
+        || vec![T::zero(); s.tq * s.tk],
+        |p, (h, o)| {
+            let (qh, kh, vh) = (
+                &q[h * s.tq * s.d..],
+                &k[h * s.tk * s.d..],
+                &v[h * s.tk * s.d..],
+            );
+            attn_probs(&qh[..s.tq * s.d], &kh[..s.tk * s.d], s, p);
+            gemm_into(
+                o,
+                (s.tq, s.d, s.tk),
+                p,
+                (s.tk, 1),
+                &vh[..s.tk * s.d],
+                (s.d, 1),
+                false,
+                false,
+            );
+        },
+    );
+    out
+}
+
+/// (dq, dk, dv) of one call, recomputing the probabilities head by head.
+fn attn_bwd<T: Real>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    go: &[T],
+    s: AttnShape,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (mut dq, mut dk, mut dv) = (
+        vec![T::zero(); q.len()],
+        vec![T::zero(); k.len()],
+        vec![T::zero(); v.len()],
+    );
+    let (nq, nk) = (s.tq * s.d, s.tk * s.d);
+    dq.par_chunks_mut(nq)
+        .zip(dk.par_chunks_mut(nk).zip(dv.par_chunks_mut(nk)))
+        .enumerate()
+        .for_each_init(
+            || (vec![T::zero(); s.tq * s.tk], vec![T::zero(); s.tq * s.tk]),
+            |(p, dp), (h, (dqh, (dkh, dvh)))| {
+                let (qh, kh, vh) = (
+                    &q[h * nq..(h + 1) * nq],
+                    &k[h * nk..(h + 1) * nk],
+                    &v[h * nk..(h + 1) * nk],
+                );
+                let goh = &go[h * nq..(h + 1) * nq];
+                attn_probs(qh, kh, s, p);
+                // dV = Pᵀ · dO
+                gemm_into(
+                    dvh,
+                    (s.tk, s.d, s.tq),
+                    p,
+                    (1, s.tk),
+                    goh,
+                    (s.d, 1),
+                    false,
+                    false,
+                );
+                // dP = dO · Vᵀ
+                gemm_into(
+                    dp,
+                    (s.tq, s.tk, s.d),
+                    goh,
+                    (s.d, 1),
+                    vh,
+                    (1, s.d),
+                    false,
+                    false,
+                );
+                // dS = scale · P ∘ (dP − rowsum(P ∘ dP)), kept in dp
+                let scale = T::from_f64(s.scale);
+                for (pr, dr) in p.chunks(s.tk).zip(dp.chunks_mut(s.tk)) {
+                    let dot = pr
+                        .iter()
+                        .zip(dr.iter())
+                        .fold(T::zero(), |a, (&x, &y)| a + x * y);
+                    for (d, &x) in dr.iter_mut().zip(pr) {
+                        *d = scale * x * (*d - dot);
+                    }
+                }
+                // dQ = dS · K,  dK = dSᵀ · Q
+                gemm_into(
+                    dqh,
+                    (s.tq, s.d, s.tk),
+                    dp,
+                    (s.tk, 1),
+                    kh,
+                    (s.d, 1),
+                    false,
+                    false,
+                );
+                gemm_into(
+                    dkh,
+                    (s.tk, s.d, s.tq),
+                    dp,
+                    (1, s.tk),
+                    qh,
+                    (s.d, 1),
+                    false,
+                    false,
+                );
+            },
+        );
+    (dq, dk, dv)
+}
+
+impl CausalAttention {
+    fn shape(&self, q: &Shape, k: &Shape) -> Result<AttnShape> {
+        let (b, h, tq, d) = q.dims4()?;
+        let (b2, h2, tk, d2) = k.dims4()?;
+        if (b, h, d) != (b2, h2, d2) || tq + self.offset != tk {
+            bail!(
+                "causal_attention: q {q:?} and k {k:?} do not match (offset {})",
+                self.offset
+            );
+        }
+        Ok(AttnShape {
+            tq,
+            tk,
+            d,
+            scale: self.scale,
+            offset: self.offset,
+        })
+    }
+}
+
+impl CustomOp3 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "thau-causal-attention"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            op: &CausalAttention,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let shape = op.shape(l1.shape(), l2.shape())?;
+            if l3.shape() != l2.shape() {
+                bail!(
+                    "causal_attention: v {:?} differs from k {:?}",
+                    l3.shape(),
+                    l2.shape()
+                );
+            }
+            let out = attn_fwd(
+                slice::<T>(s1, l1, "attention")?,
+                slice::<T>(s2, l2, "attention")?,
+                slice::<T>(s3, l3, "attention")?,
+                shape,
+            );
+            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
+        }
+        dispatch!(s1, go(self, s1, l1, s2, l2, s3, l3))
+    }
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        fn go<T: Real>(
+            op: &CausalAttention,
+            q: &Tensor,
+            k: &Tensor,
+            v: &Tensor,
+            g: &Tensor,
+        ) -> Result<(Tensor, Tensor, Tensor)> {
+            let shape = op.shape(q.shape(), k.shape())?;
+            let read = |t: &Tensor| -> Result<Vec<T>> { t.flatten_all()?.to_vec1::<T>() };
+            let (dq, dk, dv) = attn_bwd(&read(q)?, &read(k)?, &read(v)?, &read(g)?, shape);
+            Ok((
+                Tensor::from_vec(dq, q.shape(), q.device())?,
+                Tensor::from_vec(dk, k.shape(), k.device())?,
+                Tensor::from_vec(dv, v.shape(), v.device())?,
+            ))
+        }
+        let (dq, dk, dv) = match q.dtype() {
+            DType::F32 => go::<f32>(self, q, k, v, &g)?,
+            DType::F64 => go::<f64>(self, q, k, v, &g)?,
+            dt => bail!("causal_attention: unsupported dtype {dt:?}"),
+        };
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+/// Causal attention `softmax(scale · q kᵀ) v` for `q` `[B, H, Tq, D]` and `k`, `v`
+/// `[B, H, Tk, D]` with `Tk = Tq + offset` (query `i` sees keys `0..=i + offset`).
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    offset: usize,
+) -> Result<Tensor> {
+    if !fused(q) {
+        let p = causal_softmax(&q.matmul(&k.t()?)?, scale, offset)?;
+        return p.matmul(v);
+    }
+    q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        CausalAttention { scale, offset },
+    )
+}
+
 // ---------------------------------------------------------------- SwiGLU
 
 struct SwiGlu;
@@ -650,6 +917,7 @@ fn gemm_into<T: Real>(
     rhs: &[T],
     (rhs_rs, rhs_cs): (usize, usize),
     accumulate: bool,
+    parallel: bool,
 ) {
     if m == 0 || n == 0 || k == 0 {
         return;
@@ -666,7 +934,7 @@ fn gemm_into<T: Real>(
         "gemm_into: rhs too small"
     );
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
+    let par = if parallel && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
@@ -720,6 +988,7 @@ fn block_logits<T: Real>(
         w,
         (1, d),
         false,
+        true,
     );
 }
 
@@ -789,6 +1058,7 @@ fn lm_loss_bwd<T: Real>(
             w,
             (d, 1),
             false,
+            true,
         );
         // dw += dlogitsᵀ · h[rows]
         gemm_into(
@@ -798,6 +1068,7 @@ fn lm_loss_bwd<T: Real>(
             (1, v),
             &h[r0 * d..(r0 + rows) * d],
             (d, 1),
+            true,
             true,
         );
     }
@@ -1316,6 +1587,23 @@ mod tests {
             small_linear(&x, tracked.as_tensor()).unwrap().is_none(),
             "never on trainable weights"
         );
+    }
+
+    #[test]
+    fn fused_attention_matches_the_composite_and_finite_differences() {
+        for (tq, tk) in [(7, 7), (3, 9)] {
+            let q = det(&[2, 2, tq, 4], 0.1);
+            let k = det(&[2, 2, tk, 4], 0.5);
+            let v = det(&[2, 2, tk, 4], 0.9);
+            let offset = tk - tq;
+            let ours = causal_attention(&q, &k, &v, 0.5, offset).unwrap();
+            let p = causal_softmax(&q.matmul(&k.t().unwrap()).unwrap(), 0.5, offset).unwrap();
+            let reference = p.matmul(&v).unwrap();
+            assert!(max_diff(&ours, &reference) < 1e-12);
+            check_grad(&q, &|q| causal_attention(q, &k, &v, 0.5, offset));
+            check_grad(&k, &|k| causal_attention(&q, k, &v, 0.5, offset));
+            check_grad(&v, &|v| causal_attention(&q, &k, v, 0.5, offset));
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::config::ModelConfig;
-use super::ops::{causal_softmax, lm_head_cross_entropy, rms_norm, rope_i, small_linear, swiglu};
+use super::ops::{causal_attention, lm_head_cross_entropy, rms_norm, rope_i, small_linear, swiglu};
 use super::{ModelError, Result};
 
 /// Standard deviation of the initial weights.
@@ -170,9 +170,9 @@ impl Attention {
             }
             None => (k, v),
         };
-        let scores = q.matmul(&k.t()?)?; // [B, H, T, T_k]
-        let p = causal_softmax(&scores, 1.0 / (hd as f64).sqrt(), offset)?;
-        let y = p.matmul(&v)?; // [B, H, T, hd]
+        // softmax(q kᵀ / √hd) v with the causal mask, without storing the [B, H, T, T_k]
+        // scores for the backward.
+        let y = causal_attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), offset)?; // [B, H, T, hd]
         let y = y.transpose(1, 2)?.reshape((b, t, h * hd))?; // [B, T, H*hd]
         Ok(linear(&y, &self.wo)?)
     }
