@@ -9,7 +9,7 @@
 //!   llama.cpp's `llama` architecture uses (no Q/K permutation needed at GGUF export);
 //! - [`causal_softmax`]: `softmax(scale * scores)` with the causal mask applied inside the
 //!   kernel (no mask tensor is materialised), for a query block that starts `offset`
-//!   positions into the keys (KV-cache decoding);
+//!   positions into the keys;
 //! - [`causal_attention`]: `softmax(scale · q kᵀ) v` with the causal mask, one head per
 //!   task with the scores kept in a per-task buffer (flash-style: no `[B, H, T, T]` tensor
 //!   is stored for the backward, which recomputes the probabilities);
@@ -18,14 +18,14 @@
 //! - [`lm_head_cross_entropy`]: the LM head matmul fused with the cross-entropy, a block
 //!   of rows at a time, so the `[tokens, vocab]` logits (64 MB at age 0) are never
 //!   materialised in forward or backward;
-//! - [`small_linear`]: `x · wᵀ` for a handful of rows (decoding), as one AVX-512 / AVX2
-//!   dot product per output, parallel over outputs (inference only: no backward);
-//! - [`cross_entropy`]: per-row negative log-likelihood fused with the softmax, rows whose
-//!   target is [`IGNORE_INDEX`] contribute nothing.
+//! - [`small_linear`]: `x · wᵀ` for a handful of rows (decoding), one AVX-512 dot product
+//!   per output, parallel over outputs (inference only: no backward).
 //!
-//! Kernels run on f32 and f64 (f64 makes finite-difference gradient checks exact enough);
-//! other devices or dtypes fall back to candle's differentiable composite forms.
-//! Every op is checked against the composite form and by finite differences in tests.
+//! [`cross_entropy`] is the plain composite form, the reference the fused loss is checked
+//! against. Kernels are written once for f32 and f64 ([`Kernel1`], [`Kernel2`],
+//! [`Kernel3`]; f64 makes finite-difference checks exact enough); other devices and dtypes
+//! fall back to candle's differentiable composite ops. Every op is checked against its
+//! composite form and by finite differences in the tests below.
 
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
@@ -44,7 +44,7 @@ impl Real for f32 {}
 impl Real for f64 {}
 
 /// The contiguous slice of a storage described by `layout`.
-fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
     let data = s.as_slice::<T>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
@@ -52,397 +52,101 @@ fn slice<'a, T: Real>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]
     }
 }
 
+/// A tensor's values on the host (for backward passes that compute several gradients).
+fn host<T: Real>(t: &Tensor) -> Result<Vec<T>> {
+    t.flatten_all()?.to_vec1::<T>()
+}
+
 /// Whether the fused kernels can serve this tensor (CPU, f32 or f64).
 fn fused(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
-macro_rules! dispatch {
-    ($s:expr, $f:ident ( $($a:expr),* )) => {
-        match $s {
-            CpuStorage::F32(_) => $f::<f32>($($a),*),
-            CpuStorage::F64(_) => $f::<f64>($($a),*),
-            _ => bail!("fused op: only f32 and f64 are supported"),
-        }
-    };
+/// One input of a kernel: its contiguous values and its shape.
+#[derive(Clone, Copy)]
+struct In<'a, T> {
+    x: &'a [T],
+    shape: &'a Shape,
 }
 
-// ---------------------------------------------------------------- RMSNorm
+/// Output of a kernel: values and shape.
+type Out<T> = Result<(Vec<T>, Shape)>;
 
-struct RmsNorm {
-    eps: f64,
-}
-struct RmsNormBwdX {
-    eps: f64,
-}
-struct RmsNormBwdAlpha {
-    eps: f64,
-}
-
-/// `1 / sqrt(mean(x²) + eps)` of one row.
-fn inv_rms<T: Real>(row: &[T], eps: f64) -> T {
-    let ms = row.iter().fold(T::zero(), |acc, &v| acc + v * v) / T::from_f64(row.len() as f64);
-    T::one() / (ms + T::from_f64(eps)).sqrt()
-}
-
-fn rms_fwd<T: Real>(x: &[T], a: &[T], eps: f64) -> Vec<T> {
-    let d = a.len();
-    let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(d)
-        .zip(x.par_chunks(d))
-        .for_each(|(o, xr)| {
-            let r = inv_rms(xr, eps);
-            for i in 0..d {
-                o[i] = xr[i] * r * a[i];
-            }
-        });
-    out
-}
-
-/// dL/dx_j = r·g_j·a_j − x_j·r³/D · Σ_i g_i·a_i·x_i
-fn rms_bwd_x<T: Real>(x: &[T], a: &[T], g: &[T], eps: f64) -> Vec<T> {
-    let d = a.len();
-    let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(d)
-        .zip(x.par_chunks(d).zip(g.par_chunks(d)))
-        .for_each(|(o, (xr, gr))| {
-            let r = inv_rms(xr, eps);
-            let dot = (0..d).fold(T::zero(), |acc, i| acc + gr[i] * a[i] * xr[i]);
-            let k = r * r * r * dot / T::from_f64(d as f64);
-            for i in 0..d {
-                o[i] = r * gr[i] * a[i] - xr[i] * k;
-            }
-        });
-    out
-}
-
-/// dL/da_i = Σ_rows g_i·x_i·r
-fn rms_bwd_alpha<T: Real>(x: &[T], g: &[T], d: usize, eps: f64) -> Vec<T> {
-    let rows = x.len() / d;
-    // Reduce per chunk of rows in parallel, then add the partial sums.
-    let chunk = rows.div_ceil(rayon::current_num_threads().max(1)).max(1);
-    let partials: Vec<Vec<T>> = x
-        .par_chunks(chunk * d)
-        .zip(g.par_chunks(chunk * d))
-        .map(|(xc, gc)| {
-            let mut acc = vec![T::zero(); d];
-            for (xr, gr) in xc.chunks(d).zip(gc.chunks(d)) {
-                let r = inv_rms(xr, eps);
-                for i in 0..d {
-                    acc[i] += gr[i] * xr[i] * r;
-                }
-            }
-            acc
-        })
-        .collect();
-    let mut out = vec![T::zero(); d];
-    for p in partials {
-        for i in 0..d {
-            out[i] += p[i];
-        }
+/// A CPU kernel over one tensor, with its backward.
+trait Kernel1: Send + Sync + 'static {
+    const NAME: &'static str;
+    fn run<T: Real>(&self, a: In<T>) -> Out<T>;
+    fn backward(&self, _a: &Tensor, _res: &Tensor, _g: &Tensor) -> Result<Option<Tensor>> {
+        bail!("{}: no backward", Self::NAME)
     }
-    out
 }
 
-impl CustomOp2 for RmsNorm {
-    fn name(&self) -> &'static str {
-        "thau-rms-norm"
-    }
-    fn cpu_fwd(
+/// A CPU kernel over two tensors, with its backward.
+trait Kernel2: Send + Sync + 'static {
+    const NAME: &'static str;
+    fn run<T: Real>(&self, a: In<T>, b: In<T>) -> Out<T>;
+    fn backward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            op: &RmsNorm,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            let (x, a) = (
-                slice::<T>(s1, l1, "rms_norm")?,
-                slice::<T>(s2, l2, "rms_norm")?,
-            );
-            Ok((
-                T::to_cpu_storage_owned(rms_fwd(x, a, op.eps)),
-                l1.shape().clone(),
-            ))
-        }
-        dispatch!(s1, go(self, s1, l1, s2, l2))
-    }
-    fn bwd(
-        &self,
-        x: &Tensor,
-        alpha: &Tensor,
+        _a: &Tensor,
+        _b: &Tensor,
         _res: &Tensor,
-        g: &Tensor,
+        _g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = g.contiguous()?;
-        let gx = x.apply_op3_no_bwd(alpha, &g, &RmsNormBwdX { eps: self.eps })?;
-        let ga = x.apply_op2_no_bwd(&g, &RmsNormBwdAlpha { eps: self.eps })?;
-        Ok((Some(gx), Some(ga)))
+        bail!("{}: no backward", Self::NAME)
     }
 }
 
-impl CustomOp3 for RmsNormBwdX {
-    fn name(&self) -> &'static str {
-        "thau-rms-norm-bwd-x"
-    }
-    fn cpu_fwd(
+/// A CPU kernel over three tensors, with its backward.
+trait Kernel3: Send + Sync + 'static {
+    const NAME: &'static str;
+    fn run<T: Real>(&self, a: In<T>, b: In<T>, c: In<T>) -> Out<T>;
+    #[allow(clippy::type_complexity)]
+    fn backward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            eps: f64,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            s3: &CpuStorage,
-            l3: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            let out = rms_bwd_x(
-                slice::<T>(s1, l1, "rms_norm")?,
-                slice::<T>(s2, l2, "rms_norm")?,
-                slice::<T>(s3, l3, "rms_norm")?,
-                eps,
-            );
-            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
-        }
-        dispatch!(s1, go(self.eps, s1, l1, s2, l2, s3, l3))
-    }
-}
-
-impl CustomOp2 for RmsNormBwdAlpha {
-    fn name(&self) -> &'static str {
-        "thau-rms-norm-bwd-alpha"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            eps: f64,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            let d = l1.shape().dims().last().copied().unwrap_or(1);
-            let out = rms_bwd_alpha(
-                slice::<T>(s1, l1, "rms_norm")?,
-                slice::<T>(s2, l2, "rms_norm")?,
-                d,
-                eps,
-            );
-            Ok((T::to_cpu_storage_owned(out), Shape::from(d)))
-        }
-        dispatch!(s1, go(self.eps, s1, l1, s2, l2))
-    }
-}
-
-/// RMSNorm over the last dimension with a learned gain `alpha` (shape `[D]`).
-pub fn rms_norm(x: &Tensor, alpha: &Tensor, eps: f64) -> Result<Tensor> {
-    if !fused(x) {
-        return candle_nn::ops::rms_norm_slow(x, alpha, eps as f32);
-    }
-    x.contiguous()?
-        .apply_op2(&alpha.contiguous()?, RmsNorm { eps })
-}
-
-// ---------------------------------------------------------------- RoPE (consecutive pairs)
-
-struct RopeI;
-
-fn rope_kernel<T: Real>(x: &[T], cos: &[T], sin: &[T], t: usize, d: usize) -> Vec<T> {
-    let half = d / 2;
-    let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(t * d)
-        .zip(x.par_chunks(t * d))
-        .for_each(|(o, xb)| {
-            for p in 0..t {
-                let (xr, or) = (&xb[p * d..(p + 1) * d], &mut o[p * d..(p + 1) * d]);
-                for i in 0..half {
-                    let (c, s) = (cos[p * half + i], sin[p * half + i]);
-                    let (x0, x1) = (xr[2 * i], xr[2 * i + 1]);
-                    or[2 * i] = x0 * c - x1 * s;
-                    or[2 * i + 1] = x0 * s + x1 * c;
-                }
-            }
-        });
-    out
-}
-
-impl CustomOp3 for RopeI {
-    fn name(&self) -> &'static str {
-        "thau-rope-i"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            s3: &CpuStorage,
-            l3: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            let (_b, _h, t, d) = l1.shape().dims4()?;
-            if l2.shape().dims2()? != (t, d / 2) || l3.shape().dims2()? != (t, d / 2) {
-                bail!(
-                    "rope_i: cos/sin must be [{t}, {}], got {:?}",
-                    d / 2,
-                    l2.shape()
-                );
-            }
-            let out = rope_kernel(
-                slice::<T>(s1, l1, "rope_i")?,
-                slice::<T>(s2, l2, "rope_i")?,
-                slice::<T>(s3, l3, "rope_i")?,
-                t,
-                d,
-            );
-            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
-        }
-        dispatch!(s1, go(s1, l1, s2, l2, s3, l3))
-    }
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        _a: &Tensor,
+        _b: &Tensor,
+        _c: &Tensor,
         _res: &Tensor,
-        g: &Tensor,
+        _g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // The rotation is orthogonal: its transpose is the rotation by the opposite angle.
-        let gx = g
-            .contiguous()?
-            .apply_op3_no_bwd(cos, &sin.neg()?.contiguous()?, &RopeI)?;
-        Ok((Some(gx), None, None))
+        bail!("{}: no backward", Self::NAME)
     }
 }
 
-/// Rotary embedding of `x` (`[B, H, T, head_dim]`) on consecutive pairs; `cos` and `sin`
-/// are `[T, head_dim / 2]` for the positions of `x`.
-pub fn rope_i(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if !fused(x) {
-        return candle_nn::rotary_emb::rope_i_slow(x, cos, sin);
-    }
-    x.contiguous()?
-        .apply_op3(&cos.contiguous()?, &sin.contiguous()?, RopeI)
+/// Adapts a kernel to candle's custom-op traits (dtype dispatch, slicing, storage).
+struct Op<K>(K);
+
+fn input<'a, T: Real>(s: &'a CpuStorage, l: &'a Layout, op: &str) -> Result<In<'a, T>> {
+    Ok(In {
+        x: slice::<T>(s, l, op)?,
+        shape: l.shape(),
+    })
 }
 
-// ---------------------------------------------------------------- causal softmax
-
-struct CausalSoftmax {
-    scale: f64,
-    offset: usize,
-}
-struct SoftmaxBwd {
-    scale: f64,
+fn store<T: Real>(out: Out<T>) -> Result<(CpuStorage, Shape)> {
+    let (v, shape) = out?;
+    Ok((T::to_cpu_storage_owned(v), shape))
 }
 
-fn causal_softmax_kernel<T: Real>(
-    x: &[T],
-    tq: usize,
-    tk: usize,
-    scale: f64,
-    offset: usize,
-) -> Vec<T> {
-    let scale = T::from_f64(scale);
-    let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(tk)
-        .zip(x.par_chunks(tk))
-        .enumerate()
-        .for_each(|(row, (o, xr))| {
-            let limit = (row % tq + offset + 1).min(tk);
-            let max = xr[..limit]
-                .iter()
-                .fold(T::neg_infinity(), |m, &v| Float::max(m, v * scale));
-            let mut sum = T::zero();
-            for j in 0..limit {
-                let e = (xr[j] * scale - max).exp();
-                o[j] = e;
-                sum += e;
-            }
-            let inv = T::one() / sum;
-            for v in &mut o[..limit] {
-                *v *= inv;
-            }
-        });
-    out
-}
-
-/// dL/dx_j = scale · y_j · (g_j − Σ_k g_k·y_k); masked entries have y = 0 and get 0.
-fn softmax_bwd_kernel<T: Real>(y: &[T], g: &[T], n: usize, scale: f64) -> Vec<T> {
-    let scale = T::from_f64(scale);
-    let mut out = vec![T::zero(); y.len()];
-    out.par_chunks_mut(n)
-        .zip(y.par_chunks(n).zip(g.par_chunks(n)))
-        .for_each(|(o, (yr, gr))| {
-            let dot = yr
-                .iter()
-                .zip(gr)
-                .fold(T::zero(), |acc, (&a, &b)| acc + a * b);
-            for j in 0..n {
-                o[j] = scale * yr[j] * (gr[j] - dot);
-            }
-        });
-    out
-}
-
-impl CustomOp1 for CausalSoftmax {
+impl<K: Kernel1> CustomOp1 for Op<K> {
     fn name(&self) -> &'static str {
-        "thau-causal-softmax"
+        K::NAME
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            op: &CausalSoftmax,
-            s: &CpuStorage,
-            l: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            let dims = l.shape().dims();
-            let (tq, tk) = (dims[dims.len() - 2], dims[dims.len() - 1]);
-            let out = causal_softmax_kernel(
-                slice::<T>(s, l, "causal_softmax")?,
-                tq,
-                tk,
-                op.scale,
-                op.offset,
-            );
-            Ok((T::to_cpu_storage_owned(out), l.shape().clone()))
+        match s {
+            CpuStorage::F32(_) => store(self.0.run(input::<f32>(s, l, K::NAME)?)),
+            CpuStorage::F64(_) => store(self.0.run(input::<f64>(s, l, K::NAME)?)),
+            _ => bail!("{}: only f32 and f64 are supported", K::NAME),
         }
-        dispatch!(s, go(self, s, l))
     }
-    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let g = g.contiguous()?;
-        Ok(Some(
-            y.apply_op2_no_bwd(&g, &SoftmaxBwd { scale: self.scale })?,
-        ))
+    fn bwd(&self, a: &Tensor, res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        self.0.backward(a, res, &g.contiguous()?)
     }
 }
 
-impl CustomOp2 for SoftmaxBwd {
+impl<K: Kernel2> CustomOp2 for Op<K> {
     fn name(&self) -> &'static str {
-        "thau-softmax-bwd"
+        K::NAME
     }
     fn cpu_fwd(
         &self,
@@ -451,220 +155,35 @@ impl CustomOp2 for SoftmaxBwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            scale: f64,
+        fn go<T: Real, K: Kernel2>(
+            k: &K,
             s1: &CpuStorage,
             l1: &Layout,
             s2: &CpuStorage,
             l2: &Layout,
         ) -> Result<(CpuStorage, Shape)> {
-            let n = l1.shape().dims().last().copied().unwrap_or(1);
-            let out = softmax_bwd_kernel(
-                slice::<T>(s1, l1, "softmax")?,
-                slice::<T>(s2, l2, "softmax")?,
-                n,
-                scale,
-            );
-            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
+            store(k.run(input::<T>(s1, l1, K::NAME)?, input::<T>(s2, l2, K::NAME)?))
         }
-        dispatch!(s1, go(self.scale, s1, l1, s2, l2))
-    }
-}
-
-/// `softmax(scale * scores)` over the last dimension with a causal mask: query row `i`
-/// (of `Tq`) sees keys `0..=i + offset`. `scores` is `[.., Tq, Tk]`.
-pub fn causal_softmax(scores: &Tensor, scale: f64, offset: usize) -> Result<Tensor> {
-    if !fused(scores) {
-        let (tq, tk) = (scores.dim(D::Minus2)?, scores.dim(D::Minus1)?);
-        let mask: Vec<u8> = (0..tq)
-            .flat_map(|i| (0..tk).map(move |j| u8::from(j > i + offset)))
-            .collect();
-        let mask =
-            Tensor::from_vec(mask, (tq, tk), scores.device())?.broadcast_as(scores.shape())?;
-        let neg = Tensor::new(f32::NEG_INFINITY, scores.device())?
-            .to_dtype(scores.dtype())?
-            .broadcast_as(scores.shape())?;
-        let masked = mask.where_cond(&neg, &(scores * scale)?)?;
-        return candle_nn::ops::softmax(&masked, D::Minus1);
-    }
-    scores
-        .contiguous()?
-        .apply_op1(CausalSoftmax { scale, offset })
-}
-
-// ---------------------------------------------------------------- fused causal attention
-
-struct CausalAttention {
-    scale: f64,
-    offset: usize,
-}
-
-/// Shapes of one attention call: heads `bh = B·H`, queries `tq`, keys `tk`, width `d`.
-#[derive(Clone, Copy)]
-struct AttnShape {
-    tq: usize,
-    tk: usize,
-    d: usize,
-    scale: f64,
-    offset: usize,
-}
-
-/// Probabilities `P` (`tq × tk`) of one head into `p`: scores `q kᵀ`, scaled, causally
-/// masked, soft-maxed per row.
-fn attn_probs<T: Real>(q: &[T], k: &[T], s: AttnShape, p: &mut [T]) {
-    gemm_into(p, (s.tq, s.tk, s.d), q, (s.d, 1), k, (1, s.d), false, false);
-    let scale = T::from_f64(s.scale);
-    for (i, row) in p.chunks_mut(s.tk).enumerate() {
-        let limit = (i + s.offset + 1).min(s.tk);
-        let max = row[..limit]
-            .iter()
-            .fold(T::neg_infinity(), |m, &v| Float::max(m, v * scale));
-        let mut sum = T::zero();
-        for v in &mut row[..limit] {
-            *v = (*v * scale - max).exp();
-            sum += *v;
+        match s1 {
+            CpuStorage::F32(_) => go::<f32, K>(&self.0, s1, l1, s2, l2),
+            CpuStorage::F64(_) => go::<f64, K>(&self.0, s1, l1, s2, l2),
+            _ => bail!("{}: only f32 and f64 are supported", K::NAME),
         }
-        let inv = T::one() / sum;
-        row[..limit].iter_mut().for_each(|v| *v *= inv);
-        row[limit..].iter_mut().for_each(|v| *v = T::zero());
+    }
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        self.0.backward(a, b, res, &g.contiguous()?)
     }
 }
 
-fn attn_fwd<T: Real>(q: &[T], k: &[T], v: &[T], s: AttnShape) -> Vec<T> {
-    let mut out = vec![T::zero(); q.len()];
-    out.par_chunks_mut(s.tq * s.d).enumerate().for_each_init(
-        || vec![T::zero(); s.tq * s.tk],
-        |p, (h, o)| {
-            let (qh, kh, vh) = (
-                &q[h * s.tq * s.d..],
-                &k[h * s.tk * s.d..],
-                &v[h * s.tk * s.d..],
-            );
-            attn_probs(&qh[..s.tq * s.d], &kh[..s.tk * s.d], s, p);
-            gemm_into(
-                o,
-                (s.tq, s.d, s.tk),
-                p,
-                (s.tk, 1),
-                &vh[..s.tk * s.d],
-                (s.d, 1),
-                false,
-                false,
-            );
-        },
-    );
-    out
-}
-
-/// (dq, dk, dv) of one call, recomputing the probabilities head by head.
-fn attn_bwd<T: Real>(
-    q: &[T],
-    k: &[T],
-    v: &[T],
-    go: &[T],
-    s: AttnShape,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let (mut dq, mut dk, mut dv) = (
-        vec![T::zero(); q.len()],
-        vec![T::zero(); k.len()],
-        vec![T::zero(); v.len()],
-    );
-    let (nq, nk) = (s.tq * s.d, s.tk * s.d);
-    dq.par_chunks_mut(nq)
-        .zip(dk.par_chunks_mut(nk).zip(dv.par_chunks_mut(nk)))
-        .enumerate()
-        .for_each_init(
-            || (vec![T::zero(); s.tq * s.tk], vec![T::zero(); s.tq * s.tk]),
-            |(p, dp), (h, (dqh, (dkh, dvh)))| {
-                let (qh, kh, vh) = (
-                    &q[h * nq..(h + 1) * nq],
-                    &k[h * nk..(h + 1) * nk],
-                    &v[h * nk..(h + 1) * nk],
-                );
-                let goh = &go[h * nq..(h + 1) * nq];
-                attn_probs(qh, kh, s, p);
-                // dV = Pᵀ · dO
-                gemm_into(
-                    dvh,
-                    (s.tk, s.d, s.tq),
-                    p,
-                    (1, s.tk),
-                    goh,
-                    (s.d, 1),
-                    false,
-                    false,
-                );
-                // dP = dO · Vᵀ
-                gemm_into(
-                    dp,
-                    (s.tq, s.tk, s.d),
-                    goh,
-                    (s.d, 1),
-                    vh,
-                    (1, s.d),
-                    false,
-                    false,
-                );
-                // dS = scale · P ∘ (dP − rowsum(P ∘ dP)), kept in dp
-                let scale = T::from_f64(s.scale);
-                for (pr, dr) in p.chunks(s.tk).zip(dp.chunks_mut(s.tk)) {
-                    let dot = pr
-                        .iter()
-                        .zip(dr.iter())
-                        .fold(T::zero(), |a, (&x, &y)| a + x * y);
-                    for (d, &x) in dr.iter_mut().zip(pr) {
-                        *d = scale * x * (*d - dot);
-                    }
-                }
-                // dQ = dS · K,  dK = dSᵀ · Q
-                gemm_into(
-                    dqh,
-                    (s.tq, s.d, s.tk),
-                    dp,
-                    (s.tk, 1),
-                    kh,
-                    (s.d, 1),
-                    false,
-                    false,
-                );
-                gemm_into(
-                    dkh,
-                    (s.tk, s.d, s.tq),
-                    dp,
-                    (1, s.tk),
-                    qh,
-                    (s.d, 1),
-                    false,
-                    false,
-                );
-            },
-        );
-    (dq, dk, dv)
-}
-
-impl CausalAttention {
-    fn shape(&self, q: &Shape, k: &Shape) -> Result<AttnShape> {
-        let (b, h, tq, d) = q.dims4()?;
-        let (b2, h2, tk, d2) = k.dims4()?;
-        if (b, h, d) != (b2, h2, d2) || tq + self.offset != tk {
-            bail!(
-                "causal_attention: q {q:?} and k {k:?} do not match (offset {})",
-                self.offset
-            );
-        }
-        Ok(AttnShape {
-            tq,
-            tk,
-            d,
-            scale: self.scale,
-            offset: self.offset,
-        })
-    }
-}
-
-impl CustomOp3 for CausalAttention {
+impl<K: Kernel3> CustomOp3 for Op<K> {
     fn name(&self) -> &'static str {
-        "thau-causal-attention"
+        K::NAME
     }
     fn cpu_fwd(
         &self,
@@ -675,8 +194,9 @@ impl CustomOp3 for CausalAttention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            op: &CausalAttention,
+        #[allow(clippy::too_many_arguments)]
+        fn go<T: Real, K: Kernel3>(
+            k: &K,
             s1: &CpuStorage,
             l1: &Layout,
             s2: &CpuStorage,
@@ -684,86 +204,41 @@ impl CustomOp3 for CausalAttention {
             s3: &CpuStorage,
             l3: &Layout,
         ) -> Result<(CpuStorage, Shape)> {
-            let shape = op.shape(l1.shape(), l2.shape())?;
-            if l3.shape() != l2.shape() {
-                bail!(
-                    "causal_attention: v {:?} differs from k {:?}",
-                    l3.shape(),
-                    l2.shape()
-                );
-            }
-            let out = attn_fwd(
-                slice::<T>(s1, l1, "attention")?,
-                slice::<T>(s2, l2, "attention")?,
-                slice::<T>(s3, l3, "attention")?,
-                shape,
-            );
-            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
+            store(k.run(
+                input::<T>(s1, l1, K::NAME)?,
+                input::<T>(s2, l2, K::NAME)?,
+                input::<T>(s3, l3, K::NAME)?,
+            ))
         }
-        dispatch!(s1, go(self, s1, l1, s2, l2, s3, l3))
+        match s1 {
+            CpuStorage::F32(_) => go::<f32, K>(&self.0, s1, l1, s2, l2, s3, l3),
+            CpuStorage::F64(_) => go::<f64, K>(&self.0, s1, l1, s2, l2, s3, l3),
+            _ => bail!("{}: only f32 and f64 are supported", K::NAME),
+        }
     }
     fn bwd(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        _res: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        c: &Tensor,
+        res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = g.contiguous()?;
-        fn go<T: Real>(
-            op: &CausalAttention,
-            q: &Tensor,
-            k: &Tensor,
-            v: &Tensor,
-            g: &Tensor,
-        ) -> Result<(Tensor, Tensor, Tensor)> {
-            let shape = op.shape(q.shape(), k.shape())?;
-            let read = |t: &Tensor| -> Result<Vec<T>> { t.flatten_all()?.to_vec1::<T>() };
-            let (dq, dk, dv) = attn_bwd(&read(q)?, &read(k)?, &read(v)?, &read(g)?, shape);
-            Ok((
-                Tensor::from_vec(dq, q.shape(), q.device())?,
-                Tensor::from_vec(dk, k.shape(), k.device())?,
-                Tensor::from_vec(dv, v.shape(), v.device())?,
-            ))
-        }
-        let (dq, dk, dv) = match q.dtype() {
-            DType::F32 => go::<f32>(self, q, k, v, &g)?,
-            DType::F64 => go::<f64>(self, q, k, v, &g)?,
-            dt => bail!("causal_attention: unsupported dtype {dt:?}"),
-        };
-        Ok((Some(dq), Some(dk), Some(dv)))
+        self.0.backward(a, b, c, res, &g.contiguous()?)
     }
 }
 
-/// Causal attention `softmax(scale · q kᵀ) v` for `q` `[B, H, Tq, D]` and `k`, `v`
-/// `[B, H, Tk, D]` with `Tk = Tq + offset` (query `i` sees keys `0..=i + offset`).
-pub fn causal_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    scale: f64,
-    offset: usize,
-) -> Result<Tensor> {
-    if !fused(q) {
-        let p = causal_softmax(&q.matmul(&k.t()?)?, scale, offset)?;
-        return p.matmul(v);
-    }
-    q.contiguous()?.apply_op3(
-        &k.contiguous()?,
-        &v.contiguous()?,
-        CausalAttention { scale, offset },
-    )
-}
-
-// ---------------------------------------------------------------- SwiGLU
-
-struct SwiGlu;
-struct SwiGluBwdGate;
-struct SwiGluBwdUp;
-
-fn sigmoid<T: Real>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
+/// Runs `f` over matching chunks of rows of `out` and `x` in parallel.
+fn rows_mut<T: Real>(
+    out: &mut [T],
+    x: &[T],
+    width: usize,
+    f: impl Fn(usize, &mut [T], &[T]) + Sync,
+) {
+    out.par_chunks_mut(width)
+        .zip(x.par_chunks(width))
+        .enumerate()
+        .for_each(|(i, (o, xr))| f(i, o, xr));
 }
 
 fn map2<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
@@ -793,121 +268,254 @@ fn map3<T: Real>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T + Sync) -> 
     out
 }
 
-impl CustomOp2 for SwiGlu {
-    fn name(&self) -> &'static str {
-        "thau-swiglu"
+fn last_dim(s: &Shape) -> usize {
+    s.dims().last().copied().unwrap_or(1)
+}
+
+// ---------------------------------------------------------------- RMSNorm
+
+struct RmsNorm {
+    eps: f64,
+}
+struct RmsNormBwdX {
+    eps: f64,
+}
+struct RmsNormBwdAlpha {
+    eps: f64,
+}
+
+/// `1 / sqrt(mean(x²) + eps)` of one row.
+fn inv_rms<T: Real>(row: &[T], eps: f64) -> T {
+    let ms = row.iter().fold(T::zero(), |acc, &v| acc + v * v) / T::from_f64(row.len() as f64);
+    T::one() / (ms + T::from_f64(eps)).sqrt()
+}
+
+impl Kernel2 for RmsNorm {
+    const NAME: &'static str = "thau-rms-norm";
+    fn run<T: Real>(&self, x: In<T>, a: In<T>) -> Out<T> {
+        let mut out = vec![T::zero(); x.x.len()];
+        rows_mut(&mut out, x.x, a.x.len(), |_, o, xr| {
+            let r = inv_rms(xr, self.eps);
+            for i in 0..o.len() {
+                o[i] = xr[i] * r * a.x[i];
+            }
+        });
+        Ok((out, x.shape.clone()))
     }
-    fn cpu_fwd(
+    fn backward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            let (g, u) = (slice::<T>(s1, l1, "swiglu")?, slice::<T>(s2, l2, "swiglu")?);
-            let out = map2(g, u, |g, u| g * sigmoid(g) * u);
-            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
-        }
-        dispatch!(s1, go(s1, l1, s2, l2))
-    }
-    fn bwd(
-        &self,
-        gate: &Tensor,
-        up: &Tensor,
+        x: &Tensor,
+        alpha: &Tensor,
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = g.contiguous()?;
-        let d_gate = gate.apply_op3_no_bwd(up, &g, &SwiGluBwdGate)?;
-        let d_up = gate.apply_op2_no_bwd(&g, &SwiGluBwdUp)?;
-        Ok((Some(d_gate), Some(d_up)))
+        let gx = x.apply_op3_no_bwd(alpha, g, &Op(RmsNormBwdX { eps: self.eps }))?;
+        let ga = x.apply_op2_no_bwd(g, &Op(RmsNormBwdAlpha { eps: self.eps }))?;
+        Ok((Some(gx), Some(ga)))
     }
 }
 
-impl CustomOp3 for SwiGluBwdGate {
-    fn name(&self) -> &'static str {
-        "thau-swiglu-bwd-gate"
+/// dL/dx_j = r·g_j·a_j − x_j·r³/D · Σ_i g_i·a_i·x_i
+impl Kernel3 for RmsNormBwdX {
+    const NAME: &'static str = "thau-rms-norm-bwd-x";
+    fn run<T: Real>(&self, x: In<T>, a: In<T>, g: In<T>) -> Out<T> {
+        let (a, d) = (a.x, a.x.len());
+        let mut out = vec![T::zero(); x.x.len()];
+        rows_mut(&mut out, x.x, d, |row, o, xr| {
+            let gr = &g.x[row * d..(row + 1) * d];
+            let r = inv_rms(xr, self.eps);
+            let dot = (0..d).fold(T::zero(), |acc, i| acc + gr[i] * a[i] * xr[i]);
+            let k = r * r * r * dot / T::from_f64(d as f64);
+            for i in 0..d {
+                o[i] = r * gr[i] * a[i] - xr[i] * k;
+            }
+        });
+        Ok((out, x.shape.clone()))
     }
-    fn cpu_fwd(
+}
+
+/// dL/da_i = Σ_rows g_i·x_i·r
+impl Kernel2 for RmsNormBwdAlpha {
+    const NAME: &'static str = "thau-rms-norm-bwd-alpha";
+    fn run<T: Real>(&self, x: In<T>, g: In<T>) -> Out<T> {
+        let d = last_dim(x.shape);
+        let rows = x.x.len() / d;
+        // Partial sums over blocks of rows in parallel, then added up.
+        let chunk = rows.div_ceil(rayon::current_num_threads().max(1)).max(1) * d;
+        let partials: Vec<Vec<T>> =
+            x.x.par_chunks(chunk)
+                .zip(g.x.par_chunks(chunk))
+                .map(|(xc, gc)| {
+                    let mut acc = vec![T::zero(); d];
+                    for (xr, gr) in xc.chunks(d).zip(gc.chunks(d)) {
+                        let r = inv_rms(xr, self.eps);
+                        for i in 0..d {
+                            acc[i] += gr[i] * xr[i] * r;
+                        }
+                    }
+                    acc
+                })
+                .collect();
+        let mut out = vec![T::zero(); d];
+        for p in partials {
+            out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+        }
+        Ok((out, Shape::from(d)))
+    }
+}
+
+/// RMSNorm over the last dimension with a learned gain `alpha` (shape `[D]`).
+pub fn rms_norm(x: &Tensor, alpha: &Tensor, eps: f64) -> Result<Tensor> {
+    if !fused(x) {
+        return candle_nn::ops::rms_norm_slow(x, alpha, eps as f32);
+    }
+    x.contiguous()?
+        .apply_op2(&alpha.contiguous()?, Op(RmsNorm { eps }))
+}
+
+// ---------------------------------------------------------------- RoPE (consecutive pairs)
+
+struct RopeI;
+
+impl Kernel3 for RopeI {
+    const NAME: &'static str = "thau-rope-i";
+    fn run<T: Real>(&self, x: In<T>, cos: In<T>, sin: In<T>) -> Out<T> {
+        let (_b, _h, t, d) = x.shape.dims4()?;
+        let half = d / 2;
+        if cos.shape.dims2()? != (t, half) || sin.shape.dims2()? != (t, half) {
+            bail!("rope_i: cos/sin must be [{t}, {half}], got {:?}", cos.shape);
+        }
+        let mut out = vec![T::zero(); x.x.len()];
+        rows_mut(&mut out, x.x, d, |row, o, xr| {
+            let p = row % t;
+            for i in 0..half {
+                let (c, s) = (cos.x[p * half + i], sin.x[p * half + i]);
+                let (x0, x1) = (xr[2 * i], xr[2 * i + 1]);
+                o[2 * i] = x0 * c - x1 * s;
+                o[2 * i + 1] = x0 * s + x1 * c;
+            }
+        });
+        Ok((out, x.shape.clone()))
+    }
+    fn backward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            s3: &CpuStorage,
-            l3: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            let (x, u, dy) = (
-                slice::<T>(s1, l1, "swiglu")?,
-                slice::<T>(s2, l2, "swiglu")?,
-                slice::<T>(s3, l3, "swiglu")?,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // The rotation is orthogonal: its transpose is the rotation by the opposite angle.
+        let gx = g.apply_op3_no_bwd(cos, &sin.neg()?.contiguous()?, &Op(RopeI))?;
+        Ok((Some(gx), None, None))
+    }
+}
+
+/// Rotary embedding of `x` (`[B, H, T, head_dim]`) on consecutive pairs; `cos` and `sin`
+/// are `[T, head_dim / 2]` for the positions of `x`.
+pub fn rope_i(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if !fused(x) {
+        return candle_nn::rotary_emb::rope_i_slow(x, cos, sin);
+    }
+    x.contiguous()?
+        .apply_op3(&cos.contiguous()?, &sin.contiguous()?, Op(RopeI))
+}
+
+// ---------------------------------------------------------------- causal softmax
+
+struct CausalSoftmax {
+    scale: f64,
+    offset: usize,
+}
+struct SoftmaxBwd {
+    scale: f64,
+}
+
+/// Softmax of `scale · row` over its first `limit` entries; the rest are set to zero.
+fn masked_softmax_row<T: Real>(row: &mut [T], limit: usize, scale: T) {
+    let max = row[..limit]
+        .iter()
+        .fold(T::neg_infinity(), |m, &v| Float::max(m, v * scale));
+    let mut sum = T::zero();
+    for v in &mut row[..limit] {
+        *v = (*v * scale - max).exp();
+        sum += *v;
+    }
+    let inv = T::one() / sum;
+    row[..limit].iter_mut().for_each(|v| *v *= inv);
+    row[limit..].iter_mut().for_each(|v| *v = T::zero());
+}
+
+impl Kernel1 for CausalSoftmax {
+    const NAME: &'static str = "thau-causal-softmax";
+    fn run<T: Real>(&self, s: In<T>) -> Out<T> {
+        let dims = s.shape.dims();
+        let (tq, tk) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        let mut out = s.x.to_vec();
+        out.par_chunks_mut(tk).enumerate().for_each(|(row, o)| {
+            masked_softmax_row(
+                o,
+                (row % tq + self.offset + 1).min(tk),
+                T::from_f64(self.scale),
             );
-            // d silu(x)/dx = s · (1 + x · (1 − s)), s = sigmoid(x)
-            let out = map3(x, u, dy, |x, u, dy| {
-                let s = sigmoid(x);
-                dy * u * s * (T::one() + x * (T::one() - s))
-            });
-            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
-        }
-        dispatch!(s1, go(s1, l1, s2, l2, s3, l3))
+        });
+        Ok((out, s.shape.clone()))
+    }
+    fn backward(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(y.apply_op2_no_bwd(
+            g,
+            &Op(SoftmaxBwd { scale: self.scale }),
+        )?))
     }
 }
 
-impl CustomOp2 for SwiGluBwdUp {
-    fn name(&self) -> &'static str {
-        "thau-swiglu-bwd-up"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            let (x, dy) = (slice::<T>(s1, l1, "swiglu")?, slice::<T>(s2, l2, "swiglu")?);
-            let out = map2(x, dy, |x, dy| dy * x * sigmoid(x));
-            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
-        }
-        dispatch!(s1, go(s1, l1, s2, l2))
+/// dL/dx_j = scale · y_j · (g_j − Σ_k g_k·y_k); masked entries have y = 0 and get 0.
+impl Kernel2 for SoftmaxBwd {
+    const NAME: &'static str = "thau-softmax-bwd";
+    fn run<T: Real>(&self, y: In<T>, g: In<T>) -> Out<T> {
+        let n = last_dim(y.shape);
+        let scale = T::from_f64(self.scale);
+        let mut out = vec![T::zero(); y.x.len()];
+        rows_mut(&mut out, y.x, n, |row, o, yr| {
+            let gr = &g.x[row * n..(row + 1) * n];
+            let dot = yr
+                .iter()
+                .zip(gr)
+                .fold(T::zero(), |acc, (&a, &b)| acc + a * b);
+            for j in 0..n {
+                o[j] = scale * yr[j] * (gr[j] - dot);
+            }
+        });
+        Ok((out, y.shape.clone()))
     }
 }
 
-/// `silu(gate) * up`, element-wise (same shapes).
-pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if !fused(gate) {
-        return gate.silu()? * up;
+/// `softmax(scale * scores)` over the last dimension with a causal mask: query row `i`
+/// (of `Tq`) sees keys `0..=i + offset`. `scores` is `[.., Tq, Tk]`.
+pub fn causal_softmax(scores: &Tensor, scale: f64, offset: usize) -> Result<Tensor> {
+    if !fused(scores) {
+        let (tq, tk) = (scores.dim(D::Minus2)?, scores.dim(D::Minus1)?);
+        let mask: Vec<u8> = (0..tq)
+            .flat_map(|i| (0..tk).map(move |j| u8::from(j > i + offset)))
+            .collect();
+        let mask =
+            Tensor::from_vec(mask, (tq, tk), scores.device())?.broadcast_as(scores.shape())?;
+        let neg = Tensor::new(f32::NEG_INFINITY, scores.device())?
+            .to_dtype(scores.dtype())?
+            .broadcast_as(scores.shape())?;
+        let masked = mask.where_cond(&neg, &(scores * scale)?)?;
+        return candle_nn::ops::softmax(&masked, D::Minus1);
     }
-    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+    scores
+        .contiguous()?
+        .apply_op1(Op(CausalSoftmax { scale, offset }))
 }
 
-// ---------------------------------------------------------------- LM head + cross-entropy
-
-/// Rows of logits computed at once by the fused LM-head loss (bounds its scratch memory
-/// to `LOSS_BLOCK × vocab` values).
-const LOSS_BLOCK: usize = 256;
+// ---------------------------------------------------------------- matrix products
 
 /// `dst (m×n, row-major) = [dst +] lhs (m×k) · rhs (k×n)`, operands given by row and
-/// column strides. Checks every operand's extent before calling the gemm kernel.
+/// column strides; `parallel` splits the product over rayon's threads (off inside an
+/// already-parallel loop). Checks every operand's extent before calling the gemm kernel.
 #[allow(clippy::too_many_arguments)]
 fn gemm_into<T: Real>(
     dst: &mut [T],
@@ -966,196 +574,425 @@ fn gemm_into<T: Real>(
     }
 }
 
+// ---------------------------------------------------------------- fused causal attention
+
+/// Shapes of one attention call: queries `tq`, keys `tk`, head width `d`.
+#[derive(Clone, Copy)]
+struct CausalAttention {
+    tq: usize,
+    tk: usize,
+    d: usize,
+    scale: f64,
+    offset: usize,
+}
+
+impl CausalAttention {
+    /// Probabilities `P` (`tq × tk`) of one head into `p`.
+    fn probs<T: Real>(&self, q: &[T], k: &[T], p: &mut [T]) {
+        gemm_into(
+            p,
+            (self.tq, self.tk, self.d),
+            q,
+            (self.d, 1),
+            k,
+            (1, self.d),
+            false,
+            false,
+        );
+        for (i, row) in p.chunks_mut(self.tk).enumerate() {
+            masked_softmax_row(
+                row,
+                (i + self.offset + 1).min(self.tk),
+                T::from_f64(self.scale),
+            );
+        }
+    }
+
+    /// (dq, dk, dv), recomputing the probabilities head by head.
+    fn grads<T: Real>(&self, q: &[T], k: &[T], v: &[T], go: &[T]) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let s = *self;
+        let (nq, nk) = (s.tq * s.d, s.tk * s.d);
+        let (mut dq, mut dk, mut dv) = (
+            vec![T::zero(); q.len()],
+            vec![T::zero(); k.len()],
+            vec![T::zero(); v.len()],
+        );
+        let scale = T::from_f64(s.scale);
+        dq.par_chunks_mut(nq)
+            .zip(dk.par_chunks_mut(nk).zip(dv.par_chunks_mut(nk)))
+            .enumerate()
+            .for_each_init(
+                || (vec![T::zero(); s.tq * s.tk], vec![T::zero(); s.tq * s.tk]),
+                |(p, dp), (h, (dqh, (dkh, dvh)))| {
+                    let (qh, kh, vh) = (
+                        &q[h * nq..(h + 1) * nq],
+                        &k[h * nk..(h + 1) * nk],
+                        &v[h * nk..(h + 1) * nk],
+                    );
+                    let goh = &go[h * nq..(h + 1) * nq];
+                    s.probs(qh, kh, p);
+                    // dV = Pᵀ · dO
+                    gemm_into(
+                        dvh,
+                        (s.tk, s.d, s.tq),
+                        p,
+                        (1, s.tk),
+                        goh,
+                        (s.d, 1),
+                        false,
+                        false,
+                    );
+                    // dP = dO · Vᵀ
+                    gemm_into(
+                        dp,
+                        (s.tq, s.tk, s.d),
+                        goh,
+                        (s.d, 1),
+                        vh,
+                        (1, s.d),
+                        false,
+                        false,
+                    );
+                    // dS = scale · P ∘ (dP − rowsum(P ∘ dP)), kept in dp
+                    for (pr, dr) in p.chunks(s.tk).zip(dp.chunks_mut(s.tk)) {
+                        let dot = pr
+                            .iter()
+                            .zip(dr.iter())
+                            .fold(T::zero(), |a, (&x, &y)| a + x * y);
+                        for (d, &x) in dr.iter_mut().zip(pr) {
+                            *d = scale * x * (*d - dot);
+                        }
+                    }
+                    // dQ = dS · K,  dK = dSᵀ · Q
+                    gemm_into(
+                        dqh,
+                        (s.tq, s.d, s.tk),
+                        dp,
+                        (s.tk, 1),
+                        kh,
+                        (s.d, 1),
+                        false,
+                        false,
+                    );
+                    gemm_into(
+                        dkh,
+                        (s.tk, s.d, s.tq),
+                        dp,
+                        (1, s.tk),
+                        qh,
+                        (s.d, 1),
+                        false,
+                        false,
+                    );
+                },
+            );
+        (dq, dk, dv)
+    }
+}
+
+impl Kernel3 for CausalAttention {
+    const NAME: &'static str = "thau-causal-attention";
+    fn run<T: Real>(&self, q: In<T>, k: In<T>, v: In<T>) -> Out<T> {
+        let (nq, nk) = (self.tq * self.d, self.tk * self.d);
+        let mut out = vec![T::zero(); q.x.len()];
+        out.par_chunks_mut(nq).enumerate().for_each_init(
+            || vec![T::zero(); self.tq * self.tk],
+            |p, (h, o)| {
+                self.probs(&q.x[h * nq..(h + 1) * nq], &k.x[h * nk..(h + 1) * nk], p);
+                gemm_into(
+                    o,
+                    (self.tq, self.d, self.tk),
+                    p,
+                    (self.tk, 1),
+                    &v.x[h * nk..(h + 1) * nk],
+                    (self.d, 1),
+                    false,
+                    false,
+                );
+            },
+        );
+        Ok((out, q.shape.clone()))
+    }
+    fn backward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dq, dk, dv) = match q.dtype() {
+            DType::F32 => {
+                let (a, b, c) = self.grads::<f32>(&host(q)?, &host(k)?, &host(v)?, &host(g)?);
+                (
+                    Tensor::from_vec(a, q.shape(), q.device())?,
+                    Tensor::from_vec(b, k.shape(), k.device())?,
+                    Tensor::from_vec(c, v.shape(), v.device())?,
+                )
+            }
+            DType::F64 => {
+                let (a, b, c) = self.grads::<f64>(&host(q)?, &host(k)?, &host(v)?, &host(g)?);
+                (
+                    Tensor::from_vec(a, q.shape(), q.device())?,
+                    Tensor::from_vec(b, k.shape(), k.device())?,
+                    Tensor::from_vec(c, v.shape(), v.device())?,
+                )
+            }
+            dt => bail!("causal_attention: unsupported dtype {dt:?}"),
+        };
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+/// Causal attention `softmax(scale · q kᵀ) v` for `q` `[B, H, Tq, D]` and `k`, `v`
+/// `[B, H, Tk, D]` with `Tk = Tq + offset` (query `i` sees keys `0..=i + offset`).
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    offset: usize,
+) -> Result<Tensor> {
+    if !fused(q) {
+        let p = causal_softmax(&q.matmul(&k.t()?)?, scale, offset)?;
+        return p.matmul(v);
+    }
+    let (b, h, tq, d) = q.dims4()?;
+    let (kb, kh, tk, kd) = k.dims4()?;
+    if (b, h, d) != (kb, kh, kd) || tq + offset != tk || k.shape() != v.shape() {
+        bail!(
+            "causal_attention: q {:?}, k {:?}, v {:?} do not match (offset {offset})",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        );
+    }
+    let op = CausalAttention {
+        tq,
+        tk,
+        d,
+        scale,
+        offset,
+    };
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, Op(op))
+}
+
+// ---------------------------------------------------------------- SwiGLU
+
+struct SwiGlu;
+struct SwiGluBwdGate;
+struct SwiGluBwdUp;
+
+fn sigmoid<T: Real>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp())
+}
+
+impl Kernel2 for SwiGlu {
+    const NAME: &'static str = "thau-swiglu";
+    fn run<T: Real>(&self, g: In<T>, u: In<T>) -> Out<T> {
+        Ok((map2(g.x, u.x, |g, u| g * sigmoid(g) * u), g.shape.clone()))
+    }
+    fn backward(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let d_gate = gate.apply_op3_no_bwd(up, g, &Op(SwiGluBwdGate))?;
+        let d_up = gate.apply_op2_no_bwd(g, &Op(SwiGluBwdUp))?;
+        Ok((Some(d_gate), Some(d_up)))
+    }
+}
+
+/// d silu(x)/dx = s · (1 + x · (1 − s)), s = sigmoid(x)
+impl Kernel3 for SwiGluBwdGate {
+    const NAME: &'static str = "thau-swiglu-bwd-gate";
+    fn run<T: Real>(&self, x: In<T>, u: In<T>, dy: In<T>) -> Out<T> {
+        let out = map3(x.x, u.x, dy.x, |x, u, dy| {
+            let s = sigmoid(x);
+            dy * u * s * (T::one() + x * (T::one() - s))
+        });
+        Ok((out, x.shape.clone()))
+    }
+}
+
+impl Kernel2 for SwiGluBwdUp {
+    const NAME: &'static str = "thau-swiglu-bwd-up";
+    fn run<T: Real>(&self, x: In<T>, dy: In<T>) -> Out<T> {
+        Ok((
+            map2(x.x, dy.x, |x, dy| dy * x * sigmoid(x)),
+            x.shape.clone(),
+        ))
+    }
+}
+
+/// `silu(gate) * up`, element-wise (same shapes).
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if !fused(gate) {
+        return gate.silu()? * up;
+    }
+    gate.contiguous()?.apply_op2(&up.contiguous()?, Op(SwiGlu))
+}
+
+// ---------------------------------------------------------------- LM head + cross-entropy
+
+/// Rows of logits computed at once by the fused LM-head loss (bounds its scratch memory
+/// to `LOSS_BLOCK × vocab` values).
+const LOSS_BLOCK: usize = 256;
+
 struct LmHeadLoss {
     targets: Arc<Vec<u32>>,
 }
 
-/// Logits of rows `r0..r0+rows` of `h` (`[N, d]`) under `w` (`[V, d]`) into `out`.
-fn block_logits<T: Real>(
-    h: &[T],
-    w: &[T],
-    d: usize,
-    v: usize,
-    r0: usize,
-    rows: usize,
-    out: &mut [T],
-) {
-    gemm_into(
-        out,
-        (rows, v, d),
-        &h[r0 * d..(r0 + rows) * d],
-        (d, 1),
-        w,
-        (1, d),
-        false,
-        true,
-    );
+fn log_sum_exp<T: Real>(row: &[T]) -> T {
+    let max = row.iter().fold(T::neg_infinity(), |m, &v| Float::max(m, v));
+    max + row
+        .iter()
+        .fold(T::zero(), |acc, &v| acc + (v - max).exp())
+        .ln()
 }
 
-fn lm_loss_fwd<T: Real>(h: &[T], w: &[T], targets: &[u32], d: usize, v: usize) -> Result<Vec<T>> {
-    let n = h.len() / d;
-    let mut out = vec![T::zero(); n];
-    let mut logits = vec![T::zero(); LOSS_BLOCK.min(n) * v];
-    for r0 in (0..n).step_by(LOSS_BLOCK) {
-        let rows = LOSS_BLOCK.min(n - r0);
-        block_logits(h, w, d, v, r0, rows, &mut logits);
-        out[r0..r0 + rows]
-            .par_iter_mut()
-            .enumerate()
-            .try_for_each(|(i, o)| {
-                let t = targets[r0 + i];
-                if t == IGNORE_INDEX {
-                    return Ok(());
-                }
-                if t as usize >= v {
-                    bail!("cross_entropy: target {t} out of range for vocabulary {v}");
-                }
-                let row = &logits[i * v..(i + 1) * v];
-                *o = log_sum_exp(row) - row[t as usize];
-                Ok(())
-            })?;
-    }
-    Ok(out)
-}
-
-/// (dL/dh `[N, d]`, dL/dw `[V, d]`) for upstream gradient `g` (`[N]`).
-fn lm_loss_bwd<T: Real>(
-    h: &[T],
-    w: &[T],
-    targets: &[u32],
-    g: &[T],
-    d: usize,
-    v: usize,
-) -> (Vec<T>, Vec<T>) {
-    let n = h.len() / d;
-    let (mut dh, mut dw) = (vec![T::zero(); n * d], vec![T::zero(); v * d]);
-    let mut logits = vec![T::zero(); LOSS_BLOCK.min(n) * v];
-    for r0 in (0..n).step_by(LOSS_BLOCK) {
-        let rows = LOSS_BLOCK.min(n - r0);
-        block_logits(h, w, d, v, r0, rows, &mut logits);
-        // dlogits = (softmax − onehot) · g, zero on ignored rows.
-        logits[..rows * v]
-            .par_chunks_mut(v)
-            .enumerate()
-            .for_each(|(i, row)| {
-                let t = targets[r0 + i];
-                if t == IGNORE_INDEX {
-                    row.iter_mut().for_each(|x| *x = T::zero());
-                    return;
-                }
-                let lse = log_sum_exp(row);
-                let gi = g[r0 + i];
-                row.iter_mut().for_each(|x| *x = (*x - lse).exp() * gi);
-                row[t as usize] -= gi;
-            });
-        let dl = &logits[..rows * v];
-        // dh[rows] = dlogits · w
+impl LmHeadLoss {
+    /// Logits of rows `r0..r0+rows` of `h` (`[N, d]`) under `w` (`[V, d]`) into `out`.
+    fn block<T: Real>(
+        h: &[T],
+        w: &[T],
+        (d, v): (usize, usize),
+        r0: usize,
+        rows: usize,
+        out: &mut [T],
+    ) {
         gemm_into(
-            &mut dh[r0 * d..(r0 + rows) * d],
-            (rows, d, v),
-            dl,
-            (v, 1),
-            w,
+            out,
+            (rows, v, d),
+            &h[r0 * d..(r0 + rows) * d],
             (d, 1),
+            w,
+            (1, d),
             false,
             true,
         );
-        // dw += dlogitsᵀ · h[rows]
-        gemm_into(
-            &mut dw,
-            (v, d, rows),
-            dl,
-            (1, v),
-            &h[r0 * d..(r0 + rows) * d],
-            (d, 1),
-            true,
-            true,
-        );
     }
-    (dh, dw)
+
+    /// (dL/dh `[N, d]`, dL/dw `[V, d]`) for the upstream gradient `g` (`[N]`).
+    fn grads<T: Real>(
+        &self,
+        h: &[T],
+        w: &[T],
+        g: &[T],
+        (d, v): (usize, usize),
+    ) -> (Vec<T>, Vec<T>) {
+        let n = h.len() / d;
+        let (mut dh, mut dw) = (vec![T::zero(); n * d], vec![T::zero(); v * d]);
+        let mut logits = vec![T::zero(); LOSS_BLOCK.min(n) * v];
+        for r0 in (0..n).step_by(LOSS_BLOCK) {
+            let rows = LOSS_BLOCK.min(n - r0);
+            Self::block(h, w, (d, v), r0, rows, &mut logits);
+            // dlogits = (softmax − onehot) · g, zero on ignored rows.
+            logits[..rows * v]
+                .par_chunks_mut(v)
+                .enumerate()
+                .for_each(|(i, row)| {
+                    let t = self.targets[r0 + i];
+                    if t == IGNORE_INDEX {
+                        row.iter_mut().for_each(|x| *x = T::zero());
+                        return;
+                    }
+                    let lse = log_sum_exp(row);
+                    let gi = g[r0 + i];
+                    row.iter_mut().for_each(|x| *x = (*x - lse).exp() * gi);
+                    row[t as usize] -= gi;
+                });
+            let dl = &logits[..rows * v];
+            // dh[rows] = dlogits · w ;  dw += dlogitsᵀ · h[rows]
+            gemm_into(
+                &mut dh[r0 * d..(r0 + rows) * d],
+                (rows, d, v),
+                dl,
+                (v, 1),
+                w,
+                (d, 1),
+                false,
+                true,
+            );
+            gemm_into(
+                &mut dw,
+                (v, d, rows),
+                dl,
+                (1, v),
+                &h[r0 * d..(r0 + rows) * d],
+                (d, 1),
+                true,
+                true,
+            );
+        }
+        (dh, dw)
+    }
 }
 
-impl CustomOp2 for LmHeadLoss {
-    fn name(&self) -> &'static str {
-        "thau-lm-head-loss"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            op: &LmHeadLoss,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            let (n, d) = l1.shape().dims2()?;
-            let (v, d2) = l2.shape().dims2()?;
-            if d != d2 || op.targets.len() != n {
-                bail!(
-                    "lm_head_cross_entropy: hidden {:?}, head {:?}, {} targets",
-                    l1.shape(),
-                    l2.shape(),
-                    op.targets.len()
-                );
-            }
-            let out = lm_loss_fwd(
-                slice::<T>(s1, l1, "lm_head")?,
-                slice::<T>(s2, l2, "lm_head")?,
-                &op.targets,
-                d,
-                v,
-            )?;
-            Ok((T::to_cpu_storage_owned(out), Shape::from(n)))
+impl Kernel2 for LmHeadLoss {
+    const NAME: &'static str = "thau-lm-head-loss";
+    fn run<T: Real>(&self, h: In<T>, w: In<T>) -> Out<T> {
+        let (n, d) = h.shape.dims2()?;
+        let (v, d2) = w.shape.dims2()?;
+        if d != d2 || self.targets.len() != n {
+            bail!(
+                "lm_head_cross_entropy: hidden {:?}, head {:?}, {} targets",
+                h.shape,
+                w.shape,
+                self.targets.len()
+            );
         }
-        dispatch!(s1, go(self, s1, l1, s2, l2))
+        if let Some(&t) = self
+            .targets
+            .iter()
+            .find(|&&t| t != IGNORE_INDEX && t as usize >= v)
+        {
+            bail!("cross_entropy: target {t} out of range for vocabulary {v}");
+        }
+        let mut out = vec![T::zero(); n];
+        let mut logits = vec![T::zero(); LOSS_BLOCK.min(n) * v];
+        for r0 in (0..n).step_by(LOSS_BLOCK) {
+            let rows = LOSS_BLOCK.min(n - r0);
+            Self::block(h.x, w.x, (d, v), r0, rows, &mut logits);
+            out[r0..r0 + rows]
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(i, o)| {
+                    let t = self.targets[r0 + i];
+                    if t != IGNORE_INDEX {
+                        let row = &logits[i * v..(i + 1) * v];
+                        *o = log_sum_exp(row) - row[t as usize];
+                    }
+                });
+        }
+        Ok((out, Shape::from(n)))
     }
-    fn bwd(
+    fn backward(
         &self,
         h: &Tensor,
         w: &Tensor,
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = g.contiguous()?;
-        fn go<T: Real>(
-            op: &LmHeadLoss,
-            h: &Tensor,
-            w: &Tensor,
-            g: &Tensor,
-        ) -> Result<(Tensor, Tensor)> {
-            let (hs, hl) = h.storage_and_layout();
-            let (ws, wl) = w.storage_and_layout();
-            let (gs, gl) = g.storage_and_layout();
-            let (
-                candle_core::Storage::Cpu(hs),
-                candle_core::Storage::Cpu(ws),
-                candle_core::Storage::Cpu(gs),
-            ) = (&*hs, &*ws, &*gs)
-            else {
-                bail!("lm_head_cross_entropy: CPU tensors expected");
-            };
-            let (d, v) = (h.dim(1)?, w.dim(0)?);
-            let (dh, dw) = lm_loss_bwd(
-                slice::<T>(hs, hl, "lm_head")?,
-                slice::<T>(ws, wl, "lm_head")?,
-                &op.targets,
-                slice::<T>(gs, gl, "lm_head")?,
-                d,
-                v,
-            );
-            Ok((
-                Tensor::from_vec(dh, h.shape(), h.device())?,
-                Tensor::from_vec(dw, w.shape(), w.device())?,
-            ))
-        }
+        let dims = (h.dim(1)?, w.dim(0)?);
         let (dh, dw) = match h.dtype() {
-            DType::F32 => go::<f32>(self, h, w, &g)?,
-            DType::F64 => go::<f64>(self, h, w, &g)?,
+            DType::F32 => {
+                let (a, b) = self.grads::<f32>(&host(h)?, &host(w)?, &host(g)?, dims);
+                (
+                    Tensor::from_vec(a, h.shape(), h.device())?,
+                    Tensor::from_vec(b, w.shape(), w.device())?,
+                )
+            }
+            DType::F64 => {
+                let (a, b) = self.grads::<f64>(&host(h)?, &host(w)?, &host(g)?, dims);
+                (
+                    Tensor::from_vec(a, h.shape(), h.device())?,
+                    Tensor::from_vec(b, w.shape(), w.device())?,
+                )
+            }
             dt => bail!("lm_head_cross_entropy: unsupported dtype {dt:?}"),
         };
         Ok((Some(dh), Some(dw)))
@@ -1172,7 +1009,17 @@ pub fn lm_head_cross_entropy(hidden: &Tensor, head: &Tensor, targets: &Tensor) -
     let targets = Arc::new(targets.flatten_all()?.to_vec1::<u32>()?);
     hidden
         .contiguous()?
-        .apply_op2(&head.contiguous()?, LmHeadLoss { targets })
+        .apply_op2(&head.contiguous()?, Op(LmHeadLoss { targets }))
+}
+
+/// Per-row negative log-likelihood of `targets` (`[N]`, u32) under `logits` (`[N, V]`),
+/// in candle's composite ops; rows whose target is [`IGNORE_INDEX`] give 0. Returns `[N]`.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let keep = targets.ne(IGNORE_INDEX)?;
+    let safe = keep.where_cond(targets, &targets.zeros_like()?)?;
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let nll = logp.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
+    keep.where_cond(&nll, &nll.zeros_like()?)
 }
 
 // ---------------------------------------------------------------- small-batch linear
@@ -1202,32 +1049,33 @@ fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let n = a.len().min(b.len());
     let mut i = 0;
-    let (mut s0, mut s1, mut s2, mut s3) = (
-        _mm512_setzero_ps(),
-        _mm512_setzero_ps(),
-        _mm512_setzero_ps(),
-        _mm512_setzero_ps(),
-    );
+    let mut s = [_mm512_setzero_ps(); 4];
     // SAFETY: every load reads 16 floats at offsets below `n`, inside both slices.
     unsafe {
         while i + 64 <= n {
             let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
-            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa), _mm512_loadu_ps(pb), s0);
-            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(16)), _mm512_loadu_ps(pb.add(16)), s1);
-            s2 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(32)), _mm512_loadu_ps(pb.add(32)), s2);
-            s3 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(48)), _mm512_loadu_ps(pb.add(48)), s3);
+            for (j, acc) in s.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(pa.add(16 * j)),
+                    _mm512_loadu_ps(pb.add(16 * j)),
+                    *acc,
+                );
+            }
             i += 64;
         }
         while i + 16 <= n {
-            s0 = _mm512_fmadd_ps(
+            s[0] = _mm512_fmadd_ps(
                 _mm512_loadu_ps(a.as_ptr().add(i)),
                 _mm512_loadu_ps(b.as_ptr().add(i)),
-                s0,
+                s[0],
             );
             i += 16;
         }
     }
-    let sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    let sum = _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(s[0], s[1]),
+        _mm512_add_ps(s[2], s[3]),
+    ));
     sum + dot_scalar(&a[i..n], &b[i..n])
 }
 
@@ -1240,6 +1088,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_scalar(a, b)
 }
 
+/// `x · wᵀ` as one dot product per output (f32 only, no backward).
 struct SmallLinear;
 
 impl CustomOp2 for SmallLinear {
@@ -1263,17 +1112,13 @@ impl CustomOp2 for SmallLinear {
             bail!("small_linear: x is [{rows}, {k}] but w is [{n}, {k2}]");
         }
         let mut out = vec![0.0f32; rows * n];
-        for r in 0..rows {
-            let xr = &x[r * k..(r + 1) * k];
-            out[r * n..(r + 1) * n]
-                .par_chunks_mut(GEMV_CHUNK)
-                .enumerate()
-                .for_each(|(c, o)| {
-                    for (j, y) in o.iter_mut().enumerate() {
-                        let row = (c * GEMV_CHUNK + j) * k;
-                        *y = dot(xr, &w[row..row + k]);
-                    }
-                });
+        for (xr, o) in x.chunks(k).zip(out.chunks_mut(n)) {
+            o.par_chunks_mut(GEMV_CHUNK).enumerate().for_each(|(c, o)| {
+                for (j, y) in o.iter_mut().enumerate() {
+                    let row = (c * GEMV_CHUNK + j) * k;
+                    *y = dot(xr, &w[row..row + k]);
+                }
+            });
         }
         Ok((CpuStorage::F32(out), Shape::from((rows, n))))
     }
@@ -1283,151 +1128,15 @@ impl CustomOp2 for SmallLinear {
 /// gradient; `None` when the inputs are not of that kind (use the general matmul).
 pub fn small_linear(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     let small = x.rank() == 2 && x.dim(0)? <= SMALL_LINEAR_ROWS;
-    if !small
-        || x.track_op()
-        || w.track_op()
-        || !x.device().is_cpu()
-        || x.dtype() != DType::F32
-        || w.dtype() != DType::F32
-    {
+    let plain = !x.track_op() && !w.track_op();
+    let f32_cpu = x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32;
+    if !(small && plain && f32_cpu) {
         return Ok(None);
     }
     Ok(Some(
         x.contiguous()?
             .apply_op2_no_bwd(&w.contiguous()?, &SmallLinear)?,
     ))
-}
-
-// ---------------------------------------------------------------- cross-entropy
-
-struct CrossEntropy;
-struct CrossEntropyBwd;
-
-fn log_sum_exp<T: Real>(row: &[T]) -> T {
-    let max = row.iter().fold(T::neg_infinity(), |m, &v| Float::max(m, v));
-    max + row
-        .iter()
-        .fold(T::zero(), |acc, &v| acc + (v - max).exp())
-        .ln()
-}
-
-impl CustomOp2 for CrossEntropy {
-    fn name(&self) -> &'static str {
-        "thau-cross-entropy"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            let (n, v) = l1.shape().dims2()?;
-            let logits = slice::<T>(s1, l1, "cross_entropy")?;
-            let targets = slice_u32(s2, l2)?;
-            let mut out = vec![T::zero(); n];
-            out.par_iter_mut().enumerate().try_for_each(|(i, o)| {
-                let t = targets[i];
-                if t == IGNORE_INDEX {
-                    return Ok(());
-                }
-                if t as usize >= v {
-                    bail!("cross_entropy: target {t} out of range for vocabulary {v}");
-                }
-                let row = &logits[i * v..(i + 1) * v];
-                *o = log_sum_exp(row) - row[t as usize];
-                Ok(())
-            })?;
-            Ok((T::to_cpu_storage_owned(out), Shape::from(n)))
-        }
-        dispatch!(s1, go(s1, l1, s2, l2))
-    }
-    fn bwd(
-        &self,
-        logits: &Tensor,
-        targets: &Tensor,
-        _res: &Tensor,
-        g: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = g.contiguous()?;
-        Ok((
-            Some(logits.apply_op3_no_bwd(targets, &g, &CrossEntropyBwd)?),
-            None,
-        ))
-    }
-}
-
-fn slice_u32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
-    let data = s.as_slice::<u32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("cross_entropy: targets must be contiguous"),
-    }
-}
-
-impl CustomOp3 for CrossEntropyBwd {
-    fn name(&self) -> &'static str {
-        "thau-cross-entropy-bwd"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            s3: &CpuStorage,
-            l3: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            let (_n, v) = l1.shape().dims2()?;
-            let logits = slice::<T>(s1, l1, "cross_entropy")?;
-            let targets = slice_u32(s2, l2)?;
-            let g = slice::<T>(s3, l3, "cross_entropy")?;
-            let mut out = vec![T::zero(); logits.len()];
-            out.par_chunks_mut(v).enumerate().for_each(|(i, o)| {
-                let t = targets[i];
-                if t == IGNORE_INDEX {
-                    return;
-                }
-                let row = &logits[i * v..(i + 1) * v];
-                let lse = log_sum_exp(row);
-                for j in 0..v {
-                    o[j] = (row[j] - lse).exp() * g[i];
-                }
-                o[t as usize] -= g[i];
-            });
-            Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
-        }
-        dispatch!(s1, go(s1, l1, s2, l2, s3, l3))
-    }
-}
-
-/// Per-row negative log-likelihood of `targets` (`[N]`, u32) under `logits` (`[N, V]`);
-/// rows whose target is [`IGNORE_INDEX`] give 0. Returns `[N]`.
-pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    if !fused(logits) {
-        let keep = targets.ne(IGNORE_INDEX)?;
-        let safe = keep.where_cond(targets, &targets.zeros_like()?)?;
-        let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-        let nll = logp.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
-        return keep.where_cond(&nll, &nll.zeros_like()?);
-    }
-    logits
-        .contiguous()?
-        .apply_op2(&targets.contiguous()?, CrossEntropy)
 }
 
 #[cfg(test)]
