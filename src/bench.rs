@@ -58,6 +58,53 @@ pub struct BenchReport {
     pub reference_split_s: Option<[f64; 3]>,
 }
 
+impl BenchReport {
+    fn new(
+        bench: &'static str,
+        tokens_per_s: f64,
+        config: BenchConfig,
+        split_s: Option<[f64; 3]>,
+    ) -> Self {
+        BenchReport {
+            bench,
+            tokens_per_s,
+            reference_tokens_per_s: None,
+            ratio: None,
+            reference: "not run (--no-reference)".into(),
+            config,
+            split_s,
+            reference_split_s: None,
+        }
+    }
+
+    /// Runs the reference script in the same mode with the same shapes and records its
+    /// figures and the ratio (or why it could not run).
+    fn add_reference(&mut self, root: &Path, count: [&str; 2]) {
+        let threads = self.config.threads.to_string();
+        let args = [
+            "--mode",
+            self.bench,
+            "--threads",
+            &threads,
+            count[0],
+            count[1],
+        ];
+        match reference(root, &args) {
+            Ok(v) => {
+                let r = &v[self.bench];
+                self.reference_tokens_per_s = r["tokens_per_s"].as_f64();
+                self.ratio = self.reference_tokens_per_s.map(|t| self.tokens_per_s / t);
+                self.reference = format!("pytorch {}", v["torch_version"].as_str().unwrap_or("?"));
+                let split = ["forward_s", "backward_s", "optimizer_s"].map(|k| r[k].as_f64());
+                if let [Some(a), Some(b), Some(c)] = split {
+                    self.reference_split_s = Some([a, b, c]);
+                }
+            }
+            Err(why) => self.reference = format!("not run: {why}"),
+        }
+    }
+}
+
 fn bench_config(batch: usize, seq: usize) -> Result<(ModelConfig, BenchConfig)> {
     let cfg = ModelConfig::for_age(0, 8192, seq.max(256))?;
     let b = BenchConfig {
@@ -77,7 +124,7 @@ fn bench_config(batch: usize, seq: usize) -> Result<(ModelConfig, BenchConfig)> 
 }
 
 /// Runs the PyTorch reference; `Err` carries the reason it could not run.
-fn reference(root: &Path, args: &[String]) -> std::result::Result<serde_json::Value, String> {
+fn reference(root: &Path, args: &[&str]) -> std::result::Result<serde_json::Value, String> {
     let script = root.join(REFERENCE_SCRIPT);
     if !script.exists() {
         return Err(format!("{} not found", script.display()));
@@ -145,43 +192,9 @@ pub fn train_bench(root: &Path, steps: usize, with_reference: bool) -> Result<Be
     }
     let n = steps.max(1) as f64;
     let tokens_per_s = (bc.batch * bc.seq * steps) as f64 / timed.max(1e-9);
-    let mut report = BenchReport {
-        bench: "train",
-        tokens_per_s,
-        reference_tokens_per_s: None,
-        ratio: None,
-        reference: "not run (--no-reference)".into(),
-        config: bc.clone(),
-        split_s: Some([fwd / n, bwd / n, upd / n]),
-        reference_split_s: None,
-    };
+    let mut report = BenchReport::new("train", tokens_per_s, bc, Some([fwd / n, bwd / n, upd / n]));
     if with_reference {
-        let args = vec![
-            "--mode".into(),
-            "train".into(),
-            "--steps".into(),
-            steps.to_string(),
-            "--threads".into(),
-            bc.threads.to_string(),
-        ];
-        match reference(root, &args) {
-            Ok(v) => {
-                let t = &v["train"];
-                report.reference_tokens_per_s = t["tokens_per_s"].as_f64();
-                report.ratio = report.reference_tokens_per_s.map(|r| tokens_per_s / r);
-                report.reference =
-                    format!("pytorch {}", v["torch_version"].as_str().unwrap_or("?"));
-                report.reference_split_s = match (
-                    t["forward_s"].as_f64(),
-                    t["backward_s"].as_f64(),
-                    t["optimizer_s"].as_f64(),
-                ) {
-                    (Some(a), Some(b), Some(c)) => Some([a, b, c]),
-                    _ => None,
-                };
-            }
-            Err(why) => report.reference = format!("not run: {why}"),
-        }
+        report.add_reference(root, ["--steps", &steps.to_string()]);
     }
     Ok(report)
 }
@@ -228,34 +241,9 @@ pub fn decode_bench(root: &Path, tokens: usize, with_reference: bool) -> Result<
     let secs = t0.elapsed().as_secs_f64();
     let tokens_per_s = g.ids.len() as f64 / secs.max(1e-9);
     bc.seq = tokens;
-    let mut report = BenchReport {
-        bench: "decode",
-        tokens_per_s,
-        reference_tokens_per_s: None,
-        ratio: None,
-        reference: "not run (--no-reference)".into(),
-        config: bc.clone(),
-        split_s: None,
-        reference_split_s: None,
-    };
+    let mut report = BenchReport::new("decode", tokens_per_s, bc, None);
     if with_reference {
-        let args = vec![
-            "--mode".into(),
-            "decode".into(),
-            "--decode-tokens".into(),
-            tokens.to_string(),
-            "--threads".into(),
-            bc.threads.to_string(),
-        ];
-        match reference(root, &args) {
-            Ok(v) => {
-                report.reference_tokens_per_s = v["decode"]["tokens_per_s"].as_f64();
-                report.ratio = report.reference_tokens_per_s.map(|r| tokens_per_s / r);
-                report.reference =
-                    format!("pytorch {}", v["torch_version"].as_str().unwrap_or("?"));
-            }
-            Err(why) => report.reference = format!("not run: {why}"),
-        }
+        report.add_reference(root, ["--decode-tokens", &tokens.to_string()]);
     }
     Ok(report)
 }

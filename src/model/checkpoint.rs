@@ -54,6 +54,13 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| io(path, e))
 }
 
+fn save_tensors_synced(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    candle_core::safetensors::save(tensors, path).map_err(|e| io(path, e))?;
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(path, e))
+}
+
 /// Writes a checkpoint for `step` under `age_dir` and points `latest` at it.
 pub fn save(
     age_dir: &Path,
@@ -72,17 +79,9 @@ pub fn save(
         let cfg = serde_json::to_vec_pretty(config).map_err(|e| io(&tmp, e))?;
         write_synced(&tmp.join(CONFIG), &cfg)?;
         write_synced(&tmp.join(TOKENIZER), tokenizer.to_json()?.as_bytes())?;
-        let w = tmp.join(WEIGHTS);
-        candle_core::safetensors::save(weights, &w).map_err(|e| io(&w, e))?;
-        File::open(&w)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io(&w, e))?;
+        save_tensors_synced(weights, &tmp.join(WEIGHTS))?;
         if let Some(opt) = optimizer {
-            let o = tmp.join(OPTIMIZER);
-            candle_core::safetensors::save(opt, &o).map_err(|e| io(&o, e))?;
-            File::open(&o)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io(&o, e))?;
+            save_tensors_synced(opt, &tmp.join(OPTIMIZER))?;
         }
         if let Some(t) = trainer {
             let bytes = serde_json::to_vec_pretty(t).map_err(|e| io(&tmp, e))?;
