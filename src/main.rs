@@ -78,6 +78,28 @@ enum Command {
     Generate(GenerateArgs),
     /// Speed benchmarks against the PyTorch reference (bench/torch_reference.py).
     Bench(BenchArgs),
+    /// Grow the newest model to an older age, exactly (the grown model computes the same
+    /// function); `thau train --age AGE` then continues from it.
+    Grow(GrowArgs),
+}
+
+#[derive(Args, Debug)]
+struct GrowArgs {
+    /// The age to grow to (1, 3, 6, 12 or 15).
+    #[arg(long)]
+    to: u32,
+    /// Where new layers go.
+    #[arg(long, value_enum, default_value_t = PlacementArg::Interleave)]
+    placement: PlacementArg,
+}
+
+/// `--placement` values (the model module does not depend on clap).
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum PlacementArg {
+    /// Spread new layers evenly between the old ones.
+    Interleave,
+    /// Put new layers on top.
+    End,
 }
 
 #[derive(Subcommand, Debug)]
@@ -201,7 +223,9 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             let code = match e {
-                ThauError::Config(_) | ThauError::Invalid(_) => EXIT_USAGE,
+                ThauError::Config(_)
+                | ThauError::Invalid(_)
+                | ThauError::Model(thau::model::ModelError::Config(_)) => EXIT_USAGE,
                 _ => EXIT_FAILURE,
             };
             ExitCode::from(code)
@@ -281,6 +305,39 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
             Ok(())
         }
         Command::Train(args) => cli_train(&home, &config, args, json),
+        Command::Grow(args) => {
+            use thau::model::growth::Placement;
+            let placement = match args.placement {
+                PlacementArg::Interleave => Placement::Interleave,
+                PlacementArg::End => Placement::End,
+            };
+            let r = thau::commands::grow::grow(&home, args.to, placement)?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "grew age {} ({} parameters) to age {} ({} parameters), new layers {:?}",
+                    r.from_age,
+                    group(r.params_before),
+                    r.to_age,
+                    group(r.params_after),
+                    r.placement
+                );
+                match r.max_logit_diff {
+                    Some(d) => {
+                        println!("same function: max |logit difference| on a fixed batch {d:.2e}")
+                    }
+                    None => println!("(too large to check the logits here)"),
+                }
+                println!(
+                    "checkpoint {}
+continue with: thau train --age {}",
+                    r.checkpoint.display(),
+                    r.to_age
+                );
+            }
+            Ok(())
+        }
         Command::Eval(args) => {
             let s = thau::commands::train::eval(
                 &home,

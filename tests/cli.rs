@@ -95,6 +95,26 @@ fn train_eval_generate_and_status_work_end_to_end() {
     let s = json(&thau(&home, &["status", "--json"]));
     assert!(s["model"]["params"].as_u64().unwrap() > 1_000_000);
     assert!(s["model"]["checkpoint"].as_str().unwrap().contains("age_0"));
+
+    // Growth to age 1 is exact and `thau train --age 1` continues from it.
+    let g = json(&thau(&home, &["grow", "--to", "1", "--json"]));
+    assert_eq!(
+        (g["from_age"].as_u64(), g["to_age"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(g["max_logit_diff"].as_f64().unwrap() < 1e-4, "{g}");
+    assert!(g["params_after"].as_u64() > g["params_before"].as_u64());
+    let r3 = json(&thau(
+        &home,
+        &[&["train", "--age", "1", "--data", data][..], &small[..]].concat(),
+    ));
+    assert_eq!(r3["age"], 1);
+    assert_eq!(
+        r3["total_steps"], 6,
+        "continues the step count of the grown checkpoint"
+    );
+    let out = thau(&home, &["grow", "--to", "1"]);
+    assert_eq!(out.status.code(), Some(2), "already age 1");
 }
 
 #[test]

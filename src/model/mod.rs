@@ -9,12 +9,14 @@
 //! - [`optim`]: AdamW with decoupled decay, gradient clipping, warmup + cosine schedule;
 //! - [`checkpoint`]: atomic checkpoints under `checkpoints/age_N/`;
 //! - [`train`]: the [`Trainer`](train::Trainer) loop with evaluation and resume;
-//! - [`generate`]: sampling with a KV cache, streaming and scoring.
+//! - [`generate`]: sampling with a KV cache, streaming and scoring;
+//! - [`growth`]: exact, function-preserving growth from one age to the next.
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod generate;
+pub mod growth;
 pub mod ops;
 pub mod optim;
 pub mod tokenizer;

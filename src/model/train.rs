@@ -6,17 +6,18 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, Checkpoint};
 use super::config::ModelConfig;
 use super::data::{Batcher, Corpus, Windows};
+use super::growth::{self, Placement};
 use super::ops::IGNORE_INDEX;
 use super::optim::{AdamW, AdamWConfig, Schedule};
 use super::tokenizer::ThauTokenizer;
-use super::transformer::{from_varmap, init_weights, Thau};
+use super::transformer::{from_varmap, init_weights, weight_shapes, Thau};
 use super::{ModelError, Result};
 
 /// Training hyper-parameters.
@@ -75,6 +76,22 @@ pub struct TrainerState {
     pub options: TrainOptions,
     pub batcher: Batcher,
     pub history: Vec<LogPoint>,
+    /// Step at which the learning-rate schedule (re)starts: 0, or the step of the last
+    /// growth, after which the learning rate warms up again.
+    #[serde(default)]
+    pub schedule_origin: u64,
+}
+
+impl TrainerState {
+    /// Restarts the warmup at the current step, keeping the schedule's length.
+    pub fn rewarm(&mut self) {
+        let horizon = self
+            .options
+            .total_steps
+            .saturating_sub(self.schedule_origin);
+        self.schedule_origin = self.step;
+        self.options.total_steps = self.step + horizon.max(2 * self.options.warmup);
+    }
 }
 
 /// What one optimizer step did.
@@ -170,6 +187,7 @@ impl Trainer {
                 batcher: Batcher::new(opts.seed),
                 options: opts,
                 history: Vec::new(),
+                schedule_origin: 0,
             },
             config,
             tokenizer,
@@ -203,22 +221,9 @@ impl Trainer {
                 ..o
             };
         }
-        let varmap = init_weights(&ckpt.config, state.options.seed, DType::F32, dev)?;
-        {
-            let data = varmap
-                .data()
-                .lock()
-                .map_err(|_| ModelError::Config("weight map lock poisoned".into()))?;
-            for (name, var) in data.iter() {
-                let t = ckpt.weights.get(name).ok_or_else(|| {
-                    ModelError::checkpoint(
-                        ckpt.dir.join(checkpoint::WEIGHTS),
-                        format!("tensor `{name}` is missing"),
-                    )
-                })?;
-                var.set(&t.to_dtype(DType::F32)?.to_device(dev)?)?;
-            }
-        }
+        let weights_file = ckpt.dir.join(checkpoint::WEIGHTS);
+        let varmap = varmap_from(&ckpt.weights, &ckpt.config, dev)
+            .map_err(|e| ModelError::checkpoint(&weights_file, e))?;
         let mut t = Self::assemble(
             ckpt.config.clone(),
             ckpt.tokenizer.clone(),
@@ -236,18 +241,42 @@ impl Trainer {
         Ok(t)
     }
 
+    /// This trainer grown into `to` ([`growth::grow`], [`growth::grown_config`]): same
+    /// function, same data order, AdamW moments zero-extended, the learning rate warming
+    /// up again.
+    pub fn grown(self, to: &ModelConfig, placement: Placement, corpus: &Corpus) -> Result<Trainer> {
+        let to = to.clone();
+        let seed = self.state.options.seed ^ u64::from(to.age);
+        let weights = growth::grow(&self.weights()?, &self.config, &to, placement, seed)?;
+        let moments = growth::grow_moments(&self.opt.state()?, &self.config, &to, placement)?;
+        let mut state = self.state.clone();
+        state.rewarm();
+        let varmap = varmap_from(&weights, &to, &self.dev)?;
+        let mut t = Self::assemble(
+            to,
+            self.tokenizer.clone(),
+            varmap,
+            corpus,
+            state.options.clone(),
+            &self.dev,
+        )?;
+        t.opt.load_state(&moments, state.step)?;
+        t.state = state;
+        Ok(t)
+    }
+
     pub fn model(&self) -> &Thau {
         &self.model
     }
 
-    /// The schedule of the current options.
+    /// The schedule of the current options, counted from [`TrainerState::schedule_origin`].
     pub fn schedule(&self) -> Schedule {
         let o = &self.state.options;
         Schedule {
             peak: o.lr,
             floor: o.lr * o.min_lr_ratio,
             warmup: o.warmup,
-            total: o.total_steps,
+            total: o.total_steps.saturating_sub(self.state.schedule_origin),
         }
     }
 
@@ -265,7 +294,9 @@ impl Trainer {
             let store = loss.backward()?;
             self.opt.accumulate(&store, &mut grads)?;
         }
-        let lr = self.schedule().lr(self.state.step);
+        let lr = self
+            .schedule()
+            .lr(self.state.step - self.state.schedule_origin);
         let grad_norm = self.opt.step(&grads, 1.0 / o.accum as f64, lr)?;
         self.state.step += 1;
         let tokens = o.accum * o.batch_size * o.seq_len;
@@ -337,6 +368,37 @@ impl Trainer {
             Some(&state),
         )
     }
+}
+
+/// Trainable variables holding `weights` (every weight of `cfg` must be there).
+fn varmap_from(
+    weights: &HashMap<String, Tensor>,
+    cfg: &ModelConfig,
+    dev: &Device,
+) -> Result<VarMap> {
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap
+            .data()
+            .lock()
+            .map_err(|_| ModelError::Config("weight map lock poisoned".into()))?;
+        for (name, shape) in weight_shapes(cfg) {
+            let t = weights
+                .get(&name)
+                .ok_or_else(|| ModelError::Config(format!("tensor `{name}` is missing")))?;
+            if t.dims() != shape.as_slice() {
+                return Err(ModelError::Config(format!(
+                    "tensor `{name}` has shape {:?}, expected {shape:?}",
+                    t.dims()
+                )));
+            }
+            data.insert(
+                name,
+                Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(dev)?)?,
+            );
+        }
+    }
+    Ok(varmap)
 }
 
 /// Held-out loss of `model` on up to `max_batches` batches of `windows`, plus the unigram
