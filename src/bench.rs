@@ -256,3 +256,205 @@ pub fn repo_root() -> PathBuf {
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Budgets of [`grow_bench`].
+#[derive(Debug, Clone, Serialize)]
+pub struct GrowPlan {
+    pub steps_before: u64,
+    pub steps_after: u64,
+    pub scratch_steps: u64,
+    pub eval_every: u64,
+    /// Also run the non-exact stacking operator.
+    pub stack: bool,
+}
+
+/// One held-out measurement on a training path.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlopsPoint {
+    pub step: u64,
+    /// Training FLOPs so far: Σ 6 × parameters × tokens.
+    pub flops: f64,
+    pub heldout_loss: f64,
+}
+
+/// One training path of the growth benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrowPath {
+    pub name: &'static str,
+    pub curve: Vec<FlopsPoint>,
+    pub best_loss: f64,
+    /// FLOPs at which the held-out loss first reaches the target (interpolated between
+    /// evaluations), if it does.
+    pub flops_to_target: Option<f64>,
+    /// `flops_to_target` ÷ the scratch path's.
+    pub ratio: Option<f64>,
+}
+
+/// What `thau bench grow` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrowBenchReport {
+    pub steps_before: u64,
+    pub steps_after: u64,
+    pub scratch_steps: u64,
+    pub params_age0: u64,
+    pub params_age1: u64,
+    pub tokens_per_step: u64,
+    /// The scratch run's final held-out loss: what every path must reach.
+    pub target_loss: f64,
+    pub paths: Vec<GrowPath>,
+}
+
+/// Runs `steps` steps of `t`, evaluating every `every` steps, extending `curve`.
+fn run_path(
+    t: &mut crate::model::train::Trainer,
+    steps: u64,
+    every: u64,
+    flops: &mut f64,
+    curve: &mut Vec<FlopsPoint>,
+    log: &mut dyn FnMut(&str),
+    name: &str,
+) -> Result<()> {
+    let per_step = 6.0
+        * t.config.param_count() as f64
+        * (t.state.options.batch_size * t.state.options.seq_len) as f64;
+    for i in 1..=steps {
+        t.step()?;
+        *flops += per_step;
+        if i % every == 0 || i == steps {
+            let ev = t.evaluate()?;
+            log(&format!(
+                "{name}: step {} held-out loss {:.4}",
+                t.state.step, ev.loss
+            ));
+            curve.push(FlopsPoint {
+                step: t.state.step,
+                flops: *flops,
+                heldout_loss: ev.loss,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// FLOPs at which `curve` first gets to `target`, interpolated linearly.
+fn flops_to(curve: &[FlopsPoint], target: f64) -> Option<f64> {
+    let i = curve.iter().position(|p| p.heldout_loss <= target)?;
+    if i == 0 {
+        return Some(curve[0].flops);
+    }
+    let (a, b) = (&curve[i - 1], &curve[i]);
+    let frac = (a.heldout_loss - target) / (a.heldout_loss - b.heldout_loss).max(1e-12);
+    Some(a.flops + frac * (b.flops - a.flops))
+}
+
+/// Growth against scratch on the shipped corpus: age 0 for `steps_before` steps, grown to
+/// age 1 and trained `steps_after` more, versus age 1 trained from scratch for
+/// `scratch_steps`; the FLOPs (6 × parameters × tokens) each path needs to reach the
+/// scratch run's final held-out loss, and their ratio.
+pub fn grow_bench(
+    root: &Path,
+    plan: &GrowPlan,
+    log: &mut dyn FnMut(&str),
+) -> Result<GrowBenchReport> {
+    use crate::model::data::Corpus;
+    use crate::model::growth::{grown_config, Placement};
+    use crate::model::train::{TrainOptions, Trainer};
+    let dev = Device::Cpu;
+    let corpus = Corpus::load(&root.join("data/corpus"))?;
+    let tok = ThauTokenizer::train(corpus.examples.iter().map(|e| e.text()), 8192)?;
+    let age0 = ModelConfig::for_age(0, tok.vocab_size(), 256)?;
+    let age1 = ModelConfig::for_age(1, tok.vocab_size(), 256)?;
+    let opts = |total| TrainOptions {
+        total_steps: total,
+        eval_batches: 8,
+        ..Default::default()
+    };
+    let tokens_per_step = (opts(0).batch_size * opts(0).seq_len) as u64;
+
+    let mut scratch = Trainer::new(
+        age1.clone(),
+        tok.clone(),
+        &corpus,
+        opts(plan.scratch_steps),
+        &dev,
+    )?;
+    let (mut flops, mut curve) = (0.0, Vec::new());
+    run_path(
+        &mut scratch,
+        plan.scratch_steps,
+        plan.eval_every,
+        &mut flops,
+        &mut curve,
+        log,
+        "scratch",
+    )?;
+    let target = curve.last().map_or(f64::NAN, |p| p.heldout_loss);
+    let scratch_flops = flops_to(&curve, target);
+    let mut paths = vec![GrowPath {
+        name: "scratch",
+        best_loss: curve
+            .iter()
+            .map(|p| p.heldout_loss)
+            .fold(f64::INFINITY, f64::min),
+        flops_to_target: scratch_flops,
+        ratio: Some(1.0),
+        curve,
+    }];
+    let placements: &[(&'static str, Placement)] = if plan.stack {
+        &[("grow", Placement::Interleave), ("stack", Placement::Stack)]
+    } else {
+        &[("grow", Placement::Interleave)]
+    };
+    for &(name, placement) in placements {
+        let mut t = Trainer::new(
+            age0.clone(),
+            tok.clone(),
+            &corpus,
+            opts(plan.steps_before + plan.steps_after),
+            &dev,
+        )?;
+        let (mut flops, mut curve) = (0.0, Vec::new());
+        run_path(
+            &mut t,
+            plan.steps_before,
+            plan.eval_every,
+            &mut flops,
+            &mut curve,
+            log,
+            name,
+        )?;
+        let mut g = t.grown(&grown_config(&age0, 1)?, placement, &corpus)?;
+        // The grown model's schedule ends with the path's budget.
+        g.state.options.total_steps = plan.steps_before + plan.steps_after;
+        run_path(
+            &mut g,
+            plan.steps_after,
+            plan.eval_every,
+            &mut flops,
+            &mut curve,
+            log,
+            name,
+        )?;
+        let reached = flops_to(&curve, target);
+        paths.push(GrowPath {
+            name,
+            best_loss: curve
+                .iter()
+                .map(|p| p.heldout_loss)
+                .fold(f64::INFINITY, f64::min),
+            ratio: reached.zip(scratch_flops).map(|(a, b)| a / b),
+            flops_to_target: reached,
+            curve,
+        });
+    }
+    Ok(GrowBenchReport {
+        steps_before: plan.steps_before,
+        steps_after: plan.steps_after,
+        scratch_steps: plan.scratch_steps,
+        params_age0: age0.param_count(),
+        params_age1: age1.param_count(),
+        tokens_per_step,
+        target_loss: target,
+        paths,
+    })
+}

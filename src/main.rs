@@ -100,6 +100,8 @@ enum PlacementArg {
     Interleave,
     /// Put new layers on top.
     End,
+    /// Copy existing layers into the new ones (not exact; for comparison).
+    Stack,
 }
 
 #[derive(Subcommand, Debug)]
@@ -193,12 +195,28 @@ struct BenchArgs {
     /// Skip the PyTorch reference.
     #[arg(long)]
     no_reference: bool,
+    /// grow: steps at age 0 before growing, and at age 1 after.
+    #[arg(long, default_value_t = 60)]
+    steps_before: u64,
+    #[arg(long, default_value_t = 60)]
+    steps_after: u64,
+    /// grow: steps of the age-1 model trained from scratch.
+    #[arg(long, default_value_t = 120)]
+    scratch_steps: u64,
+    /// grow: held-out evaluation every this many steps.
+    #[arg(long, default_value_t = 10)]
+    eval_every: u64,
+    /// grow: also run the (non-exact) stacking operator.
+    #[arg(long)]
+    stack: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum BenchKind {
     Train,
     Decode,
+    /// Growth 0 → 1 against training age 1 from scratch: FLOPs to the same held-out loss.
+    Grow,
 }
 
 #[derive(Subcommand, Debug)]
@@ -310,6 +328,7 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
             let placement = match args.placement {
                 PlacementArg::Interleave => Placement::Interleave,
                 PlacementArg::End => Placement::End,
+                PlacementArg::Stack => Placement::Stack,
             };
             let r = thau::commands::grow::grow(&home, args.to, placement)?;
             if json {
@@ -365,6 +384,22 @@ continue with: thau train --age {}",
                 }
                 BenchKind::Decode => {
                     thau::bench::decode_bench(&root, args.tokens, !args.no_reference)?
+                }
+                BenchKind::Grow => {
+                    let plan = thau::bench::GrowPlan {
+                        steps_before: args.steps_before,
+                        steps_after: args.steps_after,
+                        scratch_steps: args.scratch_steps,
+                        eval_every: args.eval_every.max(1),
+                        stack: args.stack,
+                    };
+                    let r = thau::bench::grow_bench(&root, &plan, &mut |line| eprintln!("{line}"))?;
+                    if json {
+                        print_json(&r);
+                    } else {
+                        print_grow_bench(&r);
+                    }
+                    return Ok(());
                 }
             };
             if json {
@@ -590,6 +625,29 @@ fn print_bench(r: &thau::bench::BenchReport) {
             println!("ratio thau / reference: {x:.2}x");
         }
         _ => println!("reference {}", r.reference),
+    }
+}
+
+fn print_grow_bench(r: &thau::bench::GrowBenchReport) {
+    println!(
+        "age 0 ({} parameters) for {} steps, grown to age 1 ({} parameters) for {} more, vs age 1 from scratch for {} steps",
+        group(r.params_age0), r.steps_before, group(r.params_age1), r.steps_after, r.scratch_steps
+    );
+    println!(
+        "target: the scratch run's final held-out loss {:.4}",
+        r.target_loss
+    );
+    for p in &r.paths {
+        match (p.flops_to_target, p.ratio) {
+            (Some(f), Some(x)) => println!(
+                "  {:<8} reaches it at {:.3e} FLOPs: {:.2}x the scratch FLOPs",
+                p.name, f, x
+            ),
+            _ => println!(
+                "  {:<8} does not reach it within its budget (best {:.4})",
+                p.name, p.best_loss
+            ),
+        }
     }
 }
 

@@ -13,6 +13,9 @@
 //! - new layers: attn_output and ffn_down zero, an exact identity in a pre-norm block,
 //!   inserted where [`Placement`] says;
 //! - AdamW moments: zero-extended in the same layout ([`grow_moments`]).
+//!
+//! [`Placement::Stack`] instead copies existing layers into the new ones (the "stacking"
+//! operator of the literature): not function-preserving, offered for comparison.
 
 use std::collections::HashMap;
 
@@ -40,6 +43,9 @@ pub enum Placement {
     Interleave,
     /// All on top of the old layers.
     End,
+    /// Spread like `Interleave`, but each new layer is a copy of the layer below it
+    /// ("stacking"): not exact, kept for comparison.
+    Stack,
 }
 
 /// For every layer of the grown model, the old layer it continues (`None`: new).
@@ -47,7 +53,7 @@ pub fn layer_map(old: usize, new: usize, placement: Placement) -> Vec<Option<usi
     let added = new.saturating_sub(old);
     match placement {
         Placement::End => (0..new).map(|i| (i < old).then_some(i)).collect(),
-        Placement::Interleave => {
+        Placement::Interleave | Placement::Stack => {
             // After old layer i come the new layers numbered floor((i+1)·added/old) − floor(i·added/old).
             let mut out = Vec::with_capacity(new);
             for i in 0..old {
@@ -203,7 +209,12 @@ pub fn grow(
                 let idx: usize = idx
                     .parse()
                     .map_err(|_| ModelError::Config(format!("bad weight name {name}")))?;
-                map[idx].map(|old| format!("blk.{old}.{role}"))
+                let old = match placement {
+                    // Stacking copies the nearest old layer below a new one.
+                    Placement::Stack => map[..=idx].iter().rev().find_map(|l| *l),
+                    _ => map[idx],
+                };
+                old.map(|old| format!("blk.{old}.{role}"))
             }
             None => Some(name.clone()),
         };
