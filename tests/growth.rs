@@ -186,3 +186,44 @@ fn training_continues_after_growth_without_a_spike() {
         "the grown model keeps learning: {last} vs {recent}"
     );
 }
+
+#[test]
+fn probe_accuracy_is_measured_by_answering() {
+    use thau::model::policy::probe_accuracy;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("qa.jsonl"),
+        "{\"question\":\"¿Dónde sale el sol?\",\"answer\":\"Por el este.\"}\n{\"question\":\"Where does the sun set?\",\"answer\":\"In the west.\"}\n",
+    )
+    .unwrap();
+    let corpus = Corpus::load(dir.path()).unwrap();
+    let probes = Corpus::probes(&corpus.examples);
+    assert_eq!(probes.len(), 2);
+    let tok = ThauTokenizer::train(corpus.examples.iter().map(|e| e.text()), 300).unwrap();
+    let mut cfg = ModelConfig::tiny(tok.vocab_size());
+    cfg.max_seq_len = 64;
+    let opts = TrainOptions {
+        batch_size: 2,
+        seq_len: 32,
+        lr: 1e-2,
+        warmup: 5,
+        total_steps: 200,
+        heldout: 0.0,
+        seed: 1,
+        ..Default::default()
+    };
+    let mut t = Trainer::new(cfg, tok.clone(), &corpus, opts, &Device::Cpu).unwrap();
+    let before = probe_accuracy(t.model(), &tok, &probes, 8).unwrap();
+    for _ in 0..200 {
+        t.step().unwrap();
+    }
+    let after = probe_accuracy(t.model(), &tok, &probes, 8).unwrap();
+    assert!(
+        before.token_f1 < 0.5,
+        "an untrained model does not know: {before:?}"
+    );
+    assert!(
+        after.token_f1 > 0.9 && after.exact_match > 0.9,
+        "a memorised answer is found: {after:?}"
+    );
+}

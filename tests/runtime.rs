@@ -200,3 +200,39 @@ fn init_is_idempotent_and_config_errors_exit_with_usage_code() {
         "{err}"
     );
 }
+
+#[actix::test]
+async fn the_learner_applies_the_growth_policy_from_its_agent_file() {
+    use thau::actors::learner::ShouldGrow;
+    use thau::model::policy::Decision;
+    let (_d, home) = fresh_home();
+    let rt = Runtime::start(home.clone(), ThauConfig::default()).unwrap();
+    let learner = rt.addrs.learner.clone().unwrap();
+    let flat: Vec<f64> = std::iter::repeat_n(4.0, 10).collect();
+    let ask = |examples, accuracy| ShouldGrow {
+        age: 0,
+        heldout: flat.clone(),
+        examples_seen: examples,
+        probe_accuracy: accuracy,
+    };
+    let grow = learner.send(ask(50_000, Some(0.5))).await.unwrap().unwrap();
+    assert!(matches!(grow, Decision::Grow { .. }), "{grow:?}");
+    // Age 0 needs 20000 examples and F1 0.30 in agents/learner.toml.
+    let stay = learner.send(ask(50_000, Some(0.2))).await.unwrap().unwrap();
+    assert!(matches!(stay, Decision::Stay { .. }), "{stay:?}");
+    rt.shutdown().await;
+
+    std::fs::write(
+        home.agents().join("learner.toml"),
+        "[params]\nplateau_window = \"five\"\n",
+    )
+    .unwrap();
+    let err = Runtime::start(home, ThauConfig::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("learner.toml") && err.contains("plateau_window"),
+        "{err}"
+    );
+}

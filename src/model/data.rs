@@ -139,6 +139,26 @@ impl Corpus {
         Ok(())
     }
 
+    /// Question/answer probes (a user turn followed by an assistant turn) among `examples`:
+    /// the held-out ones measure what the model can answer.
+    pub fn probes(examples: &[Example]) -> Vec<super::policy::Probe> {
+        examples
+            .iter()
+            .filter_map(|e| match e {
+                Example::Chat(ms) => match ms.as_slice() {
+                    [q, a, ..] if q.role == Role::User && a.role == Role::Assistant => {
+                        Some(super::policy::Probe {
+                            question: q.content.clone(),
+                            answer: a.content.clone(),
+                        })
+                    }
+                    _ => None,
+                },
+                Example::Text(_) => None,
+            })
+            .collect()
+    }
+
     /// Splits into (train, held-out) by a stable hash of each example.
     pub fn split(&self, heldout: f64) -> (Vec<Example>, Vec<Example>) {
         let cut = (heldout.clamp(0.0, 1.0) * 10_000.0) as u64;

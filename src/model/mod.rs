@@ -10,7 +10,8 @@
 //! - [`checkpoint`]: atomic checkpoints under `checkpoints/age_N/`;
 //! - [`train`]: the [`Trainer`](train::Trainer) loop with evaluation and resume;
 //! - [`generate`]: sampling with a KV cache, streaming and scoring;
-//! - [`growth`]: exact, function-preserving growth from one age to the next.
+//! - [`growth`]: exact, function-preserving growth from one age to the next;
+//! - [`policy`]: when to grow (loss plateau, examples seen, probe accuracy).
 
 pub mod checkpoint;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod generate;
 pub mod growth;
 pub mod ops;
 pub mod optim;
+pub mod policy;
 pub mod tokenizer;
 pub mod train;
 pub mod transformer;

@@ -114,12 +114,18 @@ impl Runtime {
             None
         };
         let specs = load_agents(dir.as_deref())?;
+        // Actors' own parameters are read here so a typo fails the start, not a request.
         if let Some(spec) = specs.get(&ActorKind::Inference) {
-            // Sampling defaults are read here so a typo fails the start, not a request.
             spec.params
                 .clone()
                 .try_into::<crate::model::generate::SamplingParams>()
                 .map_err(|e| ThauError::Invalid(format!("agents/inference.toml [params]: {e}")))?;
+        }
+        if let Some(spec) = specs.get(&ActorKind::Learner) {
+            spec.params
+                .clone()
+                .try_into::<crate::model::policy::GrowthPolicy>()
+                .map_err(|e| ThauError::Invalid(format!("agents/learner.toml [params]: {e}")))?;
         }
         let events = EventBus::new();
         let mut rt = Runtime {
