@@ -11,6 +11,7 @@ pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod fsutil;
 pub mod home;
 pub mod model;

@@ -78,9 +78,59 @@ enum Command {
     Generate(GenerateArgs),
     /// Speed benchmarks against the PyTorch reference (bench/torch_reference.py).
     Bench(BenchArgs),
+    /// Export the model for llama.cpp and Ollama.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// Grow the newest model to an older age, exactly (the grown model computes the same
     /// function); `thau train --age AGE` then continues from it.
     Grow(GrowArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ExportCommand {
+    /// Write a GGUF file (architecture `llama`) with the tokenizer and chat template.
+    Gguf {
+        /// Export the newest checkpoint of this age (default: the newest of all).
+        #[arg(long, conflicts_with = "checkpoint")]
+        age: Option<u32>,
+        /// Export this checkpoint directory.
+        #[arg(long, value_name = "DIR")]
+        checkpoint: Option<PathBuf>,
+        /// Weight format (norm gains stay f32; q4_k falls back to q4_0 per tensor when a
+        /// dimension is not a multiple of 256).
+        #[arg(long = "type", value_enum, default_value_t = GgufType::F16)]
+        weight_type: GgufType,
+        /// Output file.
+        #[arg(short, long, value_name = "FILE.gguf")]
+        output: PathBuf,
+        /// Load the file back with candle-transformers' quantized_llama and compare its
+        /// logits with the native model's.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Write an Ollama Modelfile for an exported GGUF file.
+    Modelfile {
+        /// The GGUF file, relative to the Modelfile.
+        #[arg(long, value_name = "FILE.gguf", default_value = "thau.gguf")]
+        gguf: String,
+        /// Output file (default: standard output).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum GgufType {
+    F32,
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
+    #[value(name = "q4_k")]
+    Q4K,
 }
 
 #[derive(Args, Debug)]
@@ -323,6 +373,88 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
             Ok(())
         }
         Command::Train(args) => cli_train(&home, &config, args, json),
+        Command::Export {
+            command:
+                ExportCommand::Gguf {
+                    age,
+                    checkpoint,
+                    weight_type,
+                    output,
+                    verify,
+                },
+        } => {
+            use thau::export::ExportType;
+            use thau::model::checkpoint as ckpt;
+            let dir = match (checkpoint, age) {
+                (Some(d), _) => d,
+                (None, Some(a)) => ckpt::latest(&home.age_checkpoint(a))?
+                    .ok_or_else(|| ThauError::Invalid(format!("no checkpoint of age {a}")))?,
+                (None, None) => ckpt::newest(&home.checkpoints())?.ok_or_else(|| {
+                    ThauError::Invalid("no checkpoint yet: run `thau train` first".into())
+                })?,
+            };
+            let ck = ckpt::load(&dir, &candle_core::Device::Cpu, false)?;
+            let ty = match weight_type {
+                GgufType::F32 => ExportType::F32,
+                GgufType::F16 => ExportType::F16,
+                GgufType::Q8_0 => ExportType::Q8_0,
+                GgufType::Q4_0 => ExportType::Q4_0,
+                GgufType::Q4K => ExportType::Q4K,
+            };
+            let report = thau::export::export_gguf(&ck, ty, &output)?;
+            let check = if verify {
+                Some(thau::export::verify(
+                    &ck,
+                    &output,
+                    &thau::export::VERIFY_TEXTS,
+                )?)
+            } else {
+                None
+            };
+            if json {
+                print_json(&serde_json::json!({ "export": report, "verify": check }));
+            } else {
+                println!(
+                    "wrote {} ({} bytes, {} tensors, {:?}) from {}",
+                    report.path.display(),
+                    group(report.bytes),
+                    report.tensors,
+                    report.weight_type,
+                    dir.display()
+                );
+                if !report.fallbacks.is_empty() {
+                    println!(
+                        "{} tensors written as q4_0 (a dimension is not a multiple of 256): {}",
+                        report.fallbacks.len(),
+                        report.fallbacks.join(", ")
+                    );
+                }
+                if let Some(v) = check {
+                    println!(
+                        "verified with quantized_llama: {} positions, greedy agreement {:.1}%, max |logit difference| {:.2e}",
+                        v.positions,
+                        100.0 * v.greedy_agreement,
+                        v.max_abs_logit_diff
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Export {
+            command: ExportCommand::Modelfile { gguf, output },
+        } => {
+            let text = thau::export::modelfile(&gguf)?;
+            match output {
+                Some(p) => {
+                    thau::fsutil::atomic_write(&p, text.as_bytes())?;
+                    if !json {
+                        println!("wrote {}", p.display());
+                    }
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
         Command::Grow(args) => {
             use thau::model::growth::Placement;
             let placement = match args.placement {
