@@ -309,3 +309,32 @@ pub fn verify(ck: &Checkpoint, gguf: &Path, texts: &[&str]) -> Result<VerifyRepo
         max_abs_logit_diff: max_diff,
     })
 }
+
+/// Greedy tokens generated after each reference text by [`reference`].
+pub const REFERENCE_NEW_TOKENS: usize = 16;
+
+/// The native model's logits at every position of each text, and its greedy
+/// continuation: what `bench/llamacpp_compare.py` compares llama.cpp against.
+pub fn reference(ck: &Checkpoint, texts: &[&str]) -> Result<serde_json::Value> {
+    use crate::model::generate::{generate, SamplingParams};
+    let dev = candle_core::Device::Cpu;
+    let model = crate::model::transformer::from_tensors(ck.weights.clone(), &ck.config, &dev)?;
+    let greedy = SamplingParams {
+        max_new_tokens: REFERENCE_NEW_TOKENS,
+        temperature: 0.0,
+        repetition_penalty: 1.0,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for text in texts {
+        let mut ids = ck.tokenizer.encode(text)?;
+        ids.truncate(ck.config.max_seq_len - REFERENCE_NEW_TOKENS);
+        let x = Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?;
+        let logits: Vec<Vec<f32>> = model.forward(&x, None)?.squeeze(0)?.to_vec2()?;
+        let g = generate(&model, &ck.tokenizer, &ids, &greedy, &[], &mut |_| true)?;
+        out.push(
+            serde_json::json!({ "text": text, "ids": ids, "logits": logits, "greedy": g.ids }),
+        );
+    }
+    Ok(serde_json::json!({ "new_tokens": REFERENCE_NEW_TOKENS, "texts": out }))
+}

@@ -109,6 +109,10 @@ enum ExportCommand {
         /// logits with the native model's.
         #[arg(long)]
         verify: bool,
+        /// Also write the native model's logits and greedy continuations of a few fixed
+        /// texts (what bench/llamacpp_compare.py compares llama.cpp against).
+        #[arg(long, value_name = "FILE.json")]
+        reference: Option<PathBuf>,
     },
     /// Write an Ollama Modelfile for an exported GGUF file.
     Modelfile {
@@ -381,6 +385,7 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
                     weight_type,
                     output,
                     verify,
+                    reference,
                 },
         } => {
             use thau::export::ExportType;
@@ -402,6 +407,12 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
                 GgufType::Q4K => ExportType::Q4K,
             };
             let report = thau::export::export_gguf(&ck, ty, &output)?;
+            if let Some(path) = &reference {
+                let r = thau::export::reference(&ck, &thau::export::VERIFY_TEXTS)?;
+                let bytes =
+                    serde_json::to_vec(&r).map_err(|e| ThauError::Invalid(e.to_string()))?;
+                thau::fsutil::atomic_write(path, &bytes)?;
+            }
             let check = if verify {
                 Some(thau::export::verify(
                     &ck,
