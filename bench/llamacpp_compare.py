@@ -15,6 +15,10 @@ For each reference text it feeds THAU's token ids to llama.cpp, compares the log
 every position (max |difference|, greedy agreement) and the greedy continuation, checks
 that llama.cpp's own tokenizer gives the same ids, and prints one JSON line. Exit code 3
 when llama_cpp is not installed.
+
+Weight repacking into llama.cpp's extra buffer types (AMX tiles on this machine's Xeon)
+is turned off: here the AMX path crashes on quantized files (the sandbox does not grant
+the AMX tile state), and repacking changes speed, not results.
 """
 
 import json
@@ -28,6 +32,16 @@ def main(gguf_path, ref_path):
     except ImportError as e:
         print(json.dumps({"error": f"{e} (see the docstring to install llama-cpp-python)"}))
         return 3
+    import llama_cpp.llama_cpp as low
+
+    default_params = low.llama_model_default_params
+
+    def params_without_repacking():
+        p = default_params()
+        p.use_extra_bufts = False
+        return p
+
+    low.llama_model_default_params = params_without_repacking
     ref = json.load(open(ref_path))
     llm = Llama(model_path=gguf_path, n_ctx=256, n_threads=2, logits_all=True, verbose=False)
     report = {"texts": [], "positions": 0, "agree": 0, "max_abs_logit_diff": 0.0,
