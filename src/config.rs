@@ -44,6 +44,9 @@ pub struct ModelSection {
     pub vocab_size: usize,
     /// Longest sequence the model attends over.
     pub context_length: usize,
+    /// A `llama`-architecture GGUF file for the Inference actor to serve instead of the
+    /// newest checkpoint (empty: serve the checkpoint).
+    pub gguf: String,
 }
 
 /// Where the runtime finds its settings folders. Empty means "inside the data directory,
@@ -80,6 +83,7 @@ impl Default for ModelSection {
             age: 0,
             vocab_size: 8192,
             context_length: 256,
+            gguf: String::new(),
         }
     }
 }

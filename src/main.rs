@@ -233,6 +233,10 @@ struct GenerateArgs {
     repetition_penalty: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Chat with a `llama`-architecture GGUF file instead of the newest checkpoint
+    /// (THAU's export, or e.g. TinyLlama with its tokenizer.json beside it).
+    #[arg(long, value_name = "FILE.gguf")]
+    gguf: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -683,9 +687,12 @@ fn cli_train(home: &Home, config: &ThauConfig, a: TrainArgs, json: bool) -> Resu
 }
 
 /// `thau generate`: asks the Inference actor, printing text as it streams in.
-fn cli_generate(home: Home, config: ThauConfig, a: GenerateArgs, json: bool) -> Result<()> {
+fn cli_generate(home: Home, mut config: ThauConfig, a: GenerateArgs, json: bool) -> Result<()> {
     use thau::actors::inference::{Generate, Prompt};
     use thau::model::tokenizer::{Message, Role};
+    if let Some(g) = &a.gguf {
+        config.model.gguf = g.display().to_string();
+    }
     with_runtime(home, config, move |rt| async move {
         let inference = rt.addrs.inference.clone().ok_or_else(|| {
             ThauError::Invalid("the inference actor is disabled in agents/".into())

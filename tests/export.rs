@@ -176,3 +176,65 @@ fn the_pypi_gguf_reader_finds_every_key_and_tensor() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["tensors"], 2 + 9 * ck.config.n_layers + 1);
 }
+
+/// The Inference actor chats with an exported GGUF file: the chat template embedded in
+/// the file gives THAU's own prompt tokens, and greedy answers match the native model's.
+#[actix::test]
+async fn the_inference_actor_chats_with_a_gguf_file() {
+    use thau::actors::inference::{Generate, Prompt};
+    use thau::model::generate::{generate, SamplingParams};
+    use thau::model::gguf::GgufModel;
+    use thau::model::tokenizer::{Message, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let ck = trained(dir.path());
+    let path = dir.path().join("thau.gguf");
+    export_gguf(&ck, ExportType::F32, &path).unwrap();
+
+    let msgs = vec![Message::new(Role::User, "El gato 4 duerme")];
+    let mut g = GgufModel::load(&path).unwrap();
+    let want_prompt = ck.tokenizer.chat_prompt(&msgs).unwrap();
+    assert_eq!(
+        g.chat_prompt(&msgs).unwrap(),
+        want_prompt,
+        "the embedded chat template renders THAU's format"
+    );
+    let greedy = SamplingParams {
+        max_new_tokens: 10,
+        temperature: 0.0,
+        repetition_penalty: 1.0,
+        ..Default::default()
+    };
+    let native_model =
+        thau::model::transformer::from_tensors(ck.weights.clone(), &ck.config, &Device::Cpu)
+            .unwrap();
+    let native = generate(
+        &native_model,
+        &ck.tokenizer,
+        &want_prompt,
+        &greedy,
+        &[ck.tokenizer.special.eot],
+        &mut |_| true,
+    )
+    .unwrap();
+    let from_file = g.generate(&want_prompt, &greedy, &mut |_| true).unwrap();
+    assert_eq!(from_file.ids, native.ids);
+
+    let home = thau::home::Home::new(dir.path().join("home"));
+    home.init().unwrap();
+    let mut config = thau::config::ThauConfig::default();
+    config.model.gguf = path.display().to_string();
+    let rt = thau::runtime::Runtime::start(home, config).unwrap();
+    let inference = rt.addrs.inference.clone().unwrap();
+    let reply = inference
+        .send(Generate {
+            prompt: Prompt::Chat(msgs),
+            params: Some(greedy),
+            stream: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.ids, native.ids);
+    assert!(rt.ping("inference").await.unwrap().note.contains("gguf"));
+    rt.shutdown().await;
+}

@@ -1,7 +1,8 @@
-//! Inference: the one owner of the THAU model. Serves [`Generate`] (sampling with
-//! optional token streaming) and [`Score`] (per-token log-probabilities of a given
-//! continuation) to the other actors and the front ends, and [`Reload`]s the newest
-//! checkpoint on request. Runs on a sync arbiter: decoding is CPU-heavy and must never
+//! Inference: the one owner of the model. Serves [`Generate`] (sampling with optional
+//! token streaming) and [`Score`] (per-token log-probabilities of a given continuation) to
+//! the other actors and the front ends, and [`Reload`]s on request. It serves the newest
+//! THAU checkpoint, or — when `model.gguf` is configured — a `llama`-architecture GGUF
+//! file (THAU's export, or a model such as TinyLlama) through `quantized_llama`. Runs on a sync arbiter: decoding is CPU-heavy and must never
 //! block the async arbiters that serve I/O.
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
 use crate::model::checkpoint;
 use crate::model::generate::{generate, score, Generation, SamplingParams};
+use crate::model::gguf::GgufModel;
 use crate::model::tokenizer::{Message as ChatMessage, ThauTokenizer};
 use crate::model::transformer::{from_tensors, Thau};
 use crate::runtime::agents::AgentSpec;
@@ -59,14 +61,29 @@ pub struct Reload;
 /// The model the actor serves.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
+    /// Checkpoint directory or GGUF file.
     pub checkpoint: PathBuf,
-    pub age: u32,
-    pub params: u64,
+    /// `thau` (a native checkpoint) or `gguf`.
+    pub format: &'static str,
+    /// Age and parameters of a native checkpoint.
+    pub age: Option<u32>,
+    pub params: Option<u64>,
+}
+
+/// What serves the requests.
+enum Backend {
+    Native(Box<Native>),
+    Gguf(Box<GgufModel>),
+}
+
+/// A native THAU checkpoint in memory.
+struct Native {
+    model: Thau,
+    tokenizer: ThauTokenizer,
 }
 
 struct Loaded {
-    model: Thau,
-    tokenizer: ThauTokenizer,
+    backend: Backend,
     info: ModelInfo,
 }
 
@@ -74,14 +91,21 @@ struct Loaded {
 pub struct Inference {
     base: ActorBase,
     checkpoints: PathBuf,
+    gguf: Option<PathBuf>,
     defaults: SamplingParams,
     loaded: Option<Loaded>,
     load_error: Option<String>,
 }
 
 impl Inference {
-    /// Creates the actor and loads the newest checkpoint under `<home>/checkpoints`.
-    pub fn new(base: ActorBase, spec: &AgentSpec, checkpoints: PathBuf) -> Self {
+    /// Creates the actor and loads `gguf` if given, else the newest checkpoint under
+    /// `<home>/checkpoints`.
+    pub fn new(
+        base: ActorBase,
+        spec: &AgentSpec,
+        checkpoints: PathBuf,
+        gguf: Option<PathBuf>,
+    ) -> Self {
         // Validated by `Runtime::start`, so the fallback only guards direct construction.
         let defaults = spec
             .params
@@ -91,6 +115,7 @@ impl Inference {
         let mut me = Inference {
             base,
             checkpoints,
+            gguf,
             defaults,
             loaded: None,
             load_error: None,
@@ -102,36 +127,60 @@ impl Inference {
     }
 
     fn reload(&mut self) -> Result<ModelInfo, ActorError> {
-        let dir = checkpoint::newest(&self.checkpoints)
-            .map_err(|e| ActorError::Failed(e.to_string()))?
-            .ok_or_else(|| {
-                ActorError::Unavailable("no model loaded: train one with `thau train`".into())
-            })?;
-        let ck = checkpoint::load(&dir, &candle_core::Device::Cpu, false)
-            .map_err(|e| ActorError::Failed(e.to_string()))?;
-        let info = ModelInfo {
-            checkpoint: dir,
-            age: ck.config.age,
-            params: ck.config.param_count(),
+        let failed = |e: crate::model::ModelError| ActorError::Failed(e.to_string());
+        let loaded = match &self.gguf {
+            Some(path) => {
+                let m = GgufModel::load(path).map_err(failed)?;
+                let info = ModelInfo {
+                    checkpoint: path.clone(),
+                    format: "gguf",
+                    age: None,
+                    params: None,
+                };
+                Loaded {
+                    backend: Backend::Gguf(Box::new(m)),
+                    info,
+                }
+            }
+            None => {
+                let dir = checkpoint::newest(&self.checkpoints)
+                    .map_err(failed)?
+                    .ok_or_else(|| {
+                        ActorError::Unavailable(
+                            "no model loaded: train one with `thau train`".into(),
+                        )
+                    })?;
+                let ck =
+                    checkpoint::load(&dir, &candle_core::Device::Cpu, false).map_err(failed)?;
+                let info = ModelInfo {
+                    checkpoint: dir,
+                    format: "thau",
+                    age: Some(ck.config.age),
+                    params: Some(ck.config.param_count()),
+                };
+                let model = from_tensors(ck.weights, &ck.config, &candle_core::Device::Cpu)
+                    .map_err(failed)?;
+                Loaded {
+                    backend: Backend::Native(Box::new(Native {
+                        model,
+                        tokenizer: ck.tokenizer,
+                    })),
+                    info,
+                }
+            }
         };
-        let model = from_tensors(ck.weights, &ck.config, &candle_core::Device::Cpu)
-            .map_err(|e| ActorError::Failed(e.to_string()))?;
-        tracing::info!(actor = self.base.name, checkpoint = %info.checkpoint.display(), "model loaded");
-        self.loaded = Some(Loaded {
-            model,
-            tokenizer: ck.tokenizer,
-            info: info.clone(),
-        });
+        tracing::info!(actor = self.base.name, model = %loaded.info.checkpoint.display(), "model loaded");
+        let info = loaded.info.clone();
+        self.loaded = Some(loaded);
         self.load_error = None;
         Ok(info)
     }
 
-    fn loaded(&self) -> Result<&Loaded, ActorError> {
-        self.loaded.as_ref().ok_or_else(|| {
+    fn loaded(&mut self) -> Result<&mut Loaded, ActorError> {
+        let err = self.load_error.clone();
+        self.loaded.as_mut().ok_or_else(|| {
             ActorError::Unavailable(
-                self.load_error
-                    .clone()
-                    .unwrap_or_else(|| "no model loaded: train one with `thau train`".into()),
+                err.unwrap_or_else(|| "no model loaded: train one with `thau train`".into()),
             )
         })
     }
@@ -155,12 +204,17 @@ impl ThauActor for Inference {
     }
     fn note(&self) -> String {
         match (&self.loaded, &self.load_error) {
-            (Some(l), _) => format!(
-                "serving age {} ({} parameters) from {}",
-                l.info.age,
-                l.info.params,
-                l.info.checkpoint.display()
-            ),
+            (Some(l), _) => match (l.info.age, l.info.params) {
+                (Some(age), Some(p)) => format!(
+                    "serving age {age} ({p} parameters) from {}",
+                    l.info.checkpoint.display()
+                ),
+                _ => format!(
+                    "serving {} ({})",
+                    l.info.checkpoint.display(),
+                    l.info.format
+                ),
+            },
             (None, Some(e)) => e.clone(),
             (None, None) => "no model loaded".into(),
         }
@@ -176,17 +230,39 @@ impl Handler<Generate> for Inference {
     type Result = Result<Generation, ActorError>;
     fn handle(&mut self, msg: Generate, ctx: &mut SyncContext<Self>) -> Self::Result {
         guarded(self, ctx, "Generate", |me| {
-            let l = me.loaded()?;
             let params = msg.params.unwrap_or_else(|| me.defaults.clone());
-            let ids = prompt_ids(&l.tokenizer, &msg.prompt)?;
-            let stop = [l.tokenizer.special.eot];
             let mut on_text = |s: &str| match &msg.stream {
                 // A closed stream means the client went away: stop generating.
                 Some(tx) => tx.send(s.to_string()).is_ok(),
                 None => true,
             };
-            generate(&l.model, &l.tokenizer, &ids, &params, &stop, &mut on_text)
-                .map_err(|e| ActorError::BadRequest(e.to_string()))
+            let bad = |e: crate::model::ModelError| ActorError::BadRequest(e.to_string());
+            match &mut me.loaded()?.backend {
+                Backend::Native(n) => {
+                    let (model, tokenizer) = (&n.model, &n.tokenizer);
+                    let ids = prompt_ids(tokenizer, &msg.prompt)?;
+                    generate(
+                        model,
+                        tokenizer,
+                        &ids,
+                        &params,
+                        &[tokenizer.special.eot],
+                        &mut on_text,
+                    )
+                    .map_err(bad)
+                }
+                Backend::Gguf(m) => {
+                    let ids = match &msg.prompt {
+                        Prompt::Text(t) => m.encode(t),
+                        Prompt::Chat(ms) => m.chat_prompt(ms),
+                    }
+                    .map_err(bad)?;
+                    if ids.is_empty() {
+                        return Err(ActorError::BadRequest("empty prompt".into()));
+                    }
+                    m.generate(&ids, &params, &mut on_text).map_err(bad)
+                }
+            }
         })
     }
 }
@@ -195,14 +271,18 @@ impl Handler<Score> for Inference {
     type Result = Result<Scored, ActorError>;
     fn handle(&mut self, msg: Score, ctx: &mut SyncContext<Self>) -> Self::Result {
         guarded(self, ctx, "Score", |me| {
-            let l = me.loaded()?;
-            let ids = prompt_ids(&l.tokenizer, &msg.prompt)?;
-            let cont = l
-                .tokenizer
+            let Backend::Native(n) = &me.loaded()?.backend else {
+                return Err(ActorError::Unavailable(
+                    "scoring needs a native THAU checkpoint, not a GGUF file".into(),
+                ));
+            };
+            let (model, tokenizer) = (&n.model, &n.tokenizer);
+            let ids = prompt_ids(tokenizer, &msg.prompt)?;
+            let cont = tokenizer
                 .encode(&msg.continuation)
                 .map_err(|e| ActorError::BadRequest(e.to_string()))?;
             let logprobs =
-                score(&l.model, &ids, &cont).map_err(|e| ActorError::BadRequest(e.to_string()))?;
+                score(model, &ids, &cont).map_err(|e| ActorError::BadRequest(e.to_string()))?;
             let mean_nll = -logprobs.iter().sum::<f32>() / logprobs.len().max(1) as f32;
             Ok(Scored { logprobs, mean_nll })
         })

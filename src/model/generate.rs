@@ -135,9 +135,46 @@ fn sample(logits: &[f32], params: &SamplingParams, history: &[u32], rng: &mut Ch
     idx[keep - 1] as u32
 }
 
-/// Continues `prompt` (token ids). `on_text` receives each new piece of decoded text as it
-/// is produced and returns `false` to stop. Stops at any of `stop` tokens (not included
-/// in the output).
+/// A model that gives next-token logits one chunk of tokens at a time, keeping its own
+/// cache of the positions it has seen: the native [`Thau`] ([`NativeDecoder`]) or a GGUF
+/// model (`model::gguf`).
+pub trait Decoder {
+    /// Longest sequence the model attends over.
+    fn context(&self) -> usize;
+    /// Logits (f32, `[V]`) of the position after `ids`, which continue the positions
+    /// seen so far (the first call starts a new sequence).
+    fn next_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>>;
+}
+
+/// [`Thau`] with its KV cache.
+pub struct NativeDecoder<'a> {
+    model: &'a Thau,
+    cache: KvCache,
+}
+
+impl<'a> NativeDecoder<'a> {
+    pub fn new(model: &'a Thau) -> Self {
+        NativeDecoder {
+            model,
+            cache: KvCache::new(model.cfg.n_layers),
+        }
+    }
+}
+
+impl Decoder for NativeDecoder<'_> {
+    fn context(&self) -> usize {
+        self.model.cfg.max_seq_len
+    }
+    fn next_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let x = Tensor::new(ids, self.model.device())?.unsqueeze(0)?; // [1, T]
+        let logits = self.model.forward_last(&x, Some(&mut self.cache))?; // [1, V]
+        Ok(logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1()?)
+    }
+}
+
+/// Continues `prompt` (token ids) with the native model. `on_text` receives each new piece
+/// of decoded text as it is produced and returns `false` to stop. Stops at any of `stop`
+/// tokens (not included in the output).
 pub fn generate(
     model: &Thau,
     tok: &ThauTokenizer,
@@ -146,8 +183,27 @@ pub fn generate(
     stop: &[u32],
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation> {
+    generate_with(
+        &mut NativeDecoder::new(model),
+        &|ids| tok.decode(ids),
+        prompt,
+        params,
+        stop,
+        on_text,
+    )
+}
+
+/// [`generate`] for any [`Decoder`], with `decode` turning ids into text.
+pub fn generate_with(
+    dec: &mut dyn Decoder,
+    decode: &dyn Fn(&[u32]) -> Result<String>,
+    prompt: &[u32],
+    params: &SamplingParams,
+    stop: &[u32],
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<Generation> {
     params.validate()?;
-    let ctx = model.cfg.max_seq_len;
+    let ctx = dec.context();
     if prompt.is_empty() {
         return Err(ModelError::Data("empty prompt".into()));
     }
@@ -155,15 +211,15 @@ pub fn generate(
     let room = params.max_new_tokens.min(ctx / 2).max(1);
     let prompt = &prompt[prompt.len().saturating_sub(ctx - room)..];
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    let mut cache = KvCache::new(model.cfg.n_layers);
     let mut history: Vec<u32> = prompt.to_vec();
     let mut out: Vec<u32> = Vec::new();
     let mut emitted = String::new();
-    let mut input = Tensor::new(prompt, model.device())?.unsqueeze(0)?; // [1, T]
+    let mut input: Vec<u32> = prompt.to_vec();
+    let mut seen = 0;
     let mut reason = StopReason::Length;
-    while out.len() < params.max_new_tokens && cache.len() + input.dim(1)? <= ctx {
-        let logits = model.forward_last(&input, Some(&mut cache))?; // [1, V]
-        let logits: Vec<f32> = logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1()?;
+    while out.len() < params.max_new_tokens && seen + input.len() <= ctx {
+        let logits = dec.next_logits(&input)?;
+        seen += input.len();
         let next = sample(&logits, params, &history, &mut rng);
         if stop.contains(&next) {
             reason = StopReason::Stop;
@@ -173,7 +229,7 @@ pub fn generate(
         history.push(next);
         // Decode the whole answer and emit what is new, holding back an incomplete
         // UTF-8 sequence (byte-level tokens can split a character).
-        let text = tok.decode(&out)?;
+        let text = decode(&out)?;
         if !text.ends_with('\u{FFFD}')
             && text.len() > emitted.len()
             && text.starts_with(emitted.as_str())
@@ -186,9 +242,9 @@ pub fn generate(
             }
             emitted = text;
         }
-        input = Tensor::new(&[next], model.device())?.unsqueeze(0)?; // [1, 1]
+        input = vec![next];
     }
-    let text = tok.decode(&out)?;
+    let text = decode(&out)?;
     if reason != StopReason::Cancelled
         && text.len() > emitted.len()
         && text.starts_with(emitted.as_str())

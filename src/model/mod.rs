@@ -10,6 +10,7 @@
 //! - [`checkpoint`]: atomic checkpoints under `checkpoints/age_N/`;
 //! - [`train`]: the [`Trainer`](train::Trainer) loop with evaluation and resume;
 //! - [`generate`]: sampling with a KV cache, streaming and scoring;
+//! - [`gguf`]: chat with a `llama`-architecture GGUF file (our export or another model);
 //! - [`growth`]: exact, function-preserving growth from one age to the next;
 //! - [`policy`]: when to grow (loss plateau, examples seen, probe accuracy).
 
@@ -17,6 +18,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod generate;
+pub mod gguf;
 pub mod growth;
 pub mod ops;
 pub mod optim;

@@ -163,10 +163,13 @@ impl Runtime {
                 }};
             }
             let checkpoints = rt.home.checkpoints();
+            let gguf = Some(&rt.config.model.gguf)
+                .filter(|g| !g.is_empty())
+                .map(std::path::PathBuf::from);
             match kind {
                 ActorKind::Inference => {
                     let addr = SyncArbiter::start(spec.threads, move || {
-                        Inference::new(base.clone(), &spec, checkpoints.clone())
+                        Inference::new(base.clone(), &spec, checkpoints.clone(), gguf.clone())
                     });
                     rt.handles.insert(kind, handle_of(&addr, stats));
                     rt.addrs.inference = Some(addr);
