@@ -1,6 +1,8 @@
 //! GGUF export round trip: the exported file loads in candle-transformers'
 //! `quantized_llama` (llama.cpp's `llama` layout) and gives the native model's logits.
 
+mod common;
+
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
@@ -8,39 +10,32 @@ use candle_core::{Device, Tensor, D};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use thau::export::{export_gguf, modelfile, verify, ExportType};
 use thau::model::checkpoint::Checkpoint;
-use thau::model::data::Corpus;
-use thau::model::tokenizer::ThauTokenizer;
-use thau::model::train::{TrainOptions, Trainer};
-use thau::model::ModelConfig;
+use thau::model::train::Trainer;
 
 /// A tiny model trained briefly (so that its predictions are confident), as a checkpoint.
 fn trained(dir: &Path) -> Checkpoint {
-    let text: String = (0..30)
-        .map(|i| format!("El gato {i} duerme al sol. The cat {i} sleeps in the sun.\n\n"))
-        .collect();
-    std::fs::write(dir.join("cats.txt"), text).unwrap();
-    let corpus = Corpus::load(dir).unwrap();
-    let tok = ThauTokenizer::train(corpus.examples.iter().map(|e| e.text()), 300).unwrap();
-    let mut cfg = ModelConfig::tiny(tok.vocab_size());
-    cfg.max_seq_len = 64;
-    let opts = TrainOptions {
-        batch_size: 4,
-        seq_len: 32,
-        lr: 5e-3,
-        warmup: 5,
-        total_steps: 60,
-        heldout: 0.0,
-        ..Default::default()
-    };
-    let mut t = Trainer::new(cfg.clone(), tok.clone(), &corpus, opts, &Device::Cpu).unwrap();
+    let text = common::paragraphs(30, |i| {
+        format!("El gato {i} duerme al sol. The cat {i} sleeps in the sun.")
+    });
+    let mut t = common::tiny(dir, &[("cats.txt", text)], 64, 32);
+    t.opts.lr = 5e-3;
+    t.opts.total_steps = 60;
+    let mut trainer = Trainer::new(
+        t.cfg.clone(),
+        t.tok.clone(),
+        &t.corpus,
+        t.opts,
+        &Device::Cpu,
+    )
+    .unwrap();
     for _ in 0..60 {
-        t.step().unwrap();
+        trainer.step().unwrap();
     }
     Checkpoint {
         dir: dir.to_path_buf(),
-        config: cfg,
-        tokenizer: tok,
-        weights: t.weights().unwrap(),
+        config: t.cfg,
+        tokenizer: t.tok,
+        weights: trainer.weights().unwrap(),
         optimizer: None,
         trainer: None,
     }

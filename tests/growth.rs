@@ -3,13 +3,14 @@
 //! change every dimension at once; training continues after growth without a spike; and
 //! `thau grow` works on a checkpoint.
 
+mod common;
+
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use thau::model::data::Corpus;
 use thau::model::growth::{grow, grow_moments, grown_config, resized, Placement};
-use thau::model::tokenizer::ThauTokenizer;
-use thau::model::train::{TrainOptions, Trainer};
+use thau::model::train::Trainer;
 use thau::model::transformer::{from_tensors, init_weights, is_norm, Thau};
 use thau::model::ModelConfig;
 
@@ -140,24 +141,18 @@ fn moments_are_zero_extended_in_place() {
 #[test]
 fn training_continues_after_growth_without_a_spike() {
     let dir = tempfile::tempdir().unwrap();
-    let text: String = (0..40)
-        .map(|i| format!("La estrella {i} brilla de noche. Star {i} shines at night.\n\n"))
-        .collect();
-    std::fs::write(dir.path().join("stars.txt"), text).unwrap();
-    let corpus = Corpus::load(dir.path()).unwrap();
-    let tok = ThauTokenizer::train(corpus.examples.iter().map(|e| e.text()), 300).unwrap();
-    let mut cfg = ModelConfig::tiny(tok.vocab_size());
-    cfg.max_seq_len = 32;
-    let opts = TrainOptions {
-        batch_size: 4,
-        seq_len: 32,
-        lr: 3e-3,
-        warmup: 5,
-        total_steps: 80,
-        heldout: 0.0,
-        seed: 3,
-        ..Default::default()
-    };
+    let text = common::paragraphs(40, |i| {
+        format!("La estrella {i} brilla de noche. Star {i} shines at night.")
+    });
+    let common::Tiny {
+        corpus,
+        tok,
+        cfg,
+        mut opts,
+    } = common::tiny(dir.path(), &[("stars.txt", text)], 32, 32);
+    opts.lr = 3e-3;
+    opts.total_steps = 80;
+    opts.seed = 3;
     let mut t = Trainer::new(cfg.clone(), tok, &corpus, opts, &Device::Cpu).unwrap();
     for _ in 0..40 {
         t.step().unwrap();
@@ -191,27 +186,19 @@ fn training_continues_after_growth_without_a_spike() {
 fn probe_accuracy_is_measured_by_answering() {
     use thau::model::policy::probe_accuracy;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("qa.jsonl"),
-        "{\"question\":\"¿Dónde sale el sol?\",\"answer\":\"Por el este.\"}\n{\"question\":\"Where does the sun set?\",\"answer\":\"In the west.\"}\n",
-    )
-    .unwrap();
-    let corpus = Corpus::load(dir.path()).unwrap();
+    let qa = "{\"question\":\"¿Dónde sale el sol?\",\"answer\":\"Por el este.\"}\n{\"question\":\"Where does the sun set?\",\"answer\":\"In the west.\"}\n";
+    let common::Tiny {
+        corpus,
+        tok,
+        cfg,
+        mut opts,
+    } = common::tiny(dir.path(), &[("qa.jsonl", qa.to_string())], 64, 32);
     let probes = Corpus::probes(&corpus.examples);
     assert_eq!(probes.len(), 2);
-    let tok = ThauTokenizer::train(corpus.examples.iter().map(|e| e.text()), 300).unwrap();
-    let mut cfg = ModelConfig::tiny(tok.vocab_size());
-    cfg.max_seq_len = 64;
-    let opts = TrainOptions {
-        batch_size: 2,
-        seq_len: 32,
-        lr: 1e-2,
-        warmup: 5,
-        total_steps: 200,
-        heldout: 0.0,
-        seed: 1,
-        ..Default::default()
-    };
+    opts.batch_size = 2;
+    opts.lr = 1e-2;
+    opts.total_steps = 200;
+    opts.seed = 1;
     let mut t = Trainer::new(cfg, tok.clone(), &corpus, opts, &Device::Cpu).unwrap();
     let before = probe_accuracy(t.model(), &tok, &probes, 8).unwrap();
     for _ in 0..200 {
