@@ -24,6 +24,8 @@ use crate::model::{ModelConfig, Result};
 
 /// Where the reference script lives, relative to the repository root.
 pub const REFERENCE_SCRIPT: &str = "bench/torch_reference.py";
+/// llama.cpp's decode timing on an exported GGUF (needs llama-cpp-python).
+pub const LLAMACPP_SCRIPT: &str = "bench/llamacpp_decode.py";
 
 /// Shapes of a benchmark run.
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +58,19 @@ pub struct BenchReport {
     pub split_s: Option<[f64; 3]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference_split_s: Option<[f64; 3]>,
+    /// Decode: llama.cpp on the same model exported as f32 GGUF (`--llamacpp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llamacpp: Option<LlamaCppFigure>,
+}
+
+/// llama.cpp's decode speed on THAU's own exported model.
+#[derive(Debug, Clone, Serialize)]
+pub struct LlamaCppFigure {
+    pub tokens_per_s: Option<f64>,
+    /// THAU ÷ llama.cpp.
+    pub ratio: Option<f64>,
+    /// `llama.cpp VERSION`, or why it did not run.
+    pub note: String,
 }
 
 impl BenchReport {
@@ -74,7 +89,69 @@ impl BenchReport {
             config,
             split_s,
             reference_split_s: None,
+            llamacpp: None,
         }
+    }
+
+    /// Exports `ck` as f32 GGUF to a temporary file and times llama.cpp decoding it with
+    /// `bench/llamacpp_decode.py` (same precision, same threads).
+    fn add_llamacpp(
+        &mut self,
+        root: &Path,
+        ck: &crate::model::checkpoint::Checkpoint,
+        tokens: usize,
+    ) {
+        let run = || -> std::result::Result<(f64, String), String> {
+            let dir =
+                std::env::temp_dir().join(format!("thau-bench-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let gguf = dir.join("thau-f32.gguf");
+            let exported = crate::export::export_gguf(ck, crate::export::ExportType::F32, &gguf);
+            let out = exported.map_err(|e| e.to_string()).and_then(|_| {
+                Command::new("python3")
+                    .arg(root.join(LLAMACPP_SCRIPT))
+                    .arg(&gguf)
+                    .args([
+                        "--tokens",
+                        &tokens.to_string(),
+                        "--threads",
+                        &self.config.threads.to_string(),
+                    ])
+                    .output()
+                    .map_err(|e| format!("python3: {e}"))
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+            let out = out?;
+            let line = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string();
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .map_err(|_| "llama.cpp script printed no JSON".to_string())?;
+            if let Some(e) = v.get("error") {
+                return Err(e.to_string());
+            }
+            let tps = v["decode"]["tokens_per_s"]
+                .as_f64()
+                .ok_or("no tokens_per_s")?;
+            Ok((
+                tps,
+                format!("llama.cpp {}", v["version"].as_str().unwrap_or("?")),
+            ))
+        };
+        self.llamacpp = Some(match run() {
+            Ok((tps, note)) => LlamaCppFigure {
+                tokens_per_s: Some(tps),
+                ratio: Some(self.tokens_per_s / tps),
+                note,
+            },
+            Err(why) => LlamaCppFigure {
+                tokens_per_s: None,
+                ratio: None,
+                note: format!("not run: {why}"),
+            },
+        });
     }
 
     /// Runs the reference script in the same mode with the same shapes and records its
@@ -200,22 +277,28 @@ pub fn train_bench(root: &Path, steps: usize, with_reference: bool) -> Result<Be
 }
 
 /// Batch-1 greedy decode throughput with the KV cache.
-pub fn decode_bench(root: &Path, tokens: usize, with_reference: bool) -> Result<BenchReport> {
-    let (cfg, mut bc) = bench_config(1, 16)?;
+pub fn decode_bench(
+    root: &Path,
+    tokens: usize,
+    with_reference: bool,
+    with_llamacpp: bool,
+) -> Result<BenchReport> {
     let dev = Device::Cpu;
+    // A real 8k tokenizer (from the shipped corpus) so the model can also be exported.
+    let corpus = crate::model::data::Corpus::load(&root.join("data/corpus"))?;
+    let tok = ThauTokenizer::train(corpus.examples.iter().map(|e| e.text()), 8192)?;
+    let (mut cfg, mut bc) = bench_config(1, 16)?;
+    cfg.vocab_size = tok.vocab_size();
     let vm = init_weights(&cfg, 0, DType::F32, &dev)?;
     // Plain tensors, as the Inference actor loads them from a checkpoint (no gradients).
-    let weights = vm
+    let weights: std::collections::HashMap<String, Tensor> = vm
         .data()
         .lock()
         .map_err(|_| crate::model::ModelError::Config("weight map lock poisoned".into()))?
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
         .collect();
-    let model = from_tensors(weights, &cfg, &dev)?;
-    // The streaming path decodes ids to text; ids past this tokenizer's vocabulary
-    // decode to nothing, which does not change what is timed (the model).
-    let tok = ThauTokenizer::train(["abc abd"].into_iter(), 300)?;
+    let model = from_tensors(weights.clone(), &cfg, &dev)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let prompt = random_ids(&mut rng, 16, cfg.vocab_size);
     let params = SamplingParams {
@@ -225,17 +308,11 @@ pub fn decode_bench(root: &Path, tokens: usize, with_reference: bool) -> Result<
         ..Default::default()
     };
     // Warm-up, then the timed run (prefill included, as a user would experience it).
-    generate(
-        &model,
-        &tok,
-        &prompt,
-        &SamplingParams {
-            max_new_tokens: 4,
-            ..params.clone()
-        },
-        &[],
-        &mut |_| true,
-    )?;
+    let warm = SamplingParams {
+        max_new_tokens: 4,
+        ..params.clone()
+    };
+    generate(&model, &tok, &prompt, &warm, &[], &mut |_| true)?;
     let t0 = Instant::now();
     let g = generate(&model, &tok, &prompt, &params, &[], &mut |_| true)?;
     let secs = t0.elapsed().as_secs_f64();
@@ -244,6 +321,17 @@ pub fn decode_bench(root: &Path, tokens: usize, with_reference: bool) -> Result<
     let mut report = BenchReport::new("decode", tokens_per_s, bc, None);
     if with_reference {
         report.add_reference(root, ["--decode-tokens", &tokens.to_string()]);
+    }
+    if with_llamacpp {
+        let ck = crate::model::checkpoint::Checkpoint {
+            dir: root.to_path_buf(),
+            config: cfg,
+            tokenizer: tok,
+            weights,
+            optimizer: None,
+            trainer: None,
+        };
+        report.add_llamacpp(root, &ck, tokens);
     }
     Ok(report)
 }

@@ -253,6 +253,10 @@ struct BenchArgs {
     /// Skip the PyTorch reference.
     #[arg(long)]
     no_reference: bool,
+    /// decode: also time llama.cpp on the same model exported as f32 GGUF
+    /// (needs llama-cpp-python; see bench/llamacpp_compare.py).
+    #[arg(long)]
+    llamacpp: bool,
     /// grow: steps at age 0 before growing, and at age 1 after.
     #[arg(long, default_value_t = 60)]
     steps_before: u64,
@@ -529,9 +533,12 @@ continue with: thau train --age {}",
                 BenchKind::Train => {
                     thau::bench::train_bench(&root, args.steps, !args.no_reference)?
                 }
-                BenchKind::Decode => {
-                    thau::bench::decode_bench(&root, args.tokens, !args.no_reference)?
-                }
+                BenchKind::Decode => thau::bench::decode_bench(
+                    &root,
+                    args.tokens,
+                    !args.no_reference,
+                    args.llamacpp,
+                )?,
                 BenchKind::Grow => {
                     let plan = thau::bench::GrowPlan {
                         steps_before: args.steps_before,
@@ -775,6 +782,15 @@ fn print_bench(r: &thau::bench::BenchReport) {
             println!("ratio thau / reference: {x:.2}x");
         }
         _ => println!("reference {}", r.reference),
+    }
+    if let Some(l) = &r.llamacpp {
+        match (l.tokens_per_s, l.ratio) {
+            (Some(t), Some(x)) => println!(
+                "{} on the same model (f32 GGUF): {t:.1} tokens/s; ratio thau / llama.cpp: {x:.2}x",
+                l.note
+            ),
+            _ => println!("llama.cpp {}", l.note),
+        }
     }
 }
 
