@@ -76,14 +76,14 @@ enum Command {
     Eval(EvalArgs),
     /// Generate text with the newest checkpoint, streamed as it is produced.
     Generate(GenerateArgs),
-    /// Speed benchmarks against the PyTorch reference (bench/torch_reference.py).
+    /// Benchmarks: training and decoding speed against PyTorch (and llama.cpp), growth FLOPs.
     Bench(BenchArgs),
     /// Export the model for llama.cpp and Ollama.
     Export {
         #[command(subcommand)]
         command: ExportCommand,
     },
-    /// Grow the newest model to an older age, exactly (the grown model computes the same
+    /// Grow the newest model to a later age, exactly (the grown model computes the same
     /// function); `thau train --age AGE` then continues from it.
     Grow(GrowArgs),
 }
