@@ -32,6 +32,7 @@ pub struct ThauConfig {
     pub model: ModelSection,
     pub paths: PathsSection,
     pub server: ServerSection,
+    pub memory: MemorySection,
 }
 
 /// Which model the runtime serves and trains.
@@ -64,6 +65,29 @@ pub struct ServerSection {
     pub addr: String,
 }
 
+/// The memory stores (see `thau memory --help` and `memory-schema/README.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySection {
+    /// Embedder for long-term memory: `hash`, `thau` or `bert:<dir>`.
+    pub embedder: String,
+    /// A Qdrant server or cluster for long-term memory (e.g. `http://localhost:6334`);
+    /// empty: the embedded store in `<home>/memory/vectors`. `$THAU_QDRANT_URL` also sets it.
+    pub qdrant_url: String,
+    /// Token budget of one short-term conversation window.
+    pub short_term_tokens: usize,
+}
+
+impl Default for MemorySection {
+    fn default() -> Self {
+        MemorySection {
+            embedder: "hash".into(),
+            qdrant_url: String::new(),
+            short_term_tokens: crate::memory::short_term::DEFAULT_BUDGET_TOKENS,
+        }
+    }
+}
+
 impl Default for ThauConfig {
     fn default() -> Self {
         ThauConfig {
@@ -73,6 +97,7 @@ impl Default for ThauConfig {
             model: ModelSection::default(),
             paths: PathsSection::default(),
             server: ServerSection::default(),
+            memory: MemorySection::default(),
         }
     }
 }

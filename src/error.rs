@@ -41,6 +41,8 @@ pub enum ThauError {
     Invalid(String),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Memory(#[from] crate::memory::MemoryError),
 }
 
 impl ThauError {

@@ -59,3 +59,45 @@ mod tests {
         assert_eq!(names.len(), 1, "temp files left behind");
     }
 }
+
+/// Like [`atomic_write`], for output produced piece by piece: `fill` writes into a buffered
+/// temp file next to `path`, which replaces `path` only if `fill` succeeds.
+pub fn atomic_write_with<T>(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::result::Result<T, String>,
+) -> Result<T> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| ThauError::io(dir, e))?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| ThauError::Invalid(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let file = File::create(&tmp).map_err(|e| ThauError::io(&tmp, e))?;
+    let mut w = std::io::BufWriter::new(file);
+    let value = match fill(&mut w) {
+        Ok(v) => v,
+        Err(e) => {
+            drop(w);
+            let _ = fs::remove_file(&tmp);
+            return Err(ThauError::Invalid(format!("{}: {e}", path.display())));
+        }
+    };
+    let result = (|| {
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(ThauError::io(path, e));
+    }
+    Ok(value)
+}

@@ -42,6 +42,10 @@ struct Global {
     /// Override a configuration key for this run, e.g. `--set model.vocab_size=4096`.
     #[arg(long = "set", global = true, value_name = "KEY=VALUE", value_parser = parse_override)]
     set: Vec<Override>,
+    /// Keep long-term memory in this Qdrant server or cluster (gRPC URL, e.g.
+    /// http://localhost:6334) instead of the embedded store.
+    #[arg(long, global = true, env = "THAU_QDRANT_URL", value_name = "URL")]
+    qdrant_url: Option<String>,
 }
 
 fn parse_override(s: &str) -> std::result::Result<Override, String> {
@@ -83,9 +87,89 @@ enum Command {
         #[command(subcommand)]
         command: ExportCommand,
     },
+    /// Inspect and manage what THAU remembers: short-term windows, episodes (SQLite) and
+    /// long-term vectors (Qdrant).
+    Memory {
+        #[command(subcommand)]
+        command: MemoryCommand,
+    },
     /// Grow the newest model to a later age, exactly (the grown model computes the same
     /// function); `thau train --age AGE` then continues from it.
     Grow(GrowArgs),
+}
+
+/// Which memory store a command concerns (all of them when omitted).
+#[derive(Args, Debug, Clone)]
+struct StoreArg {
+    /// short (conversation windows), episodic (SQLite) or long (vectors).
+    #[arg(long, value_enum)]
+    store: Option<thau::memory::StoreKind>,
+}
+
+#[derive(Subcommand, Debug)]
+enum MemoryCommand {
+    /// Counts per store: conversations, episodes by kind, points and index coverage.
+    Stats(StoreArg),
+    /// The newest entries, newest first.
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Most entries to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Entries to skip (paging).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Only this conversation/session (long-term: this source).
+        #[arg(long)]
+        session: Option<String>,
+        /// Only episodes of this kind (chat_turn, question, answer, gap, gap_closed,
+        /// training_run, growth, tool_call, feedback).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Search one store, or all of them merged by score (plain words; not a query language).
+    Search {
+        query: String,
+        #[command(flatten)]
+        store: StoreArg,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Long-term only: points from this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Long-term only: points at least this important (0..1).
+        #[arg(long)]
+        min_importance: Option<f32>,
+    },
+    /// One entry in full: an episode or point id (UUID), or a conversation name.
+    Show {
+        id: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Delete an episode, a point, or a whole conversation window.
+    Forget {
+        id: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Write the stores as JSONL (one record per line, tagged with its store; long-term
+    /// points carry their vectors).
+    Export {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Output file (written atomically); standard output when omitted.
+        #[arg(short, long, value_name = "FILE.jsonl")]
+        output: Option<PathBuf>,
+    },
+    /// Read a JSONL export back (every line is checked before anything is written).
+    Import {
+        /// The file to read (`-` for standard input).
+        input: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -291,7 +375,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let home = Home::new(resolve_home(cli.global.home.as_deref()));
     let config = match ThauConfig::load(&home.root, std::env::vars(), &cli.global.set) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            if let Some(url) = &cli.global.qdrant_url {
+                c.memory.qdrant_url = url.clone();
+            }
+            c
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_USAGE);
@@ -306,6 +395,7 @@ fn main() -> ExitCode {
                 ThauError::Config(_)
                 | ThauError::Invalid(_)
                 | ThauError::Model(thau::model::ModelError::Config(_)) => EXIT_USAGE,
+                ThauError::Memory(ref m) if m.is_user_error() => EXIT_USAGE,
                 _ => EXIT_FAILURE,
             };
             ExitCode::from(code)
@@ -315,9 +405,16 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr so that `--json` output on stdout stays parseable.
 fn init_logging(config: &ThauConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // qdrant-edge warns on every shard open about process-wide flags that only a Qdrant
+    // server initialises (its API offers no way to set them); they change nothing here.
+    if !config.log.contains("qdrant_edge") {
+        if let Ok(d) = "qdrant_edge=error".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -474,6 +571,7 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
             }
             Ok(())
         }
+        Command::Memory { command } => run_memory(command, &home, &config, json),
         Command::Grow(args) => {
             use thau::model::growth::Placement;
             let placement = match args.placement {
@@ -828,6 +926,189 @@ fn group(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// `thau memory ...`: the work is in `thau::commands::memory`; this prints it.
+fn run_memory(command: MemoryCommand, home: &Home, config: &ThauConfig, json: bool) -> Result<()> {
+    use thau::commands::memory as mem;
+    let mut stores = mem::Stores::new(home, config);
+    match command {
+        MemoryCommand::Stats(s) => {
+            let st = mem::stats(&mut stores, s.store)?;
+            if json {
+                print_json(&st);
+                return Ok(());
+            }
+            if let Some(sh) = &st.short {
+                println!(
+                    "short     {} conversations, {} turns, {} tokens (budget {} per window, {})",
+                    sh.conversations, sh.turns, sh.tokens, sh.budget_tokens, sh.counted_by
+                );
+            }
+            if let Some(e) = &st.episodic {
+                let kinds: Vec<String> = e.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                println!(
+                    "episodic  {} episodes in {} sessions, {} KiB, schema v{} ({})",
+                    e.episodes,
+                    e.sessions,
+                    e.bytes / 1024,
+                    e.schema_version,
+                    e.path.display()
+                );
+                if !kinds.is_empty() {
+                    println!("          {}", kinds.join(", "));
+                }
+            }
+            if let Some(l) = &st.long {
+                println!(
+                    "long      {} points of {} values, {} indexed; {} at {}; embedder {}",
+                    l.points,
+                    l.vector_size,
+                    l.indexed.map_or("n/a".to_string(), |n| n.to_string()),
+                    l.backend,
+                    l.location,
+                    st.embedder.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        MemoryCommand::List {
+            store,
+            limit,
+            offset,
+            session,
+            kind,
+        } => {
+            let items = mem::list(
+                &mut stores,
+                store.store,
+                &mem::ListArgs {
+                    limit,
+                    offset,
+                    session,
+                    kind,
+                },
+            )?;
+            if json {
+                print_json(&items);
+                return Ok(());
+            }
+            println!("{:<8} {:<36} {:<28} {:<5} {:<19} TEXT", "STORE", "ID", "SOURCE", "IMP", "AT");
+            for i in items {
+                println!(
+                    "{:<8} {:<36} {:<28} {:<5} {:<19} {}",
+                    i.store.name(),
+                    clip(&i.id, 36),
+                    clip(&i.source, 28),
+                    i.importance.map_or("-".into(), |x| format!("{x:.2}")),
+                    i.at.format("%Y-%m-%d %H:%M:%S"),
+                    clip(&i.text, 60)
+                );
+            }
+        }
+        MemoryCommand::Search {
+            query,
+            store,
+            limit,
+            source,
+            min_importance,
+        } => {
+            let filter = thau::memory::vector::PayloadFilter {
+                source,
+                min_importance,
+            };
+            let hits = mem::search(&mut stores, store.store, &query, limit, &filter)?;
+            if json {
+                print_json(&hits);
+                return Ok(());
+            }
+            println!("{:<6} {:<8} {:<36} {:<28} TEXT", "SCORE", "STORE", "ID", "SOURCE");
+            for h in hits {
+                println!(
+                    "{:<6.3} {:<8} {:<36} {:<28} {}",
+                    h.score,
+                    h.store.name(),
+                    clip(&h.id, 36),
+                    clip(&h.source, 28),
+                    clip(&h.text, 60)
+                );
+            }
+        }
+        MemoryCommand::Show { id, store } => {
+            let shown = mem::show(&mut stores, store.store, &id)?;
+            // Both forms are JSON: an entry's full content is structured.
+            if json {
+                print_json(&shown);
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&shown).unwrap_or_default()
+                );
+            }
+        }
+        MemoryCommand::Forget { id, store } => {
+            let f = mem::forget(&mut stores, store.store, &id)?;
+            if json {
+                print_json(&f);
+            } else {
+                println!("forgot {} ({} store, {} entries)", f.id, f.store.name(), f.removed);
+            }
+        }
+        MemoryCommand::Export { store, output } => {
+            let counts = match &output {
+                Some(path) => mem::export_file(&mut stores, store.store, path)?,
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut lock = std::io::BufWriter::new(stdout.lock());
+                    let c = mem::export_to(&mut stores, store.store, &mut lock)?;
+                    std::io::Write::flush(&mut lock).map_err(|e| ThauError::io("<stdout>", e))?;
+                    c
+                }
+            };
+            // With output on stdout, the summary goes to stderr so the JSONL stays clean.
+            let summary = format!(
+                "exported {} short-term turns, {} episodes, {} long-term points",
+                counts.short, counts.episodic, counts.long
+            );
+            if output.is_none() {
+                eprintln!("{summary}");
+            } else if json {
+                print_json(&counts);
+            } else {
+                println!("{summary}");
+            }
+        }
+        MemoryCommand::Import { input, store } => {
+            let counts = if input.as_os_str() == "-" {
+                let stdin = std::io::stdin();
+                let mut lock = stdin.lock();
+                mem::import_from(&mut stores, store.store, &mut lock)?
+            } else {
+                let f = std::fs::File::open(&input).map_err(|e| ThauError::io(&input, e))?;
+                mem::import_from(&mut stores, store.store, &mut std::io::BufReader::new(f))?
+            };
+            if json {
+                print_json(&counts);
+            } else {
+                println!(
+                    "imported {} short-term turns, {} episodes, {} long-term points",
+                    counts.short, counts.episodic, counts.long
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first `n` characters of `s` on one line, with `…` when cut.
+fn clip(s: &str, n: usize) -> String {
+    let one_line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        let mut out: String = one_line.chars().take(n.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {

@@ -89,6 +89,10 @@ pub trait ThauActor {
     }
     /// Drops the state a panic may have left inconsistent (called before a restart).
     fn reset(&mut self) {}
+    /// Makes the actor's own store durable (called on [`Flush`], before the snapshot).
+    fn flush_state(&mut self) -> Result<(), ActorError> {
+        Ok(())
+    }
 }
 
 /// Health check; every actor answers it.
@@ -214,7 +218,10 @@ macro_rules! common_handlers {
         impl actix::Handler<$crate::actors::Flush> for $actor {
             type Result = Result<(), $crate::actors::ActorError>;
             fn handle(&mut self, _: $crate::actors::Flush, ctx: &mut $ctx) -> Self::Result {
-                $crate::actors::guarded(self, ctx, "Flush", |a| $crate::actors::save_snapshot(a))
+                $crate::actors::guarded(self, ctx, "Flush", |a| {
+                    $crate::actors::ThauActor::flush_state(a)?;
+                    $crate::actors::save_snapshot(a)
+                })
             }
         }
         impl actix::Handler<$crate::actors::InjectFault> for $actor {

@@ -4,4 +4,5 @@
 
 pub mod ages;
 pub mod grow;
+pub mod memory;
 pub mod train;

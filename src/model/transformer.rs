@@ -284,7 +284,7 @@ impl Thau {
     }
 
     /// The final normalised hidden states, flattened to `[B*T, d]`.
-    fn hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let seen = cache.as_ref().map_or(0, |c| c.len());
         if seen + t > self.cfg.max_seq_len {

@@ -179,9 +179,35 @@ impl Runtime {
                 ActorKind::Questioner => run_async!(questioner, Questioner),
                 ActorKind::GapDetector => run_async!(gap_detector, GapDetector),
                 ActorKind::ToolRouter => run_async!(tool_router, ToolRouter),
-                ActorKind::ShortTermMemory => run_async!(short_term_memory, ShortTermMemory),
-                ActorKind::EpisodicMemory => run_async!(episodic_memory, EpisodicMemory),
-                ActorKind::LongTermMemory => run_async!(long_term_memory, LongTermMemory),
+                // Memory actors open their stores under <home>/memory. EpisodicMemory
+                // starts first (ActorKind order) so ShortTermMemory can file evictions there.
+                ActorKind::EpisodicMemory => {
+                    let dir = rt.home.memory();
+                    let addr = start_async(&mut arbiters, move || {
+                        EpisodicMemory::new(base, &spec, &dir)
+                    });
+                    rt.handles.insert(kind, handle_of(&addr, stats));
+                    rt.addrs.episodic_memory = Some(addr);
+                }
+                ActorKind::ShortTermMemory => {
+                    let dir = rt.home.memory();
+                    let budget = rt.config.memory.short_term_tokens;
+                    let episodic = rt.addrs.episodic_memory.clone().map(|a| a.recipient());
+                    let addr = start_async(&mut arbiters, move || {
+                        ShortTermMemory::new(base, &spec, &dir, &checkpoints, budget, episodic)
+                    });
+                    rt.handles.insert(kind, handle_of(&addr, stats));
+                    rt.addrs.short_term_memory = Some(addr);
+                }
+                ActorKind::LongTermMemory => {
+                    let dir = rt.home.memory();
+                    let cfg = rt.config.memory.clone();
+                    let addr = start_async(&mut arbiters, move || {
+                        LongTermMemory::new(base, &spec, &dir, &checkpoints, &cfg)
+                    });
+                    rt.handles.insert(kind, handle_of(&addr, stats));
+                    rt.addrs.long_term_memory = Some(addr);
+                }
             }
         }
         // Arbiters live until the System stops; dropping the handle does not stop them.
@@ -212,6 +238,78 @@ impl Runtime {
         let h = self.handle(name)?;
         let reply = tokio::time::timeout(ACTOR_REPLY_TIMEOUT, h.fault.send(InjectFault)).await;
         flatten(name, reply)
+    }
+
+    /// Recall from every running memory actor, merged into one ranked list
+    /// ([`crate::memory::recall::merge`]). A bad query is an error; a store that is
+    /// unavailable is left out (and logged) so the others still answer.
+    pub async fn recall(
+        &self,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::memory::recall::RecallHit>> {
+        use crate::actors::episodic_memory::SearchEpisodes;
+        use crate::actors::long_term_memory::RecallLong;
+        use crate::actors::short_term_memory::SearchShort;
+        use crate::memory::recall::RecallHit;
+        fn take<T>(
+            actor: &str,
+            r: std::result::Result<std::result::Result<Vec<T>, ActorError>, MailboxError>,
+        ) -> Result<Vec<T>> {
+            match r {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(ActorError::BadRequest(m))) => Err(ThauError::Invalid(m)),
+                Ok(Err(e)) => {
+                    tracing::warn!(actor, error = %e, "recall: store left out");
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(ThauError::Actor {
+                    actor: actor.into(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        let mut lists = Vec::new();
+        if let Some(a) = &self.addrs.short_term_memory {
+            let r = a
+                .send(SearchShort {
+                    query: query.into(),
+                    limit,
+                })
+                .await;
+            lists.push(take("short_term_memory", r)?);
+        }
+        if let Some(a) = &self.addrs.episodic_memory {
+            let r = a
+                .send(SearchEpisodes {
+                    query: query.into(),
+                    filter: Default::default(),
+                    limit,
+                })
+                .await;
+            lists.push(
+                take("episodic_memory", r)?
+                    .into_iter()
+                    .map(RecallHit::from_episode)
+                    .collect(),
+            );
+        }
+        if let Some(a) = &self.addrs.long_term_memory {
+            let r = a
+                .send(RecallLong {
+                    query: query.into(),
+                    limit,
+                    filter: Default::default(),
+                })
+                .await;
+            lists.push(
+                take("long_term_memory", r)?
+                    .into_iter()
+                    .map(RecallHit::from_point)
+                    .collect(),
+            );
+        }
+        Ok(crate::memory::recall::merge(lists, limit))
     }
 
     /// Health of every configured actor, pinging the running ones.
