@@ -946,7 +946,8 @@ fn run_memory(command: MemoryCommand, home: &Home, config: &ThauConfig, json: bo
                 );
             }
             if let Some(e) = &st.episodic {
-                let kinds: Vec<String> = e.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                let kinds: Vec<String> =
+                    e.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
                 println!(
                     "episodic  {} episodes in {} sessions, {} KiB, schema v{} ({})",
                     e.episodes,
@@ -992,7 +993,10 @@ fn run_memory(command: MemoryCommand, home: &Home, config: &ThauConfig, json: bo
                 print_json(&items);
                 return Ok(());
             }
-            println!("{:<8} {:<36} {:<28} {:<5} {:<19} TEXT", "STORE", "ID", "SOURCE", "IMP", "AT");
+            println!(
+                "{:<8} {:<36} {:<28} {:<5} {:<19} TEXT",
+                "STORE", "ID", "SOURCE", "IMP", "AT"
+            );
             for i in items {
                 println!(
                     "{:<8} {:<36} {:<28} {:<5} {:<19} {}",
@@ -1021,7 +1025,10 @@ fn run_memory(command: MemoryCommand, home: &Home, config: &ThauConfig, json: bo
                 print_json(&hits);
                 return Ok(());
             }
-            println!("{:<6} {:<8} {:<36} {:<28} TEXT", "SCORE", "STORE", "ID", "SOURCE");
+            println!(
+                "{:<6} {:<8} {:<36} {:<28} TEXT",
+                "SCORE", "STORE", "ID", "SOURCE"
+            );
             for h in hits {
                 println!(
                     "{:<6.3} {:<8} {:<36} {:<28} {}",
@@ -1050,7 +1057,12 @@ fn run_memory(command: MemoryCommand, home: &Home, config: &ThauConfig, json: bo
             if json {
                 print_json(&f);
             } else {
-                println!("forgot {} ({} store, {} entries)", f.id, f.store.name(), f.removed);
+                println!(
+                    "forgot {} ({} store, {} entries)",
+                    f.id,
+                    f.store.name(),
+                    f.removed
+                );
             }
         }
         MemoryCommand::Export { store, output } => {
@@ -1101,7 +1113,10 @@ fn run_memory(command: MemoryCommand, home: &Home, config: &ThauConfig, json: bo
 
 /// The first `n` characters of `s` on one line, with `…` when cut.
 fn clip(s: &str, n: usize) -> String {
-    let one_line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if one_line.chars().count() <= n {
         one_line
     } else {

@@ -140,21 +140,20 @@ impl Handler<Memorize> for LongTermMemory {
             let texts: Vec<&str> = m.0.iter().map(|n| n.text.as_str()).collect();
             let vectors = o.embedder.embed(&texts).map_err(memory_reply)?;
             let now = Utc::now();
-            let points: Vec<MemoryPoint> = m
-                .0
-                .iter()
-                .zip(vectors)
-                .map(|(n, vector)| MemoryPoint {
-                    id: Uuid::new_v4(),
-                    payload: PointPayload {
-                        text: n.text.clone(),
-                        source: n.source.clone(),
-                        importance: n.importance,
-                        created_at: now,
-                    },
-                    vector,
-                })
-                .collect();
+            let points: Vec<MemoryPoint> =
+                m.0.iter()
+                    .zip(vectors)
+                    .map(|(n, vector)| MemoryPoint {
+                        id: Uuid::new_v4(),
+                        payload: PointPayload {
+                            text: n.text.clone(),
+                            source: n.source.clone(),
+                            importance: n.importance,
+                            created_at: now,
+                        },
+                        vector,
+                    })
+                    .collect();
             let ids = points.iter().map(|p| p.id).collect();
             let n = points.len();
             o.store.upsert(points).map_err(memory_reply)?;

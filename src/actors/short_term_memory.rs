@@ -113,7 +113,10 @@ impl ShortTermMemory {
     fn file(&self, turns: Vec<ConversationTurn>) -> (usize, Vec<ConversationTurn>) {
         let Some(target) = self.episodic.as_ref() else {
             if !turns.is_empty() {
-                tracing::warn!(turns = turns.len(), "EpisodicMemory disabled: evicted turns returned to the caller");
+                tracing::warn!(
+                    turns = turns.len(),
+                    "EpisodicMemory disabled: evicted turns returned to the caller"
+                );
             }
             return (0, turns);
         };
@@ -124,8 +127,13 @@ impl ShortTermMemory {
         let episodes = turns
             .into_iter()
             .map(|t| {
-                let mut e = Episode::new(&t.conversation, self.base.name, EpisodeKind::ChatTurn, t.text)
-                    .with_metadata(serde_json::json!({ "role": t.role, "tokens": t.tokens }));
+                let mut e = Episode::new(
+                    &t.conversation,
+                    self.base.name,
+                    EpisodeKind::ChatTurn,
+                    t.text,
+                )
+                .with_metadata(serde_json::json!({ "role": t.role, "tokens": t.tokens }));
                 e.created_at = t.at;
                 e
             })

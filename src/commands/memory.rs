@@ -15,13 +15,12 @@ use serde::Serialize;
 use crate::config::ThauConfig;
 use crate::error::{Result, ThauError};
 use crate::home::Home;
-use crate::memory::embed::Embedder;
 use crate::memory::episodic::{EpisodeFilter, EpisodicStats, EpisodicStore};
 use crate::memory::recall::{merge, RecallHit};
 use crate::memory::short_term::{ConversationTurn, ShortTermStore, WindowInfo};
-use crate::memory::vector::{MemoryPoint, PayloadFilter, VectorStats, VectorStore};
+use crate::memory::vector::{MemoryPoint, PayloadFilter, VectorStats};
 use crate::memory::{
-    open_long_term, parse_id, Episode, EpisodeKind, MemoryError, MemoryRecord, StoreKind,
+    open_long_term, parse_id, Episode, EpisodeKind, LongTerm, MemoryError, MemoryRecord, StoreKind,
     EPISODIC_DB, SHORT_TERM_FILE,
 };
 
@@ -35,7 +34,7 @@ pub struct Stores<'a> {
     home: &'a Home,
     config: &'a ThauConfig,
     episodic: Option<EpisodicStore>,
-    long: Option<(Box<dyn VectorStore>, Box<dyn Embedder>)>,
+    long: Option<LongTerm>,
 }
 
 impl<'a> Stores<'a> {
@@ -55,7 +54,7 @@ impl<'a> Stores<'a> {
         Ok(self.episodic.as_mut().expect("opened above"))
     }
 
-    pub fn long(&mut self) -> Result<&mut (Box<dyn VectorStore>, Box<dyn Embedder>)> {
+    pub fn long(&mut self) -> Result<&mut LongTerm> {
         if self.long.is_none() {
             self.long = Some(open_long_term(
                 &self.home.memory(),
@@ -163,8 +162,16 @@ pub struct ListArgs {
     pub kind: Option<String>,
 }
 
-pub fn list(stores: &mut Stores, store: Option<StoreKind>, args: &ListArgs) -> Result<Vec<ListedItem>> {
-    let kind = args.kind.as_deref().map(str::parse::<EpisodeKind>).transpose()?;
+pub fn list(
+    stores: &mut Stores,
+    store: Option<StoreKind>,
+    args: &ListArgs,
+) -> Result<Vec<ListedItem>> {
+    let kind = args
+        .kind
+        .as_deref()
+        .map(str::parse::<EpisodeKind>)
+        .transpose()?;
     let mut out = Vec::new();
     for s in stores_of(store) {
         match s {
@@ -208,7 +215,11 @@ pub fn list(stores: &mut Stores, store: Option<StoreKind>, args: &ListArgs) -> R
                 loop {
                     let (page, next) = vs.scroll(cursor, EXPORT_PAGE.min(want.max(1)), false)?;
                     for p in page {
-                        if args.session.as_ref().is_some_and(|s| &p.payload.source != s) {
+                        if args
+                            .session
+                            .as_ref()
+                            .is_some_and(|s| &p.payload.source != s)
+                        {
                             continue;
                         }
                         got += 1;
@@ -229,7 +240,7 @@ pub fn list(stores: &mut Stores, store: Option<StoreKind>, args: &ListArgs) -> R
             }
         }
     }
-    out.sort_by(|a, b| b.at.cmp(&a.at));
+    out.sort_by_key(|i| std::cmp::Reverse(i.at));
     Ok(out.into_iter().skip(args.offset).take(args.limit).collect())
 }
 
@@ -355,9 +366,7 @@ pub struct Forgotten {
 pub fn forget(stores: &mut Stores, store: Option<StoreKind>, id: &str) -> Result<Forgotten> {
     let found = show(stores, store, id)?;
     let removed = match &found {
-        Shown::Short { conversation, .. } => {
-            stores.short_write()?.forget(conversation)?.len()
-        }
+        Shown::Short { conversation, .. } => stores.short_write()?.forget(conversation)?.len(),
         Shown::Episodic(e) => {
             stores.episodic()?.forget(e.id)?;
             1
@@ -390,7 +399,11 @@ pub struct Counts {
 }
 
 /// `thau memory export`: JSONL of [`MemoryRecord`]s (long-term points with their vectors).
-pub fn export_to(stores: &mut Stores, store: Option<StoreKind>, out: &mut dyn Write) -> Result<Counts> {
+pub fn export_to(
+    stores: &mut Stores,
+    store: Option<StoreKind>,
+    out: &mut dyn Write,
+) -> Result<Counts> {
     let mut counts = Counts::default();
     let line = |out: &mut dyn Write, r: &MemoryRecord| -> Result<()> {
         let s = serde_json::to_string(r).map_err(|e| ThauError::Invalid(e.to_string()))?;
@@ -427,13 +440,19 @@ pub fn export_to(stores: &mut Stores, store: Option<StoreKind>, out: &mut dyn Wr
 
 /// Writes an export to `path` atomically (a failed export leaves no partial file).
 pub fn export_file(stores: &mut Stores, store: Option<StoreKind>, path: &Path) -> Result<Counts> {
-    crate::fsutil::atomic_write_with(path, |w| export_to(stores, store, w).map_err(|e| e.to_string()))
+    crate::fsutil::atomic_write_with(path, |w| {
+        export_to(stores, store, w).map_err(|e| e.to_string())
+    })
 }
 
 /// `thau memory import`: reads every line first (a bad line stops the import before
 /// anything is written, naming the line), then stores each record where it belongs.
 /// Long-term points whose vector does not fit the current embedder are embedded again.
-pub fn import_from(stores: &mut Stores, store: Option<StoreKind>, input: &mut dyn BufRead) -> Result<Counts> {
+pub fn import_from(
+    stores: &mut Stores,
+    store: Option<StoreKind>,
+    input: &mut dyn BufRead,
+) -> Result<Counts> {
     let mut records = Vec::new();
     for (i, line) in input.lines().enumerate() {
         let line = line.map_err(|e| ThauError::io("<import>", e))?;
@@ -470,7 +489,10 @@ pub fn import_from(stores: &mut Stores, store: Option<StoreKind>, input: &mut dy
                 .filter(|&i| batch[i].vector.len() != dim)
                 .collect();
             if !stale.is_empty() {
-                let texts: Vec<&str> = stale.iter().map(|&i| batch[i].payload.text.as_str()).collect();
+                let texts: Vec<&str> = stale
+                    .iter()
+                    .map(|&i| batch[i].payload.text.as_str())
+                    .collect();
                 for (&i, v) in stale.iter().zip(emb.embed(&texts)?) {
                     batch[i].vector = v;
                 }
@@ -488,7 +510,8 @@ pub fn import_from(stores: &mut Stores, store: Option<StoreKind>, input: &mut dy
             let eps: Vec<Episode> = evicted
                 .into_iter()
                 .map(|t| {
-                    let mut e = Episode::new(&t.conversation, "import", EpisodeKind::ChatTurn, t.text);
+                    let mut e =
+                        Episode::new(&t.conversation, "import", EpisodeKind::ChatTurn, t.text);
                     e.created_at = t.at;
                     e
                 })

@@ -2,7 +2,7 @@
 //!
 //! One shard lives in one directory and only one process may open it: the store takes a
 //! [`DirLock`] first, so a second opener gets [`MemoryError::InUse`] instead of corrupting
-//! it. Every write goes through qdrant-edge's WAL, so points survive a killed process;
+//! it. Every write is flushed before it returns, so points survive a killed process;
 //! [`VectorStore::optimize`] builds the HNSW index once a segment passes the indexing
 //! threshold (before that, search is exact).
 
@@ -154,7 +154,9 @@ fn payload_json(p: &PointPayload) -> serde_json::Value {
 fn uuid_of(id: PointId) -> Result<Uuid> {
     match id {
         PointId::Uuid(u) => Ok(u),
-        PointId::NumId(n) => Err(err(format!("point {n} has a numeric id; THAU writes UUIDs"))),
+        PointId::NumId(n) => Err(err(format!(
+            "point {n} has a numeric id; THAU writes UUIDs"
+        ))),
     }
 }
 
@@ -169,7 +171,11 @@ fn dense_of(v: Option<VectorStructInternal>) -> Vec<f32> {
     }
 }
 
-fn point_of(id: PointId, payload: Option<Payload>, vector: Option<VectorStructInternal>) -> Result<MemoryPoint> {
+fn point_of(
+    id: PointId,
+    payload: Option<Payload>,
+    vector: Option<VectorStructInternal>,
+) -> Result<MemoryPoint> {
     let id = uuid_of(id)?;
     let map = payload.map(|p| p.0).unwrap_or_default();
     let payload: PointPayload = serde_json::from_value(serde_json::Value::Object(map))
@@ -195,13 +201,20 @@ impl VectorStore for EdgeStore {
         }
         let list = points
             .into_iter()
-            .map(|p| PointStruct::new(PointId::Uuid(p.id), p.vector, payload_json(&p.payload)).into())
+            .map(|p| {
+                PointStruct::new(PointId::Uuid(p.id), p.vector, payload_json(&p.payload)).into()
+            })
             .collect();
         self.shard
-            .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                PointInsertOperations::PointsList(list),
-            )))
-            .map_err(err)
+            .update(UpdateOperation::PointOperation(
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
+            ))
+            .map_err(err)?;
+        // qdrant-edge 0.7.2 writes the WAL but does not replay it on load: only flushed
+        // segments survive a killed process (tests/memory.rs shows points lost otherwise).
+        // Flushing here makes a returned upsert a committed one; batch writes to amortise it.
+        self.shard.flush();
+        Ok(())
     }
 
     fn search(
@@ -258,10 +271,14 @@ impl VectorStore for EdgeStore {
     fn delete(&mut self, id: Uuid) -> Result<()> {
         self.get(id)?;
         self.shard
-            .update(UpdateOperation::PointOperation(PointOperations::DeletePoints {
-                ids: vec![PointId::Uuid(id)],
-            }))
-            .map_err(err)
+            .update(UpdateOperation::PointOperation(
+                PointOperations::DeletePoints {
+                    ids: vec![PointId::Uuid(id)],
+                },
+            ))
+            .map_err(err)?;
+        self.shard.flush();
+        Ok(())
     }
 
     fn count(&self) -> Result<usize> {

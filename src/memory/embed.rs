@@ -207,10 +207,7 @@ impl Embedder for ThauEmbedder {
             let t = ids.len();
             let ids = Tensor::from_vec(ids, (1, t), self.model.device()).map_err(|e| err(&e))?;
             let h = self.model.hidden(&ids, None).map_err(|e| err(&e))?; // [T, d]
-            let mut v: Vec<f32> = h
-                .mean(0)
-                .and_then(|m| m.to_vec1())
-                .map_err(|e| err(&e))?; // [d]
+            let mut v: Vec<f32> = h.mean(0).and_then(|m| m.to_vec1()).map_err(|e| err(&e))?; // [d]
             normalize(&mut v);
             out.push(v);
         }
@@ -245,9 +242,8 @@ impl BertEmbedder {
         let config: BertConfig = std::fs::read(&config_path)
             .map_err(|e| MemoryError::io(&config_path, e))
             .and_then(|b| {
-                serde_json::from_slice(&b).map_err(|e| {
-                    MemoryError::Embed(format!("{}: {e}", config_path.display()))
-                })
+                serde_json::from_slice(&b)
+                    .map_err(|e| MemoryError::Embed(format!("{}: {e}", config_path.display())))
             })?;
         let tok_path = file("tokenizer.json")?;
         let mut tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
@@ -260,10 +256,9 @@ impl BertEmbedder {
             .map_err(|e| MemoryError::Embed(e.to_string()))?;
         let weights = file("model.safetensors")?;
         // SAFETY: the file is mapped read-only and not modified while the model lives.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu)
-        }
-        .map_err(|e| MemoryError::Embed(format!("{}: {e}", weights.display())))?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
+                .map_err(|e| MemoryError::Embed(format!("{}: {e}", weights.display())))?;
         let model = BertModel::load(vb, &config)
             .map_err(|e| MemoryError::Embed(format!("{}: {e}", weights.display())))?;
         Ok(BertEmbedder {
@@ -286,7 +281,10 @@ impl Embedder for BertEmbedder {
         let err = |e: &dyn std::fmt::Display| MemoryError::Embed(e.to_string());
         let mut out = Vec::with_capacity(texts.len());
         for text in texts {
-            let enc = self.tokenizer.encode(clip(text), true).map_err(|e| err(&e))?;
+            let enc = self
+                .tokenizer
+                .encode(clip(text), true)
+                .map_err(|e| err(&e))?;
             let ids = enc.get_ids();
             if ids.is_empty() {
                 out.push(vec![0.0; self.dim]);
@@ -296,13 +294,13 @@ impl Embedder for BertEmbedder {
             let dev = &self.model.device;
             let input = Tensor::from_slice(ids, (1, t), dev).map_err(|e| err(&e))?; // [1, T]
             let types = input.zeros_like().map_err(|e| err(&e))?; // [1, T]
-            let mask = Tensor::from_slice(enc.get_attention_mask(), (1, t), dev)
-                .map_err(|e| err(&e))?; // [1, T]
+            let mask =
+                Tensor::from_slice(enc.get_attention_mask(), (1, t), dev).map_err(|e| err(&e))?; // [1, T]
             let h = self
                 .model
                 .forward(&input, &types, Some(&mask))
                 .map_err(|e| err(&e))?; // [1, T, H]
-            // One unpadded text: every position counts, so the masked mean is the mean.
+                                        // One unpadded text: every position counts, so the masked mean is the mean.
             let mut v: Vec<f32> = h
                 .squeeze(0)
                 .and_then(|h| h.mean(0))
@@ -336,7 +334,9 @@ mod tests {
     #[test]
     fn hash_embedder_is_unit_length_and_folds_accents() {
         let e = HashEmbedder::default();
-        let v = e.embed(&["Canción del agua", "cancion del agua", "mecánica cuántica"]).unwrap();
+        let v = e
+            .embed(&["Canción del agua", "cancion del agua", "mecánica cuántica"])
+            .unwrap();
         for x in &v {
             assert!((dot(x, x) - 1.0).abs() < 1e-5);
         }

@@ -204,7 +204,9 @@ impl Episode {
             id: Uuid::parse_str(&text(0)?).map_err(|e| bad(0, e.to_string()))?,
             session: text(1)?,
             actor: text(2)?,
-            kind: text(3)?.parse().map_err(|e: MemoryError| bad(3, e.to_string()))?,
+            kind: text(3)?
+                .parse()
+                .map_err(|e: MemoryError| bad(3, e.to_string()))?,
             content: text(4)?,
             metadata: serde_json::from_str(&text(5)?).map_err(|e| bad(5, e.to_string()))?,
             importance: row.get::<_, f64>(6)? as f32,
@@ -413,7 +415,12 @@ impl EpisodicStore {
     }
 
     /// The newest episodes first, `offset` rows skipped.
-    pub fn list(&self, filter: &EpisodeFilter, limit: usize, offset: usize) -> Result<Vec<Episode>> {
+    pub fn list(
+        &self,
+        filter: &EpisodeFilter,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Episode>> {
         let (clause, args) = where_clause(filter, "");
         let sql = format!(
             "SELECT {COLUMNS} FROM episodes {clause} ORDER BY created_at DESC, seq DESC
@@ -624,7 +631,10 @@ mod tests {
 
     #[test]
     fn fts_query_quotes_words_and_rejects_empty() {
-        assert_eq!(fts_query("¿Qué es AND \"x\"?").unwrap(), r#""Qué" OR "es" OR "AND" OR "x""#);
+        assert_eq!(
+            fts_query("¿Qué es AND \"x\"?").unwrap(),
+            r#""Qué" OR "es" OR "AND" OR "x""#
+        );
         assert!(matches!(fts_query(" *** "), Err(MemoryError::BadQuery(_))));
     }
 }

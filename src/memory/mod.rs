@@ -32,13 +32,16 @@ pub const EPISODIC_DB: &str = "episodic.sqlite";
 pub const VECTOR_DIR: &str = "vectors";
 pub const SHORT_TERM_FILE: &str = "short_term.json";
 
+/// An open long-term store and the embedder that fills it.
+pub type LongTerm = (Box<dyn vector::VectorStore>, Box<dyn embed::Embedder>);
+
 /// Opens the long-term store a configuration names — the Qdrant server at
 /// `cfg.qdrant_url`, else the embedded one in `<memory_dir>/vectors` — with its embedder.
 pub fn open_long_term(
     memory_dir: &Path,
     checkpoints: &Path,
     cfg: &crate::config::MemorySection,
-) -> Result<(Box<dyn vector::VectorStore>, Box<dyn embed::Embedder>)> {
+) -> Result<LongTerm> {
     let embedder = embed::from_setting(&cfg.embedder, checkpoints)?;
     let dim = embedder.dim();
     let store: Box<dyn vector::VectorStore> = if cfg.qdrant_url.trim().is_empty() {
@@ -54,7 +57,17 @@ pub fn open_long_term(
 
 /// The three stores, as named on the command line (`--store short|episodic|long`).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {

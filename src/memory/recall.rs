@@ -69,7 +69,11 @@ impl RecallHit {
 /// Merges per-store lists into the best `limit` hits, best first, one per distinct text
 /// (the higher-scored copy wins); hits scoring 0 (nothing in common) are dropped.
 pub fn merge(lists: Vec<Vec<RecallHit>>, limit: usize) -> Vec<RecallHit> {
-    let mut all: Vec<RecallHit> = lists.into_iter().flatten().filter(|h| h.score > 0.0).collect();
+    let mut all: Vec<RecallHit> = lists
+        .into_iter()
+        .flatten()
+        .filter(|h| h.score > 0.0)
+        .collect();
     all.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.at.cmp(&a.at)));
     let mut seen = HashSet::new();
     all.retain(|h| seen.insert(h.text.trim().to_lowercase()));
@@ -97,7 +101,10 @@ mod tests {
         let merged = merge(
             vec![
                 vec![hit(StoreKind::Short, "a", 0.2)],
-                vec![hit(StoreKind::Episodic, "b", 0.9), hit(StoreKind::Episodic, "A", 0.5)],
+                vec![
+                    hit(StoreKind::Episodic, "b", 0.9),
+                    hit(StoreKind::Episodic, "A", 0.5),
+                ],
                 vec![hit(StoreKind::Long, "c", 0.7)],
             ],
             10,

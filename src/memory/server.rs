@@ -12,11 +12,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use qdrant_client::qdrant::{
-    point_id::PointIdOptions, vector_output::Vector as OutVector, Condition,
-    CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder, PointId, PointStruct,
-    PointsIdsList, QueryPointsBuilder, Range, ScrollPointsBuilder, SearchParamsBuilder,
-    UpsertPointsBuilder, VectorParamsBuilder, VectorsOutput,
+    point_id::PointIdOptions, vector_output::Vector as OutVector, Condition, CountPointsBuilder,
+    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance,
+    FieldType, Filter, GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder,
+    Range, ScrollPointsBuilder, SearchParamsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+    VectorsOutput,
 };
 use qdrant_client::{Payload, Qdrant};
 use uuid::Uuid;
@@ -208,8 +208,10 @@ fn point_of(
     vectors: Option<VectorsOutput>,
 ) -> Result<MemoryPoint> {
     let id = uuid_of(id)?;
-    let map: serde_json::Map<String, serde_json::Value> =
-        payload.into_iter().map(|(k, v)| (k, v.into_json())).collect();
+    let map: serde_json::Map<String, serde_json::Value> = payload
+        .into_iter()
+        .map(|(k, v)| (k, v.into_json()))
+        .collect();
     let payload: PointPayload = serde_json::from_value(serde_json::Value::Object(map))
         .map_err(|e| err(format!("point {id}: payload: {e}")))?;
     let vector = match vectors.and_then(|v| v.get_vector()) {
@@ -299,10 +301,14 @@ impl VectorStore for ServerStore {
                 )
                 .await
                 .map_err(err)?;
-            let p = res.result.into_iter().next().ok_or_else(|| MemoryError::NotFound {
-                store: "long-term",
-                id: id.to_string(),
-            })?;
+            let p = res
+                .result
+                .into_iter()
+                .next()
+                .ok_or_else(|| MemoryError::NotFound {
+                    store: "long-term",
+                    id: id.to_string(),
+                })?;
             point_of(p.id, p.payload, p.vectors)
         })
     }
@@ -359,7 +365,10 @@ impl VectorStore for ServerStore {
                 .into_iter()
                 .map(|p| point_of(p.id, p.payload, p.vectors))
                 .collect::<Result<Vec<_>>>()?;
-            let next = res.next_page_offset.map(|id| uuid_of(Some(id))).transpose()?;
+            let next = res
+                .next_page_offset
+                .map(|id| uuid_of(Some(id)))
+                .transpose()?;
             Ok((points, next))
         })
     }

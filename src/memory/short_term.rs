@@ -318,7 +318,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("st.json");
         let mut st = ShortTermStore::open(&path, 5, Box::new(WordCounter)).unwrap();
-        assert!(st.push("c", Role::User, "one two three").unwrap().is_empty());
+        assert!(st
+            .push("c", Role::User, "one two three")
+            .unwrap()
+            .is_empty());
         let ev = st.push("c", Role::Assistant, "four five six").unwrap();
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].text, "one two three");
@@ -327,7 +330,11 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(st.window("c").unwrap().turns.len(), 1);
         // Reopened from disk: same windows.
-        let again = ShortTermStore::open(&path, 5, Box::new(WordCounter)).unwrap();
+        let again = ShortTermStore::open_read_only(&path, 5, Box::new(WordCounter)).unwrap();
+        assert!(matches!(
+            ShortTermStore::open(&path, 5, Box::new(WordCounter)),
+            Err(MemoryError::InUse { .. })
+        ));
         assert_eq!(again.window("c").unwrap().tokens, 8);
     }
 }

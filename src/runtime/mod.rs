@@ -73,6 +73,9 @@ pub struct Runtime {
     pub addrs: Addrs,
     specs: BTreeMap<ActorKind, AgentSpec>,
     handles: BTreeMap<ActorKind, Handle>,
+    /// The async actors' arbiters, stopped (dropping the actors and closing their stores)
+    /// by [`Runtime::shutdown`].
+    arbiters: Vec<Arbiter>,
 }
 
 /// Starts an async actor on its own arbiter under a supervisor.
@@ -135,6 +138,7 @@ impl Runtime {
             addrs: Addrs::default(),
             specs,
             handles: BTreeMap::new(),
+            arbiters: Vec::new(),
         };
         let mut arbiters = Vec::new();
         for (&kind, spec) in rt.specs.clone().iter().filter(|(_, s)| s.enabled) {
@@ -210,8 +214,7 @@ impl Runtime {
                 }
             }
         }
-        // Arbiters live until the System stops; dropping the handle does not stop them.
-        drop(arbiters);
+        rt.arbiters = arbiters;
         Ok(rt)
     }
 
@@ -345,7 +348,7 @@ impl Runtime {
 
     /// Graceful shutdown: every actor saves its state ([`Flush`]), then the actor system
     /// stops. Errors are collected, not fatal: every actor gets its chance to flush.
-    pub async fn shutdown(self) -> Vec<ThauError> {
+    pub async fn shutdown(mut self) -> Vec<ThauError> {
         let mut errors = Vec::new();
         for (kind, h) in &self.handles {
             let reply = tokio::time::timeout(ACTOR_REPLY_TIMEOUT, h.flush.send(Flush)).await;
@@ -353,6 +356,23 @@ impl Runtime {
                 tracing::warn!(actor = kind.name(), error = %e, "flush failed");
                 errors.push(e);
             }
+        }
+        // Stop the async actors' threads and wait for them, so their stores (the vector
+        // shard, the short-term file) are closed and unlocked when this returns.
+        let arbiters = std::mem::take(&mut self.arbiters);
+        for a in &arbiters {
+            a.stop();
+        }
+        let joined = tokio::task::spawn_blocking(move || {
+            for a in arbiters {
+                let _ = a.join();
+            }
+        });
+        if tokio::time::timeout(ACTOR_REPLY_TIMEOUT, joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some actor threads did not stop in time");
         }
         tracing::info!("runtime stopped");
         errors
