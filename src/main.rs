@@ -355,6 +355,27 @@ struct BenchArgs {
     /// grow: also run the (non-exact) stacking operator.
     #[arg(long)]
     stack: bool,
+    /// memory: points loaded into the embedded vector store.
+    #[arg(long, default_value_t = 100_000)]
+    points: usize,
+    /// memory: values per vector.
+    #[arg(long, default_value_t = 384)]
+    dim: usize,
+    /// memory: timed searches (top 10).
+    #[arg(long, default_value_t = 1000)]
+    queries: usize,
+    /// memory: how the vectors are drawn.
+    #[arg(long, value_enum, default_value_t = thau::memory::bench::VectorData::Texts)]
+    data: thau::memory::bench::VectorData,
+    /// memory (--data texts): corpus whose sentences make the texts.
+    #[arg(long, value_name = "DIR", default_value = "data/corpus")]
+    corpus: PathBuf,
+    /// embed: folder searched for qa.jsonl files (the labelled retrieval set).
+    #[arg(long, value_name = "DIR", default_value = "data/corpus")]
+    qa: PathBuf,
+    /// embed: also score this sentence-transformer directory (BERT family).
+    #[arg(long, value_name = "DIR")]
+    bert: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -363,6 +384,10 @@ enum BenchKind {
     Decode,
     /// Growth 0 → 1 against training age 1 from scratch: FLOPs to the same held-out loss.
     Grow,
+    /// The embedded vector store: insert rate, search p50/p99, recall@10 vs brute force.
+    Memory,
+    /// Embedders on the labelled retrieval set (paraphrase → answer): recall@1/5, MRR.
+    Embed,
 }
 
 #[derive(Subcommand, Debug)]
@@ -637,6 +662,67 @@ continue with: thau train --age {}",
                     !args.no_reference,
                     args.llamacpp,
                 )?,
+                BenchKind::Memory => {
+                    let dir = tempfile_dir(&home)?;
+                    let r = thau::memory::bench::vector_bench(
+                        dir.path(),
+                        args.points,
+                        args.dim,
+                        args.queries,
+                        args.data,
+                        &args.corpus,
+                        &mut |line| eprintln!("{line}"),
+                    )?;
+                    if json {
+                        print_json(&r);
+                    } else {
+                        print_memory_bench(&r);
+                    }
+                    return Ok(());
+                }
+                BenchKind::Embed => {
+                    use thau::memory::embed::{BertEmbedder, Embedder, HashEmbedder, ThauEmbedder};
+                    let set = thau::memory::bench::RetrievalSet::from_qa_dir(&args.qa)?;
+                    let mut embedders: Vec<Box<dyn Embedder>> =
+                        vec![Box::new(HashEmbedder::default())];
+                    match ThauEmbedder::from_checkpoints(&home.checkpoints()) {
+                        Ok(e) => embedders.push(Box::new(e)),
+                        Err(e) => eprintln!("thau embedder skipped: {e}"),
+                    }
+                    if let Some(dir) = &args.bert {
+                        embedders.push(Box::new(BertEmbedder::load(dir)?));
+                    }
+                    let scores = embedders
+                        .iter()
+                        .map(|e| thau::memory::bench::embed_bench(&set, e.as_ref()))
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    if json {
+                        print_json(&scores);
+                    } else {
+                        println!(
+                            "{} documents, {} paraphrase queries from {}",
+                            set.documents.len(),
+                            set.cases.len(),
+                            args.qa.display()
+                        );
+                        println!(
+                            "{:<40} {:>5} {:>9} {:>9} {:>6} {:>10}",
+                            "EMBEDDER", "DIM", "RECALL@1", "RECALL@5", "MRR", "MS/TEXT"
+                        );
+                        for s in scores {
+                            println!(
+                                "{:<40} {:>5} {:>9.3} {:>9.3} {:>6.3} {:>10.3}",
+                                clip(&s.embedder, 40),
+                                s.dim,
+                                s.recall_at_1,
+                                s.recall_at_5,
+                                s.mrr,
+                                s.embed_ms_per_text
+                            );
+                        }
+                    }
+                    return Ok(());
+                }
                 BenchKind::Grow => {
                     let plan = thau::bench::GrowPlan {
                         steps_before: args.steps_before,
@@ -1109,6 +1195,60 @@ fn run_memory(command: MemoryCommand, home: &Home, config: &ThauConfig, json: bo
         }
     }
     Ok(())
+}
+
+/// A scratch directory under `<home>/runs` (removed when dropped).
+fn tempfile_dir(home: &Home) -> Result<tempfile::TempDir> {
+    let runs = home.runs();
+    std::fs::create_dir_all(&runs).map_err(|e| ThauError::io(&runs, e))?;
+    tempfile::Builder::new()
+        .prefix("bench-memory-")
+        .tempdir_in(&runs)
+        .map_err(|e| ThauError::io(&runs, e))
+}
+
+fn print_memory_bench(r: &thau::memory::bench::VectorBenchReport) {
+    println!(
+        "embedded vector store (qdrant-edge): {} points × {} ({:?}), {} queries, top 10",
+        r.points, r.dim, r.data, r.queries
+    );
+    println!(
+        "insert        {:>10.0} points/s (batches of 1000, each flushed)",
+        r.insert_points_per_s
+    );
+    println!(
+        "index build   {:>10.2} s ({} points indexed)",
+        r.index_build_s,
+        r.indexed_points.map_or("?".into(), |n| n.to_string())
+    );
+    println!(
+        "search        p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms (HNSW, ef {})",
+        r.search_p50_ms, r.search_p99_ms, r.search_mean_ms, r.hnsw_ef
+    );
+    println!(
+        "exact search  p50 {:.3} ms (brute force in the store)",
+        r.exact_p50_ms
+    );
+    println!(
+        "recall@10     {:.4} against exact brute force",
+        r.recall_at_10
+    );
+    println!(
+        "goals         p99 < {} ms: {} ({:.2}× the limit); recall@10 ≥ {}: {}",
+        r.goal_p99_ms,
+        if r.search_p99_ms < r.goal_p99_ms {
+            "met"
+        } else {
+            "MISSED"
+        },
+        r.search_p99_ms / r.goal_p99_ms,
+        r.goal_recall_at_10,
+        if r.recall_at_10 >= r.goal_recall_at_10 {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
 }
 
 /// The first `n` characters of `s` on one line, with `…` when cut.

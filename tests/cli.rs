@@ -160,3 +160,102 @@ fn model_ages_lists_the_six_ages() {
     assert_eq!(ages, [0, 1, 3, 6, 12, 15]);
     assert!(v.as_array().unwrap().iter().all(|r| r["head_dim"] == 64));
 }
+
+#[test]
+fn memory_commands_speak_json_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    json(&thau(&home, &["init", "--json"]));
+    let ep = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+    let pt = "77e55044-10b1-426f-9247-bb680e5fe0c8";
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(
+        &file,
+        format!(
+            concat!(
+                "{{\"store\":\"episodic\",\"id\":\"{}\",\"session\":\"s1\",\"actor\":\"cli\",\"kind\":\"question\",",
+                "\"content\":\"¿Por qué el cielo es azul?\",\"importance\":0.7,",
+                "\"created_at\":\"2026-11-20T10:00:00Z\",\"updated_at\":\"2026-11-20T10:00:00Z\"}}\n",
+                "{{\"store\":\"long\",\"id\":\"{}\",\"text\":\"the sky is blue because air scatters blue light\",",
+                "\"source\":\"corpus\",\"importance\":0.5,\"created_at\":\"2026-11-20T10:00:00Z\"}}\n",
+                "{{\"store\":\"short\",\"conversation\":\"c1\",\"role\":\"user\",\"text\":\"hola cielo\",",
+                "\"tokens\":2,\"at\":\"2026-11-20T10:00:00Z\"}}\n"
+            ),
+            ep, pt
+        ),
+    )
+    .unwrap();
+    let counts = json(&thau(
+        &home,
+        &["memory", "import", file.to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(
+        counts,
+        serde_json::json!({"short": 1, "episodic": 1, "long": 1})
+    );
+    let stats = json(&thau(&home, &["memory", "stats", "--json"]));
+    assert_eq!(stats["episodic"]["episodes"], 1);
+    assert_eq!(stats["episodic"]["schema_version"], 1);
+    assert_eq!(stats["long"]["points"], 1);
+    assert_eq!(stats["long"]["vector_size"], 384);
+    assert_eq!(stats["short"]["turns"], 1);
+    let hits = json(&thau(&home, &["memory", "search", "cielo azul", "--json"]));
+    let stores: Vec<&str> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["store"].as_str().unwrap())
+        .collect();
+    assert!(
+        stores.contains(&"episodic") && stores.contains(&"short"),
+        "{hits}"
+    );
+    let hits = json(&thau(
+        &home,
+        &["memory", "search", "blue sky", "--store", "long", "--json"],
+    ));
+    assert_eq!(hits[0]["id"], pt);
+    let shown = json(&thau(&home, &["memory", "show", ep, "--json"]));
+    assert_eq!(shown["store"], "episodic");
+    assert_eq!(shown["kind"], "question");
+    let listed = json(&thau(
+        &home,
+        &["memory", "list", "--store", "episodic", "--json"],
+    ));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    // Export to stdout is JSONL, one line per entry.
+    let out = thau(&home, &["memory", "export"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+
+    // Bad input: exit code 2 and a message naming the problem.
+    for (args, needle) in [
+        (
+            vec!["memory", "show", "not-a-uuid", "--store", "episodic"],
+            "UUID",
+        ),
+        (
+            vec!["memory", "show", "5f0c8e1a-0000-4000-8000-000000000000"],
+            "no entry",
+        ),
+        (vec!["memory", "search", "?!*"], "no word"),
+        (
+            vec!["memory", "list", "--kind", "dream"],
+            "unknown episode kind",
+        ),
+    ] {
+        let out = thau(&home, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"store\":\"nowhere\"}\n").unwrap();
+    let out = thau(&home, &["memory", "import", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
+
+    let f = json(&thau(&home, &["memory", "forget", ep, "--json"]));
+    assert_eq!(f["store"], "episodic");
+    assert_eq!(thau(&home, &["memory", "show", ep]).status.code(), Some(2));
+}

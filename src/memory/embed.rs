@@ -96,7 +96,8 @@ impl HashEmbedder {
         v[i] += sign * weight;
     }
 
-    fn embed_text(&self, text: &str) -> Vec<f32> {
+    /// The embedding of one text.
+    pub fn embed_text(&self, text: &str) -> Vec<f32> {
         let mut v = vec![0f32; self.dim];
         for word in fold(clip(text))
             .split(|c: char| !c.is_alphanumeric())

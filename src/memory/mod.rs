@@ -12,6 +12,7 @@
 //! - [`recall`]: one ranked list merged from the three stores; [`MemoryRecord`]: the JSONL
 //!   line that `thau memory export/import` writes and reads.
 
+pub mod bench;
 pub mod edge;
 pub mod embed;
 pub mod episodic;
