@@ -11,19 +11,7 @@ use crate::error::{Result, ThauError};
 /// fsynced, then renamed over `path`, then the directory is fsynced so the rename survives
 /// a power loss.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| ThauError::io(dir, e))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| ThauError::Invalid(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        uuid::Uuid::new_v4().simple()
-    ));
+    let (dir, tmp) = temp_beside(path)?;
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -39,17 +27,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Reads a whole file, naming it in the error.
-pub fn read(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| ThauError::io(path, e))
-}
-
-/// Like [`atomic_write`], for output produced piece by piece: `fill` writes into a buffered
-/// temp file next to `path`, which replaces `path` only if `fill` succeeds.
-pub fn atomic_write_with<T>(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::result::Result<T, String>,
-) -> Result<T> {
+/// The directory of `path` (created if missing) and a fresh temp file name in it.
+fn temp_beside(path: &Path) -> Result<(&Path, std::path::PathBuf)> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -63,6 +42,21 @@ pub fn atomic_write_with<T>(
         file_name.to_string_lossy(),
         uuid::Uuid::new_v4().simple()
     ));
+    Ok((dir, tmp))
+}
+
+/// Reads a whole file, naming it in the error.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| ThauError::io(path, e))
+}
+
+/// Like [`atomic_write`], for output produced piece by piece: `fill` writes into a buffered
+/// temp file next to `path`, which replaces `path` only if `fill` succeeds.
+pub fn atomic_write_with<T>(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::result::Result<T, String>,
+) -> Result<T> {
+    let (dir, tmp) = temp_beside(path)?;
     let file = File::create(&tmp).map_err(|e| ThauError::io(&tmp, e))?;
     let mut w = std::io::BufWriter::new(file);
     let value = match fill(&mut w) {
