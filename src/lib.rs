@@ -14,6 +14,7 @@ pub mod error;
 pub mod export;
 pub mod fsutil;
 pub mod home;
+pub mod learn;
 pub mod memory;
 pub mod model;
 pub mod runtime;

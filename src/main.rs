@@ -93,9 +93,31 @@ enum Command {
         #[command(subcommand)]
         command: MemoryCommand,
     },
+    /// A self-learning session: THAU asks itself questions about the corpus, finds what it
+    /// does not know from its own loss, and trains on it (Ctrl-C stops cleanly; a rerun
+    /// resumes from the newest checkpoint).
+    Learn(LearnArgs),
+    /// Every learning session: questions, gaps opened and closed, probe loss before/after.
+    Stats,
     /// Grow the newest model to a later age, exactly (the grown model computes the same
     /// function); `thau train --age AGE` then continues from it.
     Grow(GrowArgs),
+}
+
+#[derive(Args, Debug)]
+struct LearnArgs {
+    /// Stop after this many minutes (default: when every item has been asked).
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Stop after this many questions.
+    #[arg(long)]
+    questions: Option<usize>,
+    /// The knowledge to learn from: qa.jsonl, .md and .txt files.
+    #[arg(long, value_name = "DIR", default_value = "data/corpus")]
+    corpus: PathBuf,
+    /// Seed for question order and a fresh model's initialisation (default: the config's).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// Which memory store a command concerns (all of them when omitted).
@@ -597,6 +619,36 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
             Ok(())
         }
         Command::Memory { command } => run_memory(command, &home, &config, json),
+        Command::Learn(args) => cli_learn(home, config, args, json),
+        Command::Stats => {
+            let sessions = thau::commands::learn::sessions(&home)?;
+            if json {
+                print_json(&sessions);
+                return Ok(());
+            }
+            if sessions.is_empty() {
+                println!("no learning session yet (run `thau learn`)");
+            }
+            println!(
+                "{:<22} {:>7} {:>5} {:>6} {:>6} {:>6} {:>7} {:>17}",
+                "SESSION", "MINUTES", "AGE", "ASKED", "GAPS", "CLOSED", "ROUNDS", "PROBE LOSS"
+            );
+            for r in sessions {
+                println!(
+                    "{:<22} {:>7.1} {:>5} {:>6} {:>6} {:>6} {:>7} {:>8.3} → {:<6.3}",
+                    r.session,
+                    r.seconds / 60.0,
+                    r.age,
+                    r.questions_asked,
+                    r.gaps.opened,
+                    r.gaps.closed,
+                    r.rounds,
+                    r.probe_loss_before,
+                    r.probe_loss_after
+                );
+            }
+            Ok(())
+        }
         Command::Grow(args) => {
             use thau::model::growth::Placement;
             let placement = match args.placement {
@@ -773,6 +825,91 @@ where
     });
     actix::System::current().stop();
     result
+}
+
+/// `thau learn`: starts the runtime, runs a session with a live progress line, prints the
+/// summary. Ctrl-C stops asking, lets the Learner finish its round and save.
+fn cli_learn(home: Home, config: ThauConfig, a: LearnArgs, json: bool) -> Result<()> {
+    use thau::commands::learn::{learn, LearnRequest};
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+    home.init()?;
+    let req = LearnRequest {
+        minutes: a.minutes,
+        questions: a.questions,
+        corpus: a.corpus,
+        seed: a.seed.unwrap_or(config.seed),
+    };
+    let bar = indicatif::ProgressBar::hidden();
+    if !json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+        {
+            bar.set_style(style);
+        }
+        bar.set_message("opening the model (a fresh data directory trains a tokenizer first)");
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    }
+    with_runtime(home, config, |rt| async move {
+        let result = learn(&rt, &req, &stop, &mut |p| {
+            bar.set_message(format!(
+                "asked {} · gaps open {} closed {} · rounds {} · step {} · loss {} · {} tok/s · age {}{}",
+                p.asked,
+                p.gaps_open,
+                p.gaps_closed,
+                p.rounds,
+                p.step,
+                p.loss.map_or("-".into(), |l| format!("{l:.3}")),
+                p.tokens_per_s.map_or("-".into(), |t| format!("{t:.0}")),
+                p.age,
+                p.idle.as_ref().map_or(String::new(), |i| format!(" · {i}"))
+            ));
+        })
+        .await;
+        bar.finish_and_clear();
+        rt.shutdown().await;
+        let r = result?;
+        if json {
+            print_json(&r);
+        } else {
+            println!(
+                "session {} ({:.1} min, stopped by {}){}",
+                r.session,
+                r.seconds / 60.0,
+                r.stopped_by,
+                if r.fresh_model {
+                    ", started from a fresh model"
+                } else {
+                    ""
+                }
+            );
+            println!(
+                "asked {} questions; {} gaps opened, {} closed, {} still open",
+                r.questions_asked, r.gaps.opened, r.gaps.closed, r.gaps.open
+            );
+            println!(
+                "trained {} rounds, step {} → {}, age {} ({} parameters)",
+                r.rounds,
+                r.step_before,
+                r.step_after,
+                r.age,
+                group(r.params)
+            );
+            println!(
+                "probe loss on {} held-out paraphrases: {:.4} → {:.4} ({:+.1}%)",
+                r.probe_items,
+                r.probe_loss_before,
+                r.probe_loss_after,
+                100.0 * (r.probe_loss_after - r.probe_loss_before) / r.probe_loss_before
+            );
+            if let Some(c) = &r.checkpoint {
+                println!("checkpoint {}", c.display());
+            }
+        }
+        Ok(())
+    })
 }
 
 /// `thau train`: runs the trainer with a progress bar; Ctrl-C stops after the current step

@@ -1,13 +1,19 @@
 //! Inference: the one owner of the model. Serves [`Generate`] (sampling with optional
 //! token streaming) and [`Score`] (per-token log-probabilities of a given continuation) to
-//! the other actors and the front ends, and [`Reload`]s on request. It serves the newest
+//! the other actors and the front ends, takes new weights from the Learner as a message
+//! ([`SwapWeights`]: a hot swap, chat never waits on training), and [`Reload`]s from disk on
+//! request. It serves the newest
 //! THAU checkpoint, or — when `model.gguf` is configured — a `llama`-architecture GGUF
 //! file (THAU's export, or a model such as TinyLlama) through `quantized_llama`. Runs on a sync arbiter: decoding is CPU-heavy and must never
 //! block the async arbiters that serve I/O.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -17,6 +23,7 @@ use crate::model::generate::{generate, score, Generation, SamplingParams};
 use crate::model::gguf::GgufModel;
 use crate::model::tokenizer::{Message as ChatMessage, ThauTokenizer};
 use crate::model::transformer::{from_tensors, Thau};
+use crate::model::ModelConfig;
 use crate::runtime::agents::AgentSpec;
 
 /// What to continue: raw text, or a conversation the model answers as the assistant.
@@ -58,6 +65,52 @@ pub struct Scored {
 #[rtype(result = "Result<ModelInfo, ActorError>")]
 pub struct Reload;
 
+/// Serve these weights from now on (sent by the Learner after each training round).
+/// Every Inference thread picks them up before its next request.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<ModelInfo, ActorError>")]
+pub struct SwapWeights {
+    pub config: ModelConfig,
+    pub tokenizer: ThauTokenizer,
+    /// Tensors share their storage: sending them copies no weights.
+    pub weights: HashMap<String, Tensor>,
+    /// Where they come from (shown as the model's source), e.g. `learner step 120`.
+    pub label: String,
+}
+
+impl std::fmt::Debug for SwapWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwapWeights")
+            .field("label", &self.label)
+            .field("age", &self.config.age)
+            .finish()
+    }
+}
+
+/// The newest swapped-in weights, shared by all Inference threads (a sync arbiter hands
+/// each message to one thread; the others see the new generation here).
+#[derive(Default)]
+pub struct WeightsCell {
+    generation: AtomicU64,
+    latest: Mutex<Option<Arc<SwapWeights>>>,
+}
+
+impl WeightsCell {
+    fn put(&self, w: SwapWeights) {
+        let mut slot = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(Arc::new(w));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+    fn newer_than(&self, seen: u64) -> Option<(u64, Arc<SwapWeights>)> {
+        let g = self.generation.load(Ordering::SeqCst);
+        if g <= seen {
+            return None;
+        }
+        let slot = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        slot.clone().map(|w| (g, w))
+    }
+}
+
 /// The model the actor serves.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
@@ -95,6 +148,9 @@ pub struct Inference {
     defaults: SamplingParams,
     loaded: Option<Loaded>,
     load_error: Option<String>,
+    swapped: Arc<WeightsCell>,
+    /// Generation of [`WeightsCell`] this thread serves.
+    seen_generation: u64,
 }
 
 impl Inference {
@@ -119,11 +175,48 @@ impl Inference {
             defaults,
             loaded: None,
             load_error: None,
+            swapped: Arc::new(WeightsCell::default()),
+            seen_generation: 0,
         };
         if let Err(e) = me.reload() {
             me.load_error = Some(e.to_string());
         }
         me
+    }
+
+    /// Shares `cell` with the other threads of this actor (set by the runtime).
+    pub fn with_weights_cell(mut self, cell: Arc<WeightsCell>) -> Self {
+        self.swapped = cell;
+        self.adopt_swapped();
+        self
+    }
+
+    /// Serves the newest swapped-in weights if another thread received newer ones.
+    fn adopt_swapped(&mut self) {
+        let Some((generation, w)) = self.swapped.newer_than(self.seen_generation) else {
+            return;
+        };
+        self.seen_generation = generation;
+        match from_tensors(w.weights.clone(), &w.config, &candle_core::Device::Cpu) {
+            Ok(model) => {
+                self.loaded = Some(Loaded {
+                    backend: Backend::Native(Box::new(Native {
+                        model,
+                        tokenizer: w.tokenizer.clone(),
+                    })),
+                    info: ModelInfo {
+                        checkpoint: PathBuf::from(&w.label),
+                        format: "thau",
+                        age: Some(w.config.age),
+                        params: Some(w.config.param_count()),
+                    },
+                });
+                self.load_error = None;
+            }
+            Err(e) => {
+                tracing::error!(actor = self.base.name, error = %e, "swapped weights rejected");
+            }
+        }
     }
 
     fn reload(&mut self) -> Result<ModelInfo, ActorError> {
@@ -177,6 +270,7 @@ impl Inference {
     }
 
     fn loaded(&mut self) -> Result<&mut Loaded, ActorError> {
+        self.adopt_swapped();
         let err = self.load_error.clone();
         self.loaded.as_mut().ok_or_else(|| {
             ActorError::Unavailable(
@@ -285,6 +379,25 @@ impl Handler<Score> for Inference {
                 score(model, &ids, &cont).map_err(|e| ActorError::BadRequest(e.to_string()))?;
             let mean_nll = -logprobs.iter().sum::<f32>() / logprobs.len().max(1) as f32;
             Ok(Scored { logprobs, mean_nll })
+        })
+    }
+}
+
+impl Handler<SwapWeights> for Inference {
+    type Result = Result<ModelInfo, ActorError>;
+    fn handle(&mut self, msg: SwapWeights, ctx: &mut SyncContext<Self>) -> Self::Result {
+        guarded(self, ctx, "SwapWeights", |me| {
+            if me.gguf.is_some() {
+                return Err(ActorError::Unavailable(
+                    "serving a GGUF file (model.gguf): learned weights are not swapped in".into(),
+                ));
+            }
+            // Checked here so a bad message fails its sender, not every later request.
+            from_tensors(msg.weights.clone(), &msg.config, &candle_core::Device::Cpu)
+                .map_err(|e| ActorError::BadRequest(e.to_string()))?;
+            me.swapped.put(msg);
+            me.adopt_swapped();
+            Ok(me.loaded()?.info.clone())
         })
     }
 }

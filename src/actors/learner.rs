@@ -1,13 +1,34 @@
-//! Learner: trains its own copy of the weights on gaps with replay, checkpoints, and
-//! decides growth. This issue's part: the growth decision ([`ShouldGrow`]) under the
-//! [`GrowthPolicy`] of `agents/learner.toml`; the training loop arrives with the
-//! self-learning issue. Runs on a sync arbiter (CPU-heavy work).
+//! Learner: trains its own copy of the weights on gaps mixed with replay ([`Study`]),
+//! checkpoints, hands every new set of weights to Inference as a message (a hot swap), and
+//! decides growth under the [`GrowthPolicy`] of `agents/learner.toml`.
+//!
+//! Receives [`StartStudy`], [`LearnItems`] (from the GapDetector), [`FinishStudy`],
+//! [`ShouldGrow`] and the common messages. Sends [`SwapWeights`] to Inference, [`Trained`]
+//! to the GapDetector and [`Remember`] (training runs, growth) to EpisodicMemory. Runs on a
+//! sync arbiter: training is CPU-heavy and must never block the async arbiters.
+
+use std::path::PathBuf;
 
 use actix::prelude::*;
+use serde::Serialize;
 
+use crate::actors::episodic_memory::Remember;
+use crate::actors::gap_detector::{LearnItems, Trained};
+use crate::actors::inference::SwapWeights;
 use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
+use crate::learn::source::{KnowledgeBase, KnowledgeItem, Templates};
+use crate::learn::study::{probe_loss, probe_set, replay_corpus, LearnSettings, Study};
+use crate::learn::LearnEvent;
+use crate::memory::{Episode, EpisodeKind};
 use crate::model::policy::{Decision, GrowthPolicy};
+use crate::model::ModelConfig;
 use crate::runtime::agents::AgentSpec;
+use crate::runtime::events::EventKind;
+
+/// Items in the fixed probe set measured before and after a session.
+pub const PROBE_ITEMS: usize = 64;
+/// Held-out evaluations (for the growth policy) every this many rounds.
+const EVAL_EVERY_ROUNDS: u64 = 5;
 
 /// Should a model at `age` grow now?
 #[derive(Message, Debug, Clone)]
@@ -21,21 +42,254 @@ pub struct ShouldGrow {
     pub probe_accuracy: Option<f64>,
 }
 
+/// Open (or create) the model and get ready to learn from `corpus`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<StudyInfo, ActorError>")]
+pub struct StartStudy {
+    pub session: String,
+    pub corpus: PathBuf,
+    pub seed: u64,
+}
+
+/// Where a study stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyInfo {
+    pub age: u32,
+    pub params: u64,
+    pub step: u64,
+    /// Mean NLL per answer token on held-out paraphrases of the probe set.
+    pub probe_loss: f64,
+    pub probe_items: usize,
+    pub knowledge_items: usize,
+    pub passages: usize,
+    /// Whether THAU started from nothing (no checkpoint existed).
+    pub fresh: bool,
+}
+
+/// Train on what is pending, save, and measure the probe set again.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<StudySummary, ActorError>")]
+pub struct FinishStudy;
+
+/// The end of a study.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudySummary {
+    pub rounds: u64,
+    pub step: u64,
+    pub age: u32,
+    pub probe_loss: f64,
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Who the Learner talks to.
+#[derive(Clone, Default)]
+pub struct LearnerLinks {
+    pub inference: Option<Recipient<SwapWeights>>,
+    pub gap_detector: Option<Recipient<Trained>>,
+    pub episodic: Option<Recipient<Remember>>,
+}
+
+/// `[params]` of `agents/learner.toml`: the growth policy, and `[params.learn]`.
+pub fn learner_params(params: &toml::Table) -> Result<(GrowthPolicy, LearnSettings), String> {
+    let mut growth = params.clone();
+    let learn = growth.remove("learn");
+    let policy = growth
+        .try_into::<GrowthPolicy>()
+        .map_err(|e| e.to_string())?;
+    let settings = match learn {
+        Some(v) => v
+            .try_into::<LearnSettings>()
+            .map_err(|e| format!("[params.learn]: {e}"))?,
+        None => LearnSettings::default(),
+    };
+    settings
+        .validate()
+        .map_err(|e| format!("[params.learn]: {e}"))?;
+    Ok((policy, settings))
+}
+
+struct Session {
+    name: String,
+    study: Study,
+    probes: Vec<KnowledgeItem>,
+    corpus: PathBuf,
+    heldout: Vec<f64>,
+}
+
 /// The Learner actor's state.
 pub struct Learner {
     base: ActorBase,
     policy: GrowthPolicy,
+    settings: LearnSettings,
+    checkpoints: PathBuf,
+    links: LearnerLinks,
+    session: Option<Session>,
 }
 
 impl Learner {
-    pub fn new(base: ActorBase, spec: &AgentSpec) -> Self {
+    pub fn new(
+        base: ActorBase,
+        spec: &AgentSpec,
+        checkpoints: PathBuf,
+        links: LearnerLinks,
+    ) -> Self {
         // Validated by `Runtime::start`, so the fallback only guards direct construction.
-        let policy = spec
-            .params
-            .clone()
-            .try_into::<GrowthPolicy>()
-            .unwrap_or_default();
-        Learner { base, policy }
+        let (policy, settings) = learner_params(&spec.params).unwrap_or_default();
+        Learner {
+            base,
+            policy,
+            settings,
+            checkpoints,
+            links,
+            session: None,
+        }
+    }
+
+    fn event(&self, e: LearnEvent) {
+        self.base
+            .events
+            .emit(self.base.name, EventKind::Learning { event: e });
+    }
+
+    fn remember(&self, e: Episode) {
+        if let Some(ep) = &self.links.episodic {
+            ep.do_send(Remember(vec![e]));
+        }
+    }
+
+    fn session(&mut self) -> Result<&mut Session, ActorError> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| ActorError::Unavailable("no study started (send StartStudy)".into()))
+    }
+
+    /// Hands the current weights to Inference.
+    fn swap(&mut self, label: String) -> Result<(), ActorError> {
+        let Some(inf) = self.links.inference.clone() else {
+            return Ok(());
+        };
+        let t = &self.session()?.study.trainer;
+        let weights = t.weights().map_err(|e| ActorError::Failed(e.to_string()))?;
+        inf.do_send(SwapWeights {
+            config: t.config.clone(),
+            tokenizer: t.tokenizer.clone(),
+            weights,
+            label,
+        });
+        Ok(())
+    }
+
+    fn probe_loss(&mut self) -> Result<f64, ActorError> {
+        let s = self.session()?;
+        probe_loss(
+            s.study.trainer.model(),
+            &s.study.trainer.tokenizer,
+            &s.probes,
+        )
+        .map_err(|e| ActorError::Failed(e.to_string()))
+    }
+
+    /// One training round, then the swap, the re-check request and the records.
+    fn round(&mut self) -> Result<(), ActorError> {
+        let failed = |e: crate::model::ModelError| ActorError::Failed(e.to_string());
+        let s = self.session()?;
+        let report = s.study.round().map_err(failed)?;
+        let session = s.name.clone();
+        self.swap(format!("learner step {}", report.step))?;
+        if let Some(g) = &self.links.gap_detector {
+            g.do_send(Trained {
+                session: session.clone(),
+                report: report.clone(),
+            });
+        }
+        self.remember(
+            Episode::new(
+                &session,
+                self.base.name,
+                EpisodeKind::TrainingRun,
+                format!(
+                    "round {}: {} steps to step {}, loss {:.3}, {} gap rows + {} replay rows",
+                    report.round,
+                    self.settings.steps_per_round,
+                    report.step,
+                    report.loss,
+                    report.gap_rows,
+                    report.replay_rows
+                ),
+            )
+            .with_importance(0.3)
+            .with_metadata(serde_json::to_value(&report).unwrap_or_default()),
+        );
+        self.event(LearnEvent::Round(report.clone()));
+        if report.round.is_multiple_of(EVAL_EVERY_ROUNDS) {
+            self.consider_growth()?;
+        }
+        Ok(())
+    }
+
+    /// Evaluates held-out loss and grows the model when the policy says so.
+    fn consider_growth(&mut self) -> Result<(), ActorError> {
+        let failed = |e: crate::model::ModelError| ActorError::Failed(e.to_string());
+        let policy = self.policy.clone();
+        let s = self.session()?;
+        let eval = s.study.trainer.evaluate().map_err(failed)?;
+        s.heldout.push(eval.loss);
+        let t = &s.study.trainer;
+        let examples = t.state.tokens_seen / t.state.options.seq_len.max(1) as u64;
+        let age = t.config.age;
+        let Decision::Grow { reason } = policy.decide(age, &s.heldout, examples, None) else {
+            return Ok(());
+        };
+        let Some(next) = crate::model::config::AGES.iter().find(|a| a.age > age) else {
+            return Ok(());
+        };
+        let to = ModelConfig::for_age(next.age, t.config.vocab_size, t.config.max_seq_len)
+            .map_err(failed)?;
+        let kb = KnowledgeBase::load(&s.corpus, &Templates::default())
+            .map_err(|e| ActorError::Failed(e.to_string()))?;
+        let corpus = replay_corpus(&kb);
+        // Growing consumes the trainer: take the session apart and put it back together.
+        let Some(Session {
+            name,
+            study,
+            probes,
+            corpus: corpus_dir,
+            ..
+        }) = self.session.take()
+        else {
+            return Ok(());
+        };
+        let study = match study.grow(&to, &corpus) {
+            Ok(grown) => grown,
+            Err(e) => {
+                tracing::error!(error = %e, "growth failed; continuing from the newest checkpoint");
+                Study::open(&self.checkpoints, &kb, self.settings.clone(), 0).map_err(failed)?
+            }
+        };
+        study.save().map_err(failed)?;
+        self.session = Some(Session {
+            name,
+            study,
+            probes,
+            corpus: corpus_dir,
+            heldout: Vec::new(),
+        });
+        let s = self.session()?;
+        let session = s.name.clone();
+        self.event(LearnEvent::Grew {
+            from_age: age,
+            to_age: next.age,
+        });
+        self.remember(
+            Episode::new(
+                &session,
+                self.base.name,
+                EpisodeKind::Growth,
+                format!("grew from age {age} to age {}: {reason}", next.age),
+            )
+            .with_importance(0.9),
+        );
+        self.swap(format!("grown to age {}", next.age))
     }
 }
 
@@ -44,10 +298,27 @@ impl ThauActor for Learner {
         &self.base
     }
     fn note(&self) -> String {
-        format!(
-            "growth policy: plateau over {} evaluations (< {} relative); training arrives with the self-learning loop",
-            self.policy.plateau_window, self.policy.plateau_threshold
-        )
+        match &self.session {
+            Some(s) => format!(
+                "session {}: age {}, step {}, {} rounds",
+                s.name,
+                s.study.trainer.config.age,
+                s.study.trainer.state.step,
+                s.study.rounds()
+            ),
+            None => format!(
+                "idle; growth policy: plateau over {} evaluations (< {} relative)",
+                self.policy.plateau_window, self.policy.plateau_threshold
+            ),
+        }
+    }
+    fn flush_state(&mut self) -> Result<(), ActorError> {
+        if let Some(s) = &self.session {
+            s.study
+                .save()
+                .map_err(|e| ActorError::Failed(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
@@ -60,6 +331,82 @@ impl Handler<ShouldGrow> for Learner {
             Ok(me
                 .policy
                 .decide(m.age, &m.heldout, m.examples_seen, m.probe_accuracy))
+        })
+    }
+}
+
+impl Handler<StartStudy> for Learner {
+    type Result = Result<StudyInfo, ActorError>;
+    fn handle(&mut self, m: StartStudy, ctx: &mut SyncContext<Self>) -> Self::Result {
+        guarded(self, ctx, "StartStudy", |me| {
+            let kb = KnowledgeBase::load(&m.corpus, &Templates::default())
+                .map_err(|e| ActorError::BadRequest(e.to_string()))?;
+            let fresh = crate::model::checkpoint::newest(&me.checkpoints)
+                .map_err(|e| ActorError::Failed(e.to_string()))?
+                .is_none();
+            let study = Study::open(&me.checkpoints, &kb, me.settings.clone(), m.seed)
+                .map_err(|e| ActorError::Failed(e.to_string()))?;
+            if fresh {
+                // Give Inference (and later runs) a model to start from.
+                study
+                    .save()
+                    .map_err(|e| ActorError::Failed(e.to_string()))?;
+            }
+            let probes = probe_set(&kb, PROBE_ITEMS, m.seed);
+            me.session = Some(Session {
+                name: m.session.clone(),
+                study,
+                probes,
+                corpus: m.corpus.clone(),
+                heldout: Vec::new(),
+            });
+            me.swap(format!("learner session {}", m.session))?;
+            let probe = me.probe_loss()?;
+            let s = me.session()?;
+            let t = &s.study.trainer;
+            Ok(StudyInfo {
+                age: t.config.age,
+                params: t.config.param_count(),
+                step: t.state.step,
+                probe_loss: probe,
+                probe_items: s.probes.len(),
+                knowledge_items: kb.items.len(),
+                passages: kb.passages.len(),
+                fresh,
+            })
+        })
+    }
+}
+
+impl Handler<LearnItems> for Learner {
+    type Result = Result<(), ActorError>;
+    fn handle(&mut self, m: LearnItems, ctx: &mut SyncContext<Self>) -> Self::Result {
+        guarded(self, ctx, "LearnItems", |me| {
+            let s = me.session()?;
+            s.study.add(m.items);
+            if s.study.ready() {
+                me.round()?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Handler<FinishStudy> for Learner {
+    type Result = Result<StudySummary, ActorError>;
+    fn handle(&mut self, _: FinishStudy, ctx: &mut SyncContext<Self>) -> Self::Result {
+        guarded(self, ctx, "FinishStudy", |me| {
+            let failed = |e: crate::model::ModelError| ActorError::Failed(e.to_string());
+            let checkpoint = Some(me.session()?.study.save().map_err(failed)?);
+            let probe = me.probe_loss()?;
+            let s = me.session()?;
+            Ok(StudySummary {
+                rounds: s.study.rounds(),
+                step: s.study.trainer.state.step,
+                age: s.study.trainer.config.age,
+                probe_loss: probe,
+                checkpoint,
+            })
         })
     }
 }

@@ -1,19 +1,191 @@
-//! Questioner: asks the model questions per age and topic, steered by open gaps (the self-learning loop fills in question generation).
+//! Questioner: asks the model questions — per topic, most often where gaps are open — from
+//! the knowledge base, at a steady pace during a learning session ([`Picker`]).
 //!
-//! Receives the common messages ([`crate::actors::Ping`], [`crate::actors::Flush`],
-//! [`crate::actors::InjectFault`]); runs on its own async arbiter under a `Supervisor`.
+//! Receives [`StartQuestioning`], [`StopQuestioning`], [`GapsChanged`] (from the
+//! GapDetector), [`QuestionerStatus`] and the common messages. Sends [`Probe`] to the
+//! GapDetector and [`Remember`] (every question) to EpisodicMemory. Runs on its own async
+//! arbiter under a `Supervisor`; its timer only sends messages, so it never blocks.
 
-use crate::actors::{ActorBase, ThauActor};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::actors::episodic_memory::Remember;
+use crate::actors::gap_detector::{GapsChanged, Probe};
+use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
+use crate::learn::picker::{NoQuestion, Picker, PickerConfig};
+use crate::learn::source::{KnowledgeBase, Templates};
+use crate::learn::LearnEvent;
+use crate::memory::{Episode, EpisodeKind};
 use crate::runtime::agents::AgentSpec;
+use crate::runtime::events::EventKind;
+
+/// Probes waiting for an answer before the Questioner holds back (the model is busy).
+const MAX_IN_FLIGHT: usize = 2;
+
+/// `[params]` of `agents/questioner.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuestionerParams {
+    /// Pace, steering and limits.
+    pub ask: PickerConfig,
+    /// Question templates per language for the corpus's passages.
+    pub templates: Option<Templates>,
+}
+
+/// Start asking about the knowledge in `corpus`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<usize, ActorError>")]
+pub struct StartQuestioning {
+    pub session: String,
+    pub corpus: PathBuf,
+    /// Stop after this many questions.
+    pub limit: Option<usize>,
+    pub seed: u64,
+}
+
+/// Stop asking; answers how many questions were asked.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<usize, ActorError>")]
+pub struct StopQuestioning;
+
+/// Counts for progress displays.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<QuestionerReport, ActorError>")]
+pub struct QuestionerStatus;
+
+/// The answer to [`QuestionerStatus`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QuestionerReport {
+    pub active: bool,
+    pub asked: usize,
+    pub skipped_similar: usize,
+    pub in_flight: usize,
+    /// Why the Questioner is idle, if it is.
+    pub idle: Option<String>,
+}
+
+struct Asking {
+    session: String,
+    picker: Picker,
+    limit: Option<usize>,
+    asked: usize,
+    timer: SpawnHandle,
+}
 
 /// The Questioner actor's state.
 pub struct Questioner {
     base: ActorBase,
+    params: QuestionerParams,
+    gap_detector: Option<Recipient<Probe>>,
+    episodic: Option<Recipient<Remember>>,
+    asking: Option<Asking>,
+    in_flight: usize,
+    idle: Option<String>,
 }
 
 impl Questioner {
-    pub fn new(base: ActorBase, _spec: &AgentSpec) -> Self {
-        Questioner { base }
+    pub fn new(
+        base: ActorBase,
+        spec: &AgentSpec,
+        gap_detector: Option<Recipient<Probe>>,
+        episodic: Option<Recipient<Remember>>,
+    ) -> Self {
+        // Validated by `Runtime::start`, so the fallback only guards direct construction.
+        let params = spec
+            .params
+            .clone()
+            .try_into::<QuestionerParams>()
+            .unwrap_or_default();
+        Questioner {
+            base,
+            params,
+            gap_detector,
+            episodic,
+            asking: None,
+            in_flight: 0,
+            idle: None,
+        }
+    }
+
+    fn event(&self, e: LearnEvent) {
+        self.base
+            .events
+            .emit(self.base.name, EventKind::Learning { event: e });
+    }
+
+    fn set_idle(&mut self, reason: String) {
+        if self.idle.as_ref() != Some(&reason) {
+            self.event(LearnEvent::Idle {
+                reason: reason.clone(),
+            });
+            self.idle = Some(reason);
+        }
+    }
+
+    /// One tick of the session timer: ask the next question unless the model is busy.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight >= MAX_IN_FLIGHT {
+            return;
+        }
+        let Some(target) = self.gap_detector.clone() else {
+            self.set_idle("no GapDetector running".into());
+            return;
+        };
+        let Some(a) = self.asking.as_mut() else {
+            return;
+        };
+        if a.limit.is_some_and(|l| a.asked >= l) {
+            self.set_idle("question limit reached".into());
+            return;
+        }
+        let item = match a.picker.next(Instant::now()) {
+            Ok(item) => item,
+            Err(NoQuestion::Exhausted) => {
+                self.set_idle("every item has been asked".into());
+                return;
+            }
+            Err(NoQuestion::RateLimited { retry_in_s }) => {
+                self.set_idle(format!(
+                    "rate limit reached; next question in {retry_in_s} s"
+                ));
+                return;
+            }
+        };
+        a.asked += 1;
+        let session = a.session.clone();
+        self.idle = None;
+        self.event(LearnEvent::Asked {
+            topic: item.topic.clone(),
+            question: item.question.clone(),
+        });
+        if let Some(ep) = &self.episodic {
+            ep.do_send(Remember(vec![Episode::new(
+                &session,
+                self.base.name,
+                EpisodeKind::Question,
+                item.question.clone(),
+            )
+            .with_importance(0.2)
+            .with_metadata(
+                serde_json::json!({"item": item.id, "topic": item.topic, "lang": item.lang}),
+            )]));
+        }
+        self.in_flight += 1;
+        target
+            .send(Probe { session, item })
+            .into_actor(self)
+            .map(|reply, me, _| {
+                me.in_flight = me.in_flight.saturating_sub(1);
+                if let Ok(Err(e)) | Err(e) =
+                    reply.map_err(|e| ActorError::Unavailable(e.to_string()))
+                {
+                    tracing::warn!(actor = me.base.name, error = %e, "probe failed");
+                }
+            })
+            .spawn(ctx);
     }
 }
 
@@ -22,8 +194,80 @@ impl ThauActor for Questioner {
         &self.base
     }
     fn note(&self) -> String {
-        "idle: question generation arrives with the self-learning loop".into()
+        match &self.asking {
+            Some(a) => format!("session {}: {} questions asked", a.session, a.asked),
+            None => "idle: no learning session".into(),
+        }
+    }
+    fn reset(&mut self) {
+        // The timer died with the old context; a restarted Questioner waits for a new start.
+        self.asking = None;
+        self.in_flight = 0;
     }
 }
 
 crate::supervised_actor!(Questioner);
+
+impl Handler<StartQuestioning> for Questioner {
+    type Result = Result<usize, ActorError>;
+    fn handle(&mut self, m: StartQuestioning, ctx: &mut Context<Self>) -> Self::Result {
+        let kb = guarded(self, ctx, "StartQuestioning", |me| {
+            let templates = me.params.templates.clone().unwrap_or_default();
+            KnowledgeBase::load(&m.corpus, &templates)
+                .map_err(|e| ActorError::BadRequest(e.to_string()))
+        })?;
+        if let Some(old) = self.asking.take() {
+            ctx.cancel_future(old.timer);
+        }
+        let n = kb.items.len();
+        let interval = Duration::from_millis(self.params.ask.interval_ms.max(1));
+        let timer = ctx.run_interval(interval, |me, ctx| me.tick(ctx));
+        self.asking = Some(Asking {
+            session: m.session,
+            picker: Picker::new(kb.items, self.params.ask.clone(), m.seed),
+            limit: m.limit,
+            asked: 0,
+            timer,
+        });
+        self.idle = None;
+        Ok(n)
+    }
+}
+
+impl Handler<StopQuestioning> for Questioner {
+    type Result = Result<usize, ActorError>;
+    fn handle(&mut self, _: StopQuestioning, ctx: &mut Context<Self>) -> Self::Result {
+        let _ = guarded(self, ctx, "StopQuestioning", |_| Ok(()));
+        Ok(match self.asking.take() {
+            Some(a) => {
+                ctx.cancel_future(a.timer);
+                a.asked
+            }
+            None => 0,
+        })
+    }
+}
+
+impl Handler<GapsChanged> for Questioner {
+    type Result = ();
+    fn handle(&mut self, m: GapsChanged, _: &mut Context<Self>) {
+        if let Some(a) = self.asking.as_mut() {
+            a.picker.set_open_gaps(m.0);
+        }
+    }
+}
+
+impl Handler<QuestionerStatus> for Questioner {
+    type Result = Result<QuestionerReport, ActorError>;
+    fn handle(&mut self, _: QuestionerStatus, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, "QuestionerStatus", |me| {
+            Ok(QuestionerReport {
+                active: me.asking.is_some(),
+                asked: me.asking.as_ref().map_or(0, |a| a.asked),
+                skipped_similar: me.asking.as_ref().map_or(0, |a| a.picker.skipped_similar),
+                in_flight: me.in_flight,
+                idle: me.idle.clone(),
+            })
+        })
+    }
+}

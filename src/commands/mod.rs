@@ -4,5 +4,6 @@
 
 pub mod ages;
 pub mod grow;
+pub mod learn;
 pub mod memory;
 pub mod train;

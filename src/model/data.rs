@@ -215,7 +215,7 @@ fn chunk_text(text: &str) -> Vec<String> {
 
 /// Examples packed into windows of `seq_len + 1` tokens: inputs are the first `seq_len`,
 /// targets the last `seq_len` (with [`IGNORE_INDEX`] where the mask says "do not learn").
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Windows {
     pub seq_len: usize,
     pub inputs: Vec<Vec<u32>>,
@@ -249,6 +249,29 @@ impl Windows {
                 w.targets.push(tgt);
             }
             start += seq_len;
+        }
+        Ok(w)
+    }
+
+    /// One window per example (cut at `seq_len`, padded): a batch of these trains on
+    /// exactly those examples, as the Learner needs for gap items.
+    pub fn each(examples: &[Example], tok: &ThauTokenizer, seq_len: usize) -> Result<Windows> {
+        let mut w = Windows {
+            seq_len,
+            inputs: Vec::new(),
+            targets: Vec::new(),
+        };
+        for ex in examples {
+            let one = Windows::pack(std::slice::from_ref(ex), tok, seq_len)?;
+            // The first window holds the start of the example (the question and, for short
+            // items, the whole answer).
+            if let (Some(i), Some(t)) = (
+                one.inputs.into_iter().next(),
+                one.targets.into_iter().next(),
+            ) {
+                w.inputs.push(i);
+                w.targets.push(t);
+            }
         }
         Ok(w)
     }

@@ -280,28 +280,47 @@ impl Trainer {
         }
     }
 
-    /// One optimizer step over `accum` micro-batches.
+    /// One optimizer step over `accum` micro-batches of the training windows.
     pub fn step(&mut self) -> Result<StepReport> {
-        let start = Instant::now();
         let o = self.state.options.clone();
+        let batches: Vec<Vec<usize>> = (0..o.accum)
+            .map(|_| self.state.batcher.next(o.batch_size, self.train.len()))
+            .collect();
+        let train = std::mem::take(&mut self.train);
+        let report = self.step_on(&train, &batches);
+        self.train = train;
+        report
+    }
+
+    /// One optimizer step on chosen windows of `data`: one micro-batch per entry of
+    /// `batches` (gradients accumulated), whatever the configured batch size. The Learner
+    /// uses it to train on gap items mixed with replay.
+    pub fn step_on(&mut self, data: &Windows, batches: &[Vec<usize>]) -> Result<StepReport> {
+        let start = Instant::now();
+        if batches.is_empty() || batches.iter().any(|b| b.is_empty()) {
+            return Err(ModelError::Data(
+                "a training step needs at least one window".into(),
+            ));
+        }
         let mut grads = self.opt.zero_grads();
         let mut loss_sum = 0.0;
-        for _ in 0..o.accum {
-            let idx = self.state.batcher.next(o.batch_size, self.train.len());
-            let (x, y) = self.train.batch(&idx, &self.dev)?;
+        let mut tokens = 0;
+        for idx in batches {
+            let (x, y) = data.batch(idx, &self.dev)?;
             let (loss, _) = self.model.loss(&x, &y)?;
             loss_sum += f64::from(loss.to_scalar::<f32>()?);
             let store = loss.backward()?;
             self.opt.accumulate(&store, &mut grads)?;
+            tokens += idx.len() * data.seq_len;
         }
+        let accum = batches.len();
         let lr = self
             .schedule()
             .lr(self.state.step - self.state.schedule_origin);
-        let grad_norm = self.opt.step(&grads, 1.0 / o.accum as f64, lr)?;
+        let grad_norm = self.opt.step(&grads, 1.0 / accum as f64, lr)?;
         self.state.step += 1;
-        let tokens = o.accum * o.batch_size * o.seq_len;
         self.state.tokens_seen += tokens as u64;
-        let loss = loss_sum / o.accum as f64;
+        let loss = loss_sum / accum as f64;
         if !loss.is_finite() {
             return Err(ModelError::Data(format!(
                 "loss became {loss} at step {}",

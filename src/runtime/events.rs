@@ -26,8 +26,10 @@ pub enum EventKind {
     },
     /// An actor saved its state during shutdown.
     ActorFlushed,
-    /// A free-form report from an actor (training progress, gap found, ...).
+    /// A free-form report from an actor.
     Report { detail: serde_json::Value },
+    /// A step of the self-learning loop.
+    Learning { event: crate::learn::LearnEvent },
 }
 
 /// One event with its time and the actor it concerns.

@@ -125,10 +125,22 @@ impl Runtime {
                 .map_err(|e| ThauError::Invalid(format!("agents/inference.toml [params]: {e}")))?;
         }
         if let Some(spec) = specs.get(&ActorKind::Learner) {
+            crate::actors::learner::learner_params(&spec.params)
+                .map_err(|e| ThauError::Invalid(format!("agents/learner.toml [params]: {e}")))?;
+        }
+        if let Some(spec) = specs.get(&ActorKind::Questioner) {
             spec.params
                 .clone()
-                .try_into::<crate::model::policy::GrowthPolicy>()
-                .map_err(|e| ThauError::Invalid(format!("agents/learner.toml [params]: {e}")))?;
+                .try_into::<crate::actors::questioner::QuestionerParams>()
+                .map_err(|e| ThauError::Invalid(format!("agents/questioner.toml [params]: {e}")))?;
+        }
+        if let Some(spec) = specs.get(&ActorKind::GapDetector) {
+            spec.params
+                .clone()
+                .try_into::<crate::learn::gaps::ThresholdConfig>()
+                .map_err(|e| {
+                    ThauError::Invalid(format!("agents/gap_detector.toml [params]: {e}"))
+                })?;
         }
         let events = EventBus::new();
         let mut rt = Runtime {
@@ -172,15 +184,37 @@ impl Runtime {
                 .map(std::path::PathBuf::from);
             match kind {
                 ActorKind::Inference => {
+                    // One cell for all threads, so a weight swap reaches each of them.
+                    let cell = Arc::new(crate::actors::inference::WeightsCell::default());
                     let addr = SyncArbiter::start(spec.threads, move || {
                         Inference::new(base.clone(), &spec, checkpoints.clone(), gguf.clone())
+                            .with_weights_cell(cell.clone())
                     });
                     rt.handles.insert(kind, handle_of(&addr, stats));
                     rt.addrs.inference = Some(addr);
                 }
-                ActorKind::Learner => run_sync!(learner, Learner),
+                ActorKind::Learner => {
+                    let links = crate::actors::learner::LearnerLinks {
+                        inference: rt.addrs.inference.clone().map(|a| a.recipient()),
+                        gap_detector: rt.addrs.gap_detector.clone().map(|a| a.recipient()),
+                        episodic: rt.addrs.episodic_memory.clone().map(|a| a.recipient()),
+                    };
+                    let addr = SyncArbiter::start(spec.threads, move || {
+                        Learner::new(base.clone(), &spec, checkpoints.clone(), links.clone())
+                    });
+                    rt.handles.insert(kind, handle_of(&addr, stats));
+                    rt.addrs.learner = Some(addr);
+                }
                 ActorKind::ImageTool => run_sync!(image_tool, ImageTool),
-                ActorKind::Questioner => run_async!(questioner, Questioner),
+                ActorKind::Questioner => {
+                    let gaps = rt.addrs.gap_detector.clone().map(|a| a.recipient());
+                    let episodic = rt.addrs.episodic_memory.clone().map(|a| a.recipient());
+                    let addr = start_async(&mut arbiters, move || {
+                        Questioner::new(base, &spec, gaps, episodic)
+                    });
+                    rt.handles.insert(kind, handle_of(&addr, stats));
+                    rt.addrs.questioner = Some(addr);
+                }
                 ActorKind::GapDetector => run_async!(gap_detector, GapDetector),
                 ActorKind::ToolRouter => run_async!(tool_router, ToolRouter),
                 // Memory actors open their stores under <home>/memory. EpisodicMemory
@@ -213,6 +247,15 @@ impl Runtime {
                     rt.addrs.long_term_memory = Some(addr);
                 }
             }
+        }
+        // The GapDetector starts before the actors it feeds; wire it now that all run.
+        if let Some(g) = &rt.addrs.gap_detector {
+            g.do_send(crate::actors::gap_detector::ConnectLoop {
+                inference: rt.addrs.inference.clone().map(|a| a.recipient()),
+                learner: rt.addrs.learner.clone().map(|a| a.recipient()),
+                questioner: rt.addrs.questioner.clone().map(|a| a.recipient()),
+                episodic: rt.addrs.episodic_memory.clone().map(|a| a.recipient()),
+            });
         }
         rt.arbiters = arbiters;
         Ok(rt)

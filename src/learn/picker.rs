@@ -1,0 +1,245 @@
+//! How the Questioner chooses its next question: [`Picker`].
+//!
+//! Most often ([`PickerConfig::gap_bias`]) it asks about a topic where gaps are open
+//! (weighted by how many), otherwise about any topic; it never asks an item twice, skips
+//! questions too similar to one already asked (cosine of hashed n-gram embeddings ≥
+//! [`PickerConfig::max_similarity`]) and keeps to per-hour and per-day limits.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::source::KnowledgeItem;
+use crate::memory::embed::{dot, HashEmbedder};
+
+/// Settings (from `agents/questioner.toml` `[params]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PickerConfig {
+    /// Probability of asking about a topic with open gaps, when there is one.
+    pub gap_bias: f64,
+    /// Questions this similar to an earlier one are skipped.
+    pub max_similarity: f32,
+    /// Most questions per rolling hour and per rolling day.
+    pub per_hour: usize,
+    pub per_day: usize,
+    /// Milliseconds between two questions during a session.
+    pub interval_ms: u64,
+}
+
+impl Default for PickerConfig {
+    fn default() -> Self {
+        PickerConfig {
+            gap_bias: 0.7,
+            max_similarity: 0.7,
+            per_hour: 5000,
+            per_day: 50_000,
+            interval_ms: 1000,
+        }
+    }
+}
+
+/// Why no question came out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NoQuestion {
+    /// Every item has been asked (or skipped as a near-duplicate).
+    Exhausted,
+    /// The hourly or daily limit is reached; `retry_in_s` until a slot frees.
+    RateLimited { retry_in_s: u64 },
+}
+
+/// The Questioner's memory of what it asked.
+pub struct Picker {
+    items: Vec<KnowledgeItem>,
+    cfg: PickerConfig,
+    asked: HashSet<String>,
+    asked_vectors: Vec<Vec<f32>>,
+    /// Open gaps per topic (from the GapDetector).
+    open_gaps: BTreeMap<String, usize>,
+    times: VecDeque<Instant>,
+    embedder: HashEmbedder,
+    rng: rand_chacha::ChaCha8Rng,
+    /// Items skipped as near-duplicates.
+    pub skipped_similar: usize,
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+impl Picker {
+    pub fn new(items: Vec<KnowledgeItem>, cfg: PickerConfig, seed: u64) -> Picker {
+        Picker {
+            items,
+            cfg,
+            asked: HashSet::new(),
+            asked_vectors: Vec::new(),
+            open_gaps: BTreeMap::new(),
+            times: VecDeque::new(),
+            embedder: HashEmbedder::default(),
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            skipped_similar: 0,
+        }
+    }
+
+    pub fn config(&self) -> &PickerConfig {
+        &self.cfg
+    }
+
+    /// Replaces the open-gap counts per topic.
+    pub fn set_open_gaps(&mut self, open: BTreeMap<String, usize>) {
+        self.open_gaps = open;
+        self.open_gaps.retain(|_, n| *n > 0);
+    }
+
+    /// Marks items as already asked (a resumed session).
+    pub fn mark_asked(&mut self, ids: impl IntoIterator<Item = String>) {
+        self.asked.extend(ids);
+    }
+
+    pub fn asked(&self) -> usize {
+        self.asked.len()
+    }
+
+    /// The next question at time `now`.
+    pub fn next(&mut self, now: Instant) -> Result<KnowledgeItem, NoQuestion> {
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > DAY)
+        {
+            self.times.pop_front();
+        }
+        let last_hour = self
+            .times
+            .iter()
+            .filter(|t| now.duration_since(**t) <= HOUR)
+            .count();
+        if last_hour >= self.cfg.per_hour || self.times.len() >= self.cfg.per_day {
+            let oldest = if last_hour >= self.cfg.per_hour {
+                self.times
+                    .iter()
+                    .find(|t| now.duration_since(**t) <= HOUR)
+                    .map(|t| *t + HOUR)
+            } else {
+                self.times.front().map(|t| *t + DAY)
+            };
+            let retry = oldest.map_or(0, |t| t.saturating_duration_since(now).as_secs());
+            return Err(NoQuestion::RateLimited { retry_in_s: retry });
+        }
+        loop {
+            let Some(i) = self.choose() else {
+                return Err(NoQuestion::Exhausted);
+            };
+            let item = self.items[i].clone();
+            self.asked.insert(item.id.clone());
+            let v = self.embedder.embed_text(&item.question);
+            if self
+                .asked_vectors
+                .iter()
+                .any(|a| dot(a, &v) >= self.cfg.max_similarity)
+            {
+                self.skipped_similar += 1;
+                continue;
+            }
+            self.asked_vectors.push(v);
+            self.times.push_back(now);
+            return Ok(item);
+        }
+    }
+
+    /// An unasked item: from a gap topic with probability `gap_bias`, else any.
+    fn choose(&mut self) -> Option<usize> {
+        let open: Vec<usize> = (0..self.items.len())
+            .filter(|&i| !self.asked.contains(&self.items[i].id))
+            .collect();
+        if open.is_empty() {
+            return None;
+        }
+        if !self.open_gaps.is_empty() && self.rng.random_bool(self.cfg.gap_bias.clamp(0.0, 1.0)) {
+            let in_gap: Vec<(usize, usize)> = open
+                .iter()
+                .filter_map(|&i| self.open_gaps.get(&self.items[i].topic).map(|&n| (i, n)))
+                .collect();
+            let total: usize = in_gap.iter().map(|(_, n)| n).sum();
+            if total > 0 {
+                let mut r = self.rng.random_range(0..total);
+                for (i, n) in in_gap {
+                    if r < n {
+                        return Some(i);
+                    }
+                    r -= n;
+                }
+            }
+        }
+        Some(open[self.rng.random_range(0..open.len())])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(topic: &str, q: &str) -> KnowledgeItem {
+        KnowledgeItem::new(topic, "en", q, "a", vec![])
+    }
+
+    #[test]
+    fn steers_to_gap_topics_skips_repeats_and_near_duplicates() {
+        let mut items: Vec<KnowledgeItem> = (0..50)
+            .map(|i| {
+                item(
+                    "plain",
+                    &format!("Question number {i} about rivers and {}", i * 7919),
+                )
+            })
+            .collect();
+        items.extend((0..10).map(|i| {
+            item(
+                "gappy",
+                &format!("Where do whales {i} swim in {}", i * 104729),
+            )
+        }));
+        items.push(item("plain", "What is the boiling point of water?"));
+        items.push(item("plain", "What is the boiling point of water ?"));
+        let cfg = PickerConfig {
+            gap_bias: 1.0,
+            // The generated questions share a template; only true repeats are duplicates.
+            max_similarity: 0.95,
+            ..Default::default()
+        };
+        let mut p = Picker::new(items, cfg, 1);
+        p.set_open_gaps([("gappy".to_string(), 3)].into_iter().collect());
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(p.next(now).unwrap().topic, "gappy");
+        }
+        let mut seen = HashSet::new();
+        while let Ok(it) = p.next(now) {
+            assert!(seen.insert(it.id.clone()), "asked twice");
+        }
+        // The two boiling-point questions are near-duplicates: one was skipped.
+        assert!(p.skipped_similar >= 1);
+        assert_eq!(p.next(now), Err(NoQuestion::Exhausted));
+    }
+
+    #[test]
+    fn keeps_to_the_hourly_limit() {
+        let items = (0..10)
+            .map(|i| item("t", &format!("distinct {i} {}", i * 31337)))
+            .collect();
+        let cfg = PickerConfig {
+            per_hour: 3,
+            ..Default::default()
+        };
+        let mut p = Picker::new(items, cfg, 1);
+        let now = Instant::now();
+        for _ in 0..3 {
+            p.next(now).unwrap();
+        }
+        assert!(matches!(p.next(now), Err(NoQuestion::RateLimited { .. })));
+        assert!(p.next(now + HOUR + Duration::from_secs(1)).is_ok());
+    }
+}

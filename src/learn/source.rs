@@ -1,0 +1,317 @@
+//! The embedded teacher: [`KnowledgeBase`], what THAU can learn from its corpus, as
+//! [`KnowledgeItem`]s — a question, the reference answer, and paraphrases of the question
+//! that are never trained on (they decide whether a gap is really closed).
+//!
+//! Items come from two places in the corpus directory:
+//! - `qa.jsonl` lines (`question`, `answer`, `topic`, `lang`, `paraphrases`);
+//! - `.md`/`.txt` passages: the title (`# Title`) is a concept, the first paragraph the
+//!   reference answer, and the Questioner's templates for the passage's language make the
+//!   question (the first template) and its paraphrases (the others).
+//!
+//! The passages themselves (chunked) are also the replay data the Learner mixes in.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::data::Example;
+use crate::model::tokenizer::{Message, Role};
+
+/// Errors name the file and line.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: {message}")]
+    Bad { path: PathBuf, message: String },
+}
+
+fn bad(path: &Path, message: impl Into<String>) -> SourceError {
+    SourceError::Bad {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// One thing to know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnowledgeItem {
+    /// Stable id: FNV-1a of the question (the same across runs and machines).
+    pub id: String,
+    pub topic: String,
+    /// `en`, `es`, …
+    pub lang: String,
+    pub question: String,
+    pub answer: String,
+    /// Held out from training: used to check that a gap is closed.
+    pub paraphrases: Vec<String>,
+}
+
+impl KnowledgeItem {
+    pub fn new(
+        topic: &str,
+        lang: &str,
+        question: &str,
+        answer: &str,
+        paraphrases: Vec<String>,
+    ) -> Self {
+        KnowledgeItem {
+            id: format!("{:016x}", fnv1a(question.as_bytes())),
+            topic: topic.to_string(),
+            lang: lang.to_string(),
+            question: question.to_string(),
+            answer: answer.to_string(),
+            paraphrases,
+        }
+    }
+
+    /// The training example: the question as the user, the answer as the assistant.
+    pub fn example(&self) -> Example {
+        Example::Chat(vec![
+            Message::new(Role::User, self.question.clone()),
+            Message::new(Role::Assistant, self.answer.clone()),
+        ])
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// Question templates per language; `{concept}` is replaced by a passage's title.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Templates {
+    /// Language → templates (the first asks, the others are held-out paraphrases).
+    pub by_lang: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        let mut by_lang = BTreeMap::new();
+        by_lang.insert(
+            "en".into(),
+            vec![
+                "What is {concept}?".into(),
+                "Can you explain {concept}?".into(),
+                "Tell me about {concept}.".into(),
+            ],
+        );
+        by_lang.insert(
+            "es".into(),
+            vec![
+                "¿Qué es {concept}?".into(),
+                "¿Puedes explicar {concept}?".into(),
+                "Háblame de {concept}.".into(),
+            ],
+        );
+        Templates { by_lang }
+    }
+}
+
+/// Everything the corpus offers the learning loop.
+#[derive(Debug, Clone, Default)]
+pub struct KnowledgeBase {
+    pub items: Vec<KnowledgeItem>,
+    /// Passages (chunked text) for replay and for long-term memory.
+    pub passages: Vec<Passage>,
+}
+
+/// A chunk of a corpus file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passage {
+    pub topic: String,
+    pub lang: String,
+    pub source: String,
+    pub text: String,
+}
+
+#[derive(Deserialize)]
+struct QaLine {
+    question: String,
+    answer: String,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    lang: Option<String>,
+    #[serde(default)]
+    paraphrases: Vec<String>,
+}
+
+impl KnowledgeBase {
+    /// Reads every `qa.jsonl`, `.md` and `.txt` under `dir`.
+    pub fn load(dir: &Path, templates: &Templates) -> Result<KnowledgeBase, SourceError> {
+        let mut files = Vec::new();
+        collect(dir, &mut files)?;
+        files.sort();
+        if files.is_empty() {
+            return Err(bad(dir, "no qa.jsonl, .md or .txt files found"));
+        }
+        let mut kb = KnowledgeBase::default();
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|e| bad(&file, e.to_string()))?;
+            // The language is the name of a two-letter folder (`en/`, `es/`) if there is one.
+            let lang = file
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .filter(|n| n.len() == 2)
+                .unwrap_or("en")
+                .to_string();
+            if file.extension().is_some_and(|e| e == "jsonl") {
+                for (i, line) in text.lines().enumerate() {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let q: QaLine = serde_json::from_str(line)
+                        .map_err(|e| bad(&file, format!("line {}: {e}", i + 1)))?;
+                    kb.items.push(KnowledgeItem::new(
+                        q.topic.as_deref().unwrap_or("general"),
+                        q.lang.as_deref().unwrap_or(&lang),
+                        &q.question,
+                        &q.answer,
+                        q.paraphrases,
+                    ));
+                }
+            } else {
+                let topic = file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("general")
+                    .to_string();
+                kb.add_passage_file(&file, &topic, &lang, &text, templates);
+            }
+        }
+        Ok(kb)
+    }
+
+    fn add_passage_file(
+        &mut self,
+        file: &Path,
+        topic: &str,
+        lang: &str,
+        text: &str,
+        templates: &Templates,
+    ) {
+        let source = file
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let mut paragraphs = text.split("\n\n").map(str::trim).filter(|p| !p.is_empty());
+        let title = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        if let (Some(title), Some(tpls)) = (title, templates.by_lang.get(lang)) {
+            // The first paragraph that is not the title line answers "what is <title>?".
+            let first = paragraphs.clone().find(|p| !p.starts_with('#'));
+            if let (Some(answer), Some((ask, others))) = (first, tpls.split_first()) {
+                let concept = title.to_lowercase();
+                let fill = |t: &String| t.replace("{concept}", &concept);
+                self.items.push(KnowledgeItem::new(
+                    topic,
+                    lang,
+                    &fill(ask),
+                    answer,
+                    others.iter().map(fill).collect(),
+                ));
+            }
+        }
+        let mut chunk = String::new();
+        for p in paragraphs.by_ref() {
+            if !chunk.is_empty() && chunk.len() + p.len() > crate::model::data::CHUNK_CHARS {
+                self.push_passage(topic, lang, &source, std::mem::take(&mut chunk));
+            }
+            if !chunk.is_empty() {
+                chunk.push_str("\n\n");
+            }
+            chunk.push_str(p);
+        }
+        if !chunk.is_empty() {
+            self.push_passage(topic, lang, &source, chunk);
+        }
+    }
+
+    fn push_passage(&mut self, topic: &str, lang: &str, source: &str, text: String) {
+        self.passages.push(Passage {
+            topic: topic.to_string(),
+            lang: lang.to_string(),
+            source: source.to_string(),
+            text,
+        });
+    }
+
+    /// Topics and how many items each has.
+    pub fn topics(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for i in &self.items {
+            *out.entry(i.topic.clone()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    pub fn item(&self, id: &str) -> Option<&KnowledgeItem> {
+        self.items.iter().find(|i| i.id == id)
+    }
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
+    let meta = std::fs::metadata(dir).map_err(|e| bad(dir, e.to_string()))?;
+    if meta.is_file() {
+        out.push(dir.to_path_buf());
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| bad(dir, e.to_string()))? {
+        let p = entry.map_err(|e| bad(dir, e.to_string()))?.path();
+        if p.is_dir() {
+            collect(&p, out)?;
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "md" | "txt" | "jsonl"))
+        {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_come_from_qa_lines_and_passage_titles() {
+        let dir = tempfile::tempdir().unwrap();
+        let es = dir.path().join("es");
+        std::fs::create_dir_all(&es).unwrap();
+        std::fs::write(
+            es.join("qa.jsonl"),
+            r#"{"question":"¿Qué es el agua?","answer":"Un líquido.","topic":"agua","paraphrases":["¿Qué cosa es el agua?"]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            es.join("rios.md"),
+            "# Los ríos\n\nUn río es agua que corre.\n\nOtro párrafo.",
+        )
+        .unwrap();
+        let kb = KnowledgeBase::load(dir.path(), &Templates::default()).unwrap();
+        assert_eq!(kb.items.len(), 2);
+        let qa = kb.items.iter().find(|i| i.topic == "agua").unwrap();
+        assert_eq!(qa.lang, "es");
+        assert_eq!(qa.paraphrases, vec!["¿Qué cosa es el agua?"]);
+        let t = kb.items.iter().find(|i| i.topic == "rios").unwrap();
+        assert_eq!(t.question, "¿Qué es los ríos?");
+        assert_eq!(t.answer, "Un río es agua que corre.");
+        assert_eq!(t.paraphrases.len(), 2);
+        assert_eq!(kb.passages.len(), 1);
+        assert!(kb.passages[0].text.contains("Otro párrafo"));
+        // Ids are stable.
+        assert_eq!(
+            KnowledgeItem::new("a", "es", "¿Qué es el agua?", "x", vec![]).id,
+            qa.id
+        );
+    }
+}
