@@ -398,6 +398,12 @@ struct BenchArgs {
     /// embed: also score this sentence-transformer directory (BERT family).
     #[arg(long, value_name = "DIR")]
     bert: Option<PathBuf>,
+    /// learn: training steps per arm.
+    #[arg(long, default_value_t = 300)]
+    learn_steps: u64,
+    /// learn: held-out evaluation every this many steps.
+    #[arg(long, default_value_t = 25)]
+    learn_eval_every: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -410,6 +416,9 @@ enum BenchKind {
     Memory,
     /// Embedders on the labelled retrieval set (paraphrase → answer): recall@1/5, MRR.
     Embed,
+    /// Gap-steered training against uniform sampling of the same items, same steps:
+    /// held-out paraphrase loss curves and the step ratio to uniform's final loss.
+    Learn,
 }
 
 #[derive(Subcommand, Debug)]
@@ -729,6 +738,47 @@ continue with: thau train --age {}",
                         print_json(&r);
                     } else {
                         print_memory_bench(&r);
+                    }
+                    return Ok(());
+                }
+                BenchKind::Learn => {
+                    let plan = thau::learn::bench::LearnBenchPlan {
+                        steps: args.learn_steps,
+                        eval_every: args.learn_eval_every,
+                        seed: config.seed,
+                        ..Default::default()
+                    };
+                    let r = thau::learn::bench::learn_bench(&args.corpus, &plan, &mut |l| {
+                        eprintln!("{l}")
+                    })?;
+                    if json {
+                        print_json(&r);
+                    } else {
+                        println!(
+                            "{} items, model {} parameters, {} steps × {} rows per arm, held-out paraphrase loss:",
+                            r.items, group(r.params), r.plan.steps, r.plan.batch_size
+                        );
+                        println!("{:>6} {:>10} {:>12}", "STEP", "UNIFORM", "GAP-STEERED");
+                        for ((s, u), (_, g)) in r.uniform.curve.iter().zip(&r.gap_steered.curve) {
+                            println!("{s:>6} {u:>10.4} {g:>12.4}");
+                        }
+                        match (r.steps_to_uniform_final, r.step_ratio) {
+                            (Some(s), Some(ratio)) => println!(
+                                "gap-steered reached uniform's final loss {:.4} at step {s}: {ratio:.2}× the steps (goal ≤ {}: {})",
+                                r.uniform.final_loss(),
+                                r.goal_step_ratio,
+                                if ratio <= r.goal_step_ratio { "met" } else { "MISSED" }
+                            ),
+                            _ => println!(
+                                "gap-steered did not reach uniform's final loss {:.4} (goal ≤ {}×: MISSED)",
+                                r.uniform.final_loss(),
+                                r.goal_step_ratio
+                            ),
+                        }
+                        println!(
+                            "wall time: uniform {:.1} s, gap-steered {:.1} s ({:.2}×, scoring the candidates)",
+                            r.uniform.seconds, r.gap_steered.seconds, r.time_ratio
+                        );
                     }
                     return Ok(());
                 }

@@ -237,3 +237,31 @@ async fn a_session_runs_the_loop_through_the_actors() {
     assert_eq!(count(EpisodeKind::TrainingRun) as u64, r.rounds);
     rt.shutdown().await;
 }
+
+#[test]
+fn the_learn_bench_runs_both_arms_from_the_same_weights() {
+    use thau::learn::bench::{learn_bench, LearnBenchPlan};
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    let plan = LearnBenchPlan {
+        steps: 8,
+        batch_size: 4,
+        seq_len: 32,
+        eval_every: 4,
+        probe_items: 6,
+        vocab_size: 300,
+        lr: 5e-3,
+        tiny: true,
+        ..Default::default()
+    };
+    let r = learn_bench(dir.path(), &plan, &mut |_| {}).unwrap();
+    assert_eq!(r.uniform.curve.len(), 3);
+    assert_eq!(r.gap_steered.curve.len(), 3);
+    // Same initial weights, same probe set: the same loss at step 0.
+    assert_eq!(r.uniform.curve[0], r.gap_steered.curve[0]);
+    assert!(r.uniform.final_loss() < r.uniform.curve[0].1);
+    assert!(r.gap_steered.final_loss() < r.gap_steered.curve[0].1);
+    if let Some(ratio) = r.step_ratio {
+        assert!(ratio > 0.0 && ratio <= 1.0);
+    }
+}

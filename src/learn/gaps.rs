@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 
 /// Tokens in the weakest-span window.
 pub const SPAN: usize = 4;
-/// Scores kept per topic for the running threshold.
-const WINDOW: usize = 200;
+/// Scores kept per topic for the running threshold. Short on purpose: the model changes
+/// with every round, and old scores would hold the threshold above what it now knows.
+const WINDOW: usize = 32;
+/// Scores kept across all topics (the fallback threshold).
+const GLOBAL_WINDOW: usize = 128;
 
 /// How bad an answer is for the model.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -114,7 +117,7 @@ impl Thresholds {
             q.pop_front();
         }
         self.all.push_back(score);
-        if self.all.len() > WINDOW * 4 {
+        if self.all.len() > GLOBAL_WINDOW {
             self.all.pop_front();
         }
     }

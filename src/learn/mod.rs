@@ -4,6 +4,7 @@
 //! actors' messages: Questioner → GapDetector → Inference (scores) → GapDetector → Learner
 //! → Inference (new weights) and GapDetector (re-check gaps).
 
+pub mod bench;
 pub mod gaps;
 pub mod picker;
 pub mod source;
