@@ -118,6 +118,14 @@ struct LearnArgs {
     /// Seed for question order and a fresh model's initialisation (default: the config's).
     #[arg(long)]
     seed: Option<u64>,
+    /// A teacher LLM that proposes new items: ollama:MODEL@URL or openai:MODEL@URL (key
+    /// from $THAU_TEACHER_API_KEY or $OPENAI_API_KEY).
+    #[arg(long, value_name = "SPEC", value_parser = parse_teacher)]
+    teacher: Option<thau::learn::teacher::TeacherSpec>,
+}
+
+fn parse_teacher(s: &str) -> std::result::Result<thau::learn::teacher::TeacherSpec, String> {
+    s.parse()
 }
 
 /// Which memory store a command concerns (all of them when omitted).
@@ -890,6 +898,7 @@ fn cli_learn(home: Home, config: ThauConfig, a: LearnArgs, json: bool) -> Result
         questions: a.questions,
         corpus: a.corpus,
         seed: a.seed.unwrap_or(config.seed),
+        teacher: a.teacher,
     };
     let bar = indicatif::ProgressBar::hidden();
     if !json {
@@ -915,7 +924,11 @@ fn cli_learn(home: Home, config: ThauConfig, a: LearnArgs, json: bool) -> Result
                 p.tokens_per_s.map_or("-".into(), |t| format!("{t:.0}")),
                 p.age,
                 p.idle.as_ref().map_or(String::new(), |i| format!(" · {i}"))
-            ));
+            ) + &if p.teacher_accepted + p.teacher_rejected as usize > 0 {
+                format!(" · teacher {} kept, {} rejected", p.teacher_accepted, p.teacher_rejected)
+            } else {
+                String::new()
+            });
         })
         .await;
         bar.finish_and_clear();
@@ -954,6 +967,22 @@ fn cli_learn(home: Home, config: ThauConfig, a: LearnArgs, json: bool) -> Result
                 r.probe_loss_after,
                 100.0 * (r.probe_loss_after - r.probe_loss_before) / r.probe_loss_before
             );
+            if r.teacher_accepted > 0 || !r.teacher_rejected.is_empty() {
+                let why: Vec<String> = r
+                    .teacher_rejected
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                println!(
+                    "teacher: {} items kept; rejected: {}",
+                    r.teacher_accepted,
+                    if why.is_empty() {
+                        "none".into()
+                    } else {
+                        why.join(", ")
+                    }
+                );
+            }
             if let Some(c) = &r.checkpoint {
                 println!("checkpoint {}", c.display());
             }

@@ -202,6 +202,7 @@ async fn a_session_runs_the_loop_through_the_actors() {
         questions: Some(16),
         corpus: corpus_dir.clone(),
         seed: 3,
+        teacher: None,
     };
     let stop = AtomicBool::new(false);
     let mut ticks = 0;
@@ -264,4 +265,191 @@ fn the_learn_bench_runs_both_arms_from_the_same_weights() {
     if let Some(ratio) = r.step_ratio {
         assert!(ratio > 0.0 && ratio <= 1.0);
     }
+}
+
+/// A local HTTP server for the teacher tests: answers each POST with `reply(path, body)`
+/// and records what it was asked.
+type Asked = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+fn teacher_server(
+    reply: impl Fn(&str, &serde_json::Value) -> (u16, String) + Send + 'static,
+) -> (String, Asked) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let asked: Asked = Default::default();
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers, then Content-Length bytes of body.
+            let (head_end, len) = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (None, 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    break (Some(i + 4), len);
+                }
+            };
+            let Some(start) = head_end else { continue };
+            while buf.len() < start + len {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf[..start]).to_string();
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            let body: serde_json::Value =
+                serde_json::from_slice(&buf[start..(start + len).min(buf.len())])
+                    .unwrap_or_default();
+            let (status, text) = reply(&path, &body);
+            log.lock().unwrap().push((path, body));
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (url, asked)
+}
+
+/// The teacher's JSON item, wrapped in the reply shape of the API at `path`.
+fn teacher_reply(path: &str, item: &str, length_cut: bool) -> String {
+    if path == "/api/chat" {
+        serde_json::json!({"model": "m", "message": {"role": "assistant", "content": item},
+                           "done": true, "done_reason": if length_cut { "length" } else { "stop" }})
+        .to_string()
+    } else {
+        serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": item},
+                           "finish_reason": if length_cut { "length" } else { "stop" }}]})
+        .to_string()
+    }
+}
+
+const GOOD_ITEM: &str = r#"{"question": "What colour is a ripe banana?", "answer": "A ripe banana is yellow, sometimes with small brown spots.", "paraphrases": ["Which colour does a banana have when it is ripe?"]}"#;
+
+#[test]
+fn the_http_teacher_speaks_ollama_and_openai_and_reports_failures() {
+    use thau::learn::teacher::{HttpTeacher, Rejection};
+    let (url, asked) = teacher_server(|path, _| (200, teacher_reply(path, GOOD_ITEM, false)));
+    for api in ["ollama", "openai"] {
+        let t = HttpTeacher::new(format!("{api}:tiny-model@{url}").parse().unwrap());
+        let p = t.propose("colours", "en").unwrap();
+        assert_eq!(p.question, "What colour is a ripe banana?");
+        assert_eq!(p.paraphrases.len(), 1);
+        assert!(!p.cut_off);
+    }
+    let log = asked.lock().unwrap().clone();
+    assert_eq!(log[0].0, "/api/chat");
+    assert_eq!(log[1].0, "/v1/chat/completions");
+    for (_, body) in &log {
+        assert_eq!(body["model"], "tiny-model");
+        assert!(body["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("colours"));
+    }
+    // Failures become named rejections, never panics.
+    let (bad, _) = teacher_server(|path, _| match path {
+        "/api/chat" => (200, teacher_reply(path, "this is not JSON", false)),
+        _ => (500, "{}".into()),
+    });
+    let t = HttpTeacher::new(format!("ollama:m@{bad}").parse().unwrap());
+    assert_eq!(t.propose("x", "en").unwrap_err().kind(), "malformed");
+    let t = HttpTeacher::new(format!("openai:m@{bad}").parse().unwrap());
+    assert_eq!(
+        t.propose("x", "en").unwrap_err(),
+        Rejection::HttpStatus { status: 500 }
+    );
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let t = HttpTeacher::new(format!("ollama:m@http://{closed}").parse().unwrap());
+    assert_eq!(t.propose("x", "en").unwrap_err().kind(), "unreachable");
+}
+
+#[actix::test]
+async fn a_session_keeps_going_when_the_teacher_fails_or_is_filtered() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus_dir = dir.path().join("corpus");
+    corpus(&corpus_dir);
+    let home = Home::new(dir.path().join("home"));
+    home.init().unwrap();
+    agents(&home);
+    let q = std::fs::read_to_string(home.agents().join("questioner.toml")).unwrap();
+    std::fs::write(
+        home.agents().join("questioner.toml"),
+        q.replace("teacher_every = 3", "teacher_every = 2"),
+    )
+    .unwrap();
+    tiny_checkpoint(&home, &corpus_dir, &settings());
+    // One good item, then a refusal, a truncated answer and garbage, in turn.
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let (url, _) = teacher_server(move |path, _| {
+        let item = match n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 4 {
+            0 => GOOD_ITEM.to_string(),
+            1 => r#"{"question": "Why?", "answer": "I'm sorry, but I cannot help with that request today."}"#.into(),
+            2 => r#"{"question": "What is snow?", "answer": "Snow is frozen water that falls from the"}"#.into(),
+            _ => "garbage".into(),
+        };
+        (200, teacher_reply(path, &item, false))
+    });
+    let rt = Runtime::start(home.clone(), ThauConfig::default()).unwrap();
+    let req = LearnRequest {
+        minutes: None,
+        questions: Some(20),
+        corpus: corpus_dir.clone(),
+        seed: 5,
+        teacher: Some(format!("ollama:m@{url}").parse().unwrap()),
+    };
+    let r = learn(&rt, &req, &AtomicBool::new(false), &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(r.questions_asked, 20);
+    assert_eq!(r.teacher_accepted, 1, "{:?}", r.teacher_rejected);
+    let rejected: u64 = r.teacher_rejected.values().sum();
+    assert!(rejected >= 2, "{:?}", r.teacher_rejected);
+    assert!(
+        r.teacher_rejected.contains_key("refusal"),
+        "{:?}",
+        r.teacher_rejected
+    );
+    rt.shutdown().await;
+
+    // An unreachable teacher: every call is a rejection; the corpus carries the session.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let rt = Runtime::start(home.clone(), ThauConfig::default()).unwrap();
+    let req = LearnRequest {
+        teacher: Some(format!("openai:m@http://{closed}").parse().unwrap()),
+        questions: Some(10),
+        ..req
+    };
+    let r = learn(&rt, &req, &AtomicBool::new(false), &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(r.questions_asked, 10);
+    assert_eq!(r.teacher_accepted, 0);
+    assert!(
+        r.teacher_rejected.get("unreachable").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        r.teacher_rejected
+    );
+    rt.shutdown().await;
 }

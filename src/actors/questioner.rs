@@ -1,12 +1,16 @@
 //! Questioner: asks the model questions — per topic, most often where gaps are open — from
-//! the knowledge base, at a steady pace during a learning session ([`Picker`]).
+//! the knowledge base, at a steady pace during a learning session ([`Picker`]); with a
+//! teacher LLM configured, one question in `teacher_every` is a new item the teacher
+//! proposes, kept only if it passes the [`QualityFilter`].
 //!
 //! Receives [`StartQuestioning`], [`StopQuestioning`], [`GapsChanged`] (from the
 //! GapDetector), [`QuestionerStatus`] and the common messages. Sends [`Probe`] to the
 //! GapDetector and [`Remember`] (every question) to EpisodicMemory. Runs on its own async
 //! arbiter under a `Supervisor`; its timer only sends messages, so it never blocks.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -16,7 +20,8 @@ use crate::actors::episodic_memory::Remember;
 use crate::actors::gap_detector::{GapsChanged, Probe};
 use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
 use crate::learn::picker::{NoQuestion, Picker, PickerConfig};
-use crate::learn::source::{KnowledgeBase, Templates};
+use crate::learn::source::{KnowledgeBase, KnowledgeItem, Templates};
+use crate::learn::teacher::{HttpTeacher, QualityFilter, Rejection, TeacherSpec};
 use crate::learn::LearnEvent;
 use crate::memory::{Episode, EpisodeKind};
 use crate::runtime::agents::AgentSpec;
@@ -44,6 +49,8 @@ pub struct StartQuestioning {
     /// Stop after this many questions.
     pub limit: Option<usize>,
     pub seed: u64,
+    /// An LLM that proposes new items (`None`: the corpus only).
+    pub teacher: Option<TeacherSpec>,
 }
 
 /// Stop asking; answers how many questions were asked.
@@ -65,6 +72,10 @@ pub struct QuestionerReport {
     pub in_flight: usize,
     /// Why the Questioner is idle, if it is.
     pub idle: Option<String>,
+    /// Teacher items that passed the quality filter and were asked.
+    pub teacher_accepted: usize,
+    /// Teacher failures and filtered items, by reason.
+    pub teacher_rejected: BTreeMap<String, u64>,
 }
 
 struct Asking {
@@ -73,6 +84,11 @@ struct Asking {
     limit: Option<usize>,
     asked: usize,
     timer: SpawnHandle,
+    teacher: Option<Arc<HttpTeacher>>,
+    filter: QualityFilter,
+    teacher_busy: bool,
+    teacher_accepted: usize,
+    teacher_rejected: BTreeMap<String, u64>,
 }
 
 /// The Questioner actor's state.
@@ -130,10 +146,6 @@ impl Questioner {
         if self.in_flight >= MAX_IN_FLIGHT {
             return;
         }
-        let Some(target) = self.gap_detector.clone() else {
-            self.set_idle("no GapDetector running".into());
-            return;
-        };
         let Some(a) = self.asking.as_mut() else {
             return;
         };
@@ -141,6 +153,13 @@ impl Questioner {
             self.set_idle("question limit reached".into());
             return;
         }
+        let every = a.picker.config().teacher_every.max(1);
+        if a.teacher.is_some() && !a.teacher_busy && a.asked % every == every - 1 {
+            self.ask_teacher(ctx);
+        }
+        let Some(a) = self.asking.as_mut() else {
+            return;
+        };
         let item = match a.picker.next(Instant::now()) {
             Ok(item) => item,
             Err(NoQuestion::Exhausted) => {
@@ -154,6 +173,22 @@ impl Questioner {
                 return;
             }
         };
+        self.ask(item, "corpus", ctx);
+    }
+
+    /// Records the question and sends it to the GapDetector.
+    fn ask(&mut self, item: KnowledgeItem, source: &str, ctx: &mut Context<Self>) {
+        let Some(target) = self.gap_detector.clone() else {
+            self.set_idle("no GapDetector running".into());
+            return;
+        };
+        let Some(a) = self.asking.as_mut() else {
+            return;
+        };
+        // A teacher item can arrive after the limit was reached by corpus questions.
+        if a.limit.is_some_and(|l| a.asked >= l) {
+            return;
+        }
         a.asked += 1;
         let session = a.session.clone();
         self.idle = None;
@@ -169,9 +204,9 @@ impl Questioner {
                 item.question.clone(),
             )
             .with_importance(0.2)
-            .with_metadata(
-                serde_json::json!({"item": item.id, "topic": item.topic, "lang": item.lang}),
-            )]));
+            .with_metadata(serde_json::json!({
+                "item": item.id, "topic": item.topic, "lang": item.lang, "source": source,
+            }))]));
         }
         self.in_flight += 1;
         target
@@ -183,6 +218,59 @@ impl Questioner {
                     reply.map_err(|e| ActorError::Unavailable(e.to_string()))
                 {
                     tracing::warn!(actor = me.base.name, error = %e, "probe failed");
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// Asks the teacher for a new item off the arbiter (a blocking HTTP call), filters it,
+    /// and asks it; any failure is a counted, logged rejection.
+    fn ask_teacher(&mut self, ctx: &mut Context<Self>) {
+        let Some(a) = self.asking.as_mut() else {
+            return;
+        };
+        let (Some(teacher), Some((topic, lang))) = (a.teacher.clone(), a.picker.teacher_topic())
+        else {
+            return;
+        };
+        a.teacher_busy = true;
+        let (t, l) = (topic.clone(), lang.clone());
+        tokio::task::spawn_blocking(move || teacher.propose(&t, &l))
+            .into_actor(self)
+            .map(move |joined, me, ctx| {
+                let Some(a) = me.asking.as_mut() else {
+                    return;
+                };
+                a.teacher_busy = false;
+                let checked = joined
+                    .map_err(|e| Rejection::Unreachable(format!("teacher task failed: {e}")))
+                    .and_then(|r| r)
+                    .and_then(|p| a.filter.check(&p, &lang).map(|()| p))
+                    .and_then(|p| {
+                        if a.picker.admit(&p.question) {
+                            Ok(p)
+                        } else {
+                            Err(Rejection::NearDuplicate { similarity: a.picker.config().max_similarity })
+                        }
+                    });
+                match checked {
+                    Ok(p) => {
+                        a.teacher_accepted += 1;
+                        let item = p.into_item(&topic, &lang);
+                        me.event(LearnEvent::TeacherAccepted {
+                            topic: topic.clone(),
+                            question: item.question.clone(),
+                        });
+                        me.ask(item, "teacher", ctx);
+                    }
+                    Err(r) => {
+                        *a.teacher_rejected.entry(r.kind().to_string()).or_insert(0) += 1;
+                        tracing::warn!(actor = me.base.name, reason = r.kind(), detail = %r, "teacher item rejected");
+                        me.event(LearnEvent::TeacherRejected {
+                            reason: r.kind().to_string(),
+                            detail: r.to_string(),
+                        });
+                    }
                 }
             })
             .spawn(ctx);
@@ -228,6 +316,11 @@ impl Handler<StartQuestioning> for Questioner {
             limit: m.limit,
             asked: 0,
             timer,
+            teacher: m.teacher.map(|spec| Arc::new(HttpTeacher::new(spec))),
+            filter: QualityFilter::default(),
+            teacher_busy: false,
+            teacher_accepted: 0,
+            teacher_rejected: BTreeMap::new(),
         });
         self.idle = None;
         Ok(n)
@@ -267,6 +360,12 @@ impl Handler<QuestionerStatus> for Questioner {
                 skipped_similar: me.asking.as_ref().map_or(0, |a| a.picker.skipped_similar),
                 in_flight: me.in_flight,
                 idle: me.idle.clone(),
+                teacher_accepted: me.asking.as_ref().map_or(0, |a| a.teacher_accepted),
+                teacher_rejected: me
+                    .asking
+                    .as_ref()
+                    .map(|a| a.teacher_rejected.clone())
+                    .unwrap_or_default(),
             })
         })
     }

@@ -30,6 +30,8 @@ pub struct LearnRequest {
     pub questions: Option<usize>,
     pub corpus: PathBuf,
     pub seed: u64,
+    /// `ollama:MODEL@URL` or `openai:MODEL@URL`.
+    pub teacher: Option<crate::learn::teacher::TeacherSpec>,
 }
 
 /// Live counters, for the progress line.
@@ -46,6 +48,8 @@ pub struct Progress {
     pub tokens_per_s: Option<f64>,
     pub age: u32,
     pub idle: Option<String>,
+    pub teacher_accepted: usize,
+    pub teacher_rejected: u64,
 }
 
 /// One point of a session's curves.
@@ -80,6 +84,11 @@ pub struct LearnReport {
     pub probe_items: usize,
     pub checkpoint: Option<PathBuf>,
     pub curve: Vec<CurvePoint>,
+    /// Teacher items asked, and rejections by reason (empty without a teacher).
+    #[serde(default)]
+    pub teacher_accepted: usize,
+    #[serde(default)]
+    pub teacher_rejected: std::collections::BTreeMap<String, u64>,
 }
 
 fn actor_err(actor: &str, e: impl std::fmt::Display) -> ThauError {
@@ -144,6 +153,7 @@ pub async fn learn(
                 corpus: req.corpus.clone(),
                 limit: req.questions,
                 seed: req.seed,
+                teacher: req.teacher.clone(),
             })
             .await,
     )?;
@@ -157,6 +167,7 @@ pub async fn learn(
         ..Default::default()
     };
     let mut curve = Vec::new();
+    let mut teacher = (0, std::collections::BTreeMap::new());
     let mut tick = tokio::time::interval(TICK);
     let stopped_by = loop {
         tokio::select! {
@@ -197,6 +208,9 @@ pub async fn learn(
                 if let Ok(Ok(q)) = questioner.send(QuestionerStatus).await {
                     p.asked = q.asked;
                     p.idle = q.idle.clone();
+                    p.teacher_accepted = q.teacher_accepted;
+                    p.teacher_rejected = q.teacher_rejected.values().sum();
+                    teacher = (q.teacher_accepted, q.teacher_rejected);
                 }
                 on_progress(&p);
                 if stop.load(Ordering::SeqCst) {
@@ -249,6 +263,8 @@ pub async fn learn(
         probe_items: info.probe_items,
         checkpoint: summary.checkpoint,
         curve,
+        teacher_accepted: teacher.0,
+        teacher_rejected: teacher.1,
     };
     let path = rt.home.runs().join("learn").join(format!("{session}.json"));
     let bytes =

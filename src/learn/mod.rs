@@ -9,6 +9,7 @@ pub mod gaps;
 pub mod picker;
 pub mod source;
 pub mod study;
+pub mod teacher;
 
 use serde::Serialize;
 
@@ -40,4 +41,8 @@ pub enum LearnEvent {
     Grew { from_age: u32, to_age: u32 },
     /// The Questioner has nothing more to ask (`exhausted`) or waits for its rate limit.
     Idle { reason: String },
+    /// The teacher proposed an item that passed the quality filter.
+    TeacherAccepted { topic: String, question: String },
+    /// The teacher failed or its item was filtered out (`reason` is the rejection kind).
+    TeacherRejected { reason: String, detail: String },
 }

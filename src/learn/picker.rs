@@ -27,6 +27,8 @@ pub struct PickerConfig {
     pub per_day: usize,
     /// Milliseconds between two questions during a session.
     pub interval_ms: u64,
+    /// With a teacher: one question in this many comes from it (the rest from the corpus).
+    pub teacher_every: usize,
 }
 
 impl Default for PickerConfig {
@@ -37,6 +39,7 @@ impl Default for PickerConfig {
             per_hour: 5000,
             per_day: 50_000,
             interval_ms: 1000,
+            teacher_every: 3,
         }
     }
 }
@@ -101,6 +104,41 @@ impl Picker {
 
     pub fn asked(&self) -> usize {
         self.asked.len()
+    }
+
+    /// A topic to ask the teacher about, with its language: the one with the most open
+    /// gaps, else a random topic of the knowledge base.
+    pub fn teacher_topic(&mut self) -> Option<(String, String)> {
+        let lang_of = |topic: &str, items: &[KnowledgeItem]| {
+            items
+                .iter()
+                .find(|i| i.topic == topic)
+                .map(|i| i.lang.clone())
+                .unwrap_or_else(|| "en".into())
+        };
+        if let Some((topic, _)) = self.open_gaps.iter().max_by_key(|(_, n)| **n) {
+            return Some((topic.clone(), lang_of(topic, &self.items)));
+        }
+        if self.items.is_empty() {
+            return None;
+        }
+        let i = self.rng.random_range(0..self.items.len());
+        Some((self.items[i].topic.clone(), self.items[i].lang.clone()))
+    }
+
+    /// Whether a question is too similar to one already asked (and remembers it if not).
+    pub fn admit(&mut self, question: &str) -> bool {
+        let v = self.embedder.embed_text(question);
+        if self
+            .asked_vectors
+            .iter()
+            .any(|a| dot(a, &v) >= self.cfg.max_similarity)
+        {
+            self.skipped_similar += 1;
+            return false;
+        }
+        self.asked_vectors.push(v);
+        true
     }
 
     /// The next question at time `now`.
