@@ -412,6 +412,12 @@ struct BenchArgs {
     /// learn: held-out evaluation every this many steps.
     #[arg(long, default_value_t = 25)]
     learn_eval_every: u64,
+    /// learn: share of each gap-steered batch drawn uniformly (the Learner's replay).
+    #[arg(long, default_value_t = 0.5)]
+    learn_replay: f64,
+    /// learn: candidates scored per gap row.
+    #[arg(long, default_value_t = 3)]
+    learn_pool: usize,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -753,6 +759,8 @@ continue with: thau train --age {}",
                     let plan = thau::learn::bench::LearnBenchPlan {
                         steps: args.learn_steps,
                         eval_every: args.learn_eval_every,
+                        replay_ratio: args.learn_replay.clamp(0.0, 1.0),
+                        pool_factor: args.learn_pool.max(1),
                         seed: config.seed,
                         ..Default::default()
                     };
