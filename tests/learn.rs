@@ -111,6 +111,17 @@ fn agents(home: &Home) {
     .unwrap();
 }
 
+/// A temp dir with the corpus and an initialised home with the tiny agent settings.
+fn prepared() -> (tempfile::TempDir, std::path::PathBuf, Home) {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus_dir = dir.path().join("corpus");
+    corpus(&corpus_dir);
+    let home = Home::new(dir.path().join("home"));
+    home.init().unwrap();
+    agents(&home);
+    (dir, corpus_dir, home)
+}
+
 #[test]
 fn study_rounds_lower_the_loss_on_gap_items_and_keep_replaying() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,12 +159,7 @@ fn study_rounds_lower_the_loss_on_gap_items_and_keep_replaying() {
 
 #[actix::test]
 async fn the_gap_detector_scores_through_inference_and_opens_gaps() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus_dir = dir.path().join("corpus");
-    corpus(&corpus_dir);
-    let home = Home::new(dir.path().join("home"));
-    home.init().unwrap();
-    agents(&home);
+    let (_dir, corpus_dir, home) = prepared();
     tiny_checkpoint(&home, &corpus_dir, &settings());
     let rt = Runtime::start(home.clone(), ThauConfig::default()).unwrap();
     let learner = rt.addrs.learner.clone().unwrap();
@@ -188,12 +194,7 @@ async fn the_gap_detector_scores_through_inference_and_opens_gaps() {
 
 #[actix::test]
 async fn a_session_runs_the_loop_through_the_actors() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus_dir = dir.path().join("corpus");
-    corpus(&corpus_dir);
-    let home = Home::new(dir.path().join("home"));
-    home.init().unwrap();
-    agents(&home);
+    let (_dir, corpus_dir, home) = prepared();
     tiny_checkpoint(&home, &corpus_dir, &settings());
     let rt = Runtime::start(home.clone(), ThauConfig::default()).unwrap();
     let episodic = rt.addrs.episodic_memory.clone().unwrap();
@@ -384,12 +385,7 @@ fn the_http_teacher_speaks_ollama_and_openai_and_reports_failures() {
 
 #[actix::test]
 async fn a_session_keeps_going_when_the_teacher_fails_or_is_filtered() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus_dir = dir.path().join("corpus");
-    corpus(&corpus_dir);
-    let home = Home::new(dir.path().join("home"));
-    home.init().unwrap();
-    agents(&home);
+    let (_dir, corpus_dir, home) = prepared();
     let q = std::fs::read_to_string(home.agents().join("questioner.toml")).unwrap();
     std::fs::write(
         home.agents().join("questioner.toml"),

@@ -169,18 +169,10 @@ impl Study {
                 Trainer::new(cfg, tok, &corpus, opts, &dev)?
             }
         };
-        Ok(Study {
-            trainer,
-            settings,
-            items: Vec::new(),
-            pending: 0,
-            round: 0,
-            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
-            checkpoints: checkpoints.to_path_buf(),
-        })
+        Ok(Study::with_trainer(trainer, settings, seed, checkpoints))
     }
 
-    /// A study around an existing trainer (tests, benchmarks).
+    /// A study around an existing trainer.
     pub fn with_trainer(
         trainer: Trainer,
         settings: LearnSettings,
