@@ -98,10 +98,65 @@ enum Command {
     /// resumes from the newest checkpoint).
     Learn(LearnArgs),
     /// Every learning session: questions, gaps opened and closed, probe loss before/after.
-    Stats,
+    Stats(StatsArgs),
+    /// Rate a chat turn, thumbs up or down: feedback for auto-tuning (while no runtime
+    /// runs; a running server takes it through its API).
+    Feedback(FeedbackArgs),
+    /// Auto-tuning: the knobs' values (learning rate, temperature, gap percentile) and the
+    /// log of every change with its reason; `thau tune revert ID` undoes one.
+    Tune {
+        #[command(subcommand)]
+        command: Option<TuneCommand>,
+    },
     /// Grow the newest model to a later age, exactly (the grown model computes the same
     /// function); `thau train --age AGE` then continues from it.
     Grow(GrowArgs),
+}
+
+#[derive(Args, Debug)]
+struct StatsArgs {
+    /// Also draw the loss and gap curves of every session into this PNG file.
+    #[arg(long, value_name = "FILE.png")]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct FeedbackArgs {
+    /// The rated turn: its episode id (see `thau memory list --store episodic`) or your own.
+    turn: String,
+    /// up or down.
+    #[arg(value_parser = parse_rating)]
+    rating: thau::learn::tuning::Rating,
+    /// Why, in a few words (kept with the feedback episode).
+    #[arg(long)]
+    note: Option<String>,
+}
+
+/// One line for a tuning change.
+fn print_change(c: &thau::learn::tuning::Change) {
+    println!(
+        "#{} {} {} {} → {} ({:?}): {}",
+        c.id,
+        c.at.format("%Y-%m-%d %H:%M:%S"),
+        c.knob.name(),
+        c.from,
+        c.to,
+        c.cause,
+        c.reason
+    );
+}
+
+fn parse_rating(s: &str) -> std::result::Result<thau::learn::tuning::Rating, String> {
+    s.parse()
+}
+
+#[derive(Subcommand, Debug)]
+enum TuneCommand {
+    /// Undo a change: its knob goes back to the value before it (the undo is logged too).
+    Revert {
+        /// The change's id, from `thau tune`.
+        id: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -643,11 +698,30 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
         }
         Command::Memory { command } => run_memory(command, &home, &config, json),
         Command::Learn(args) => cli_learn(home, config, args, json),
-        Command::Stats => {
+        Command::Stats(args) => {
             let sessions = thau::commands::learn::sessions(&home)?;
+            let plot = match &args.plot {
+                Some(p) => Some(thau::commands::stats::plot_sessions(&sessions, p)?),
+                None => None,
+            };
             if json {
-                print_json(&sessions);
+                match plot {
+                    Some(plot) => {
+                        print_json(&serde_json::json!({ "sessions": sessions, "plot": plot }))
+                    }
+                    None => print_json(&sessions),
+                }
                 return Ok(());
+            }
+            if let Some(p) = &plot {
+                println!(
+                    "drew {} points of {} sessions into {} ({}×{})",
+                    p.points,
+                    p.sessions,
+                    p.path.display(),
+                    p.width,
+                    p.height
+                );
             }
             if sessions.is_empty() {
                 println!("no learning session yet (run `thau learn`)");
@@ -669,6 +743,75 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
                     r.probe_loss_before,
                     r.probe_loss_after
                 );
+            }
+            Ok(())
+        }
+        Command::Feedback(args) => {
+            let specs = thau::runtime::agent_specs(&home, &config)?;
+            let out = thau::commands::tune::feedback(
+                &home,
+                &specs,
+                &args.turn,
+                args.rating,
+                args.note.as_deref(),
+            )?;
+            if json {
+                print_json(&out);
+            } else {
+                println!("recorded thumbs {:?} on {}", args.rating, args.turn);
+                if let Some(c) = &out.change {
+                    print_change(c);
+                }
+            }
+            Ok(())
+        }
+        Command::Tune { command } => {
+            let specs = thau::runtime::agent_specs(&home, &config)?;
+            match command {
+                Some(TuneCommand::Revert { id }) => {
+                    let c = thau::commands::tune::revert(&home, &specs, id)?;
+                    if json {
+                        print_json(&c);
+                    } else {
+                        print_change(&c);
+                    }
+                }
+                None => {
+                    let t = thau::commands::tune::show(&home, &specs)?;
+                    if json {
+                        print_json(&serde_json::json!({
+                            "values": thau::learn::tuning::Knob::ALL.iter().filter_map(|k| t.value(*k).map(|v| (k.name(), v))).collect::<std::collections::BTreeMap<_, _>>(),
+                            "state": t,
+                        }));
+                    } else {
+                        println!("{:<16} {:>12} {:>12}  BOUNDS", "KNOB", "CONFIGURED", "NOW");
+                        for k in thau::learn::tuning::Knob::ALL {
+                            let (Some(base), Some(now)) = (t.base.get(&k), t.value(k)) else {
+                                continue;
+                            };
+                            let b = t.config.bounds(k);
+                            let frozen = if t.frozen.contains(&k) {
+                                " (frozen)"
+                            } else {
+                                ""
+                            };
+                            println!(
+                                "{:<16} {:>12} {:>12}  {} .. {}{frozen}",
+                                k.name(),
+                                base,
+                                now,
+                                b.min,
+                                b.max
+                            );
+                        }
+                        if t.log.is_empty() {
+                            println!("no change yet");
+                        }
+                        for c in &t.log {
+                            print_change(c);
+                        }
+                    }
+                }
             }
             Ok(())
         }

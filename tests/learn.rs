@@ -224,6 +224,19 @@ async fn a_session_runs_the_loop_through_the_actors() {
     // The session is recorded for `thau stats`, and every step left an episode.
     let sessions = thau::commands::learn::sessions(&home).unwrap();
     assert_eq!(sessions.len(), 1);
+    // `thau stats --plot` draws its curves into a PNG of the promised size.
+    let png_path = home.runs().join("curves.png");
+    let plot = thau::commands::stats::plot_sessions(&sessions, &png_path).unwrap();
+    assert_eq!(plot.points, r.curve.len());
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).unwrap(),
+    ));
+    let info = decoder.read_info().unwrap();
+    assert_eq!(
+        (info.info().width, info.info().height),
+        thau::commands::stats::PLOT_SIZE
+    );
+    assert!(thau::commands::stats::plot_sessions(&[], &png_path).is_err());
     let eps = episodic
         .send(ListEpisodes {
             filter: EpisodeFilter::default(),
@@ -448,4 +461,88 @@ async fn a_session_keeps_going_when_the_teacher_fails_or_is_filtered() {
         r.teacher_rejected
     );
     rt.shutdown().await;
+}
+
+#[actix::test]
+async fn the_tuner_moves_knobs_on_feedback_and_gap_signals_logs_and_reverts() {
+    use thau::actors::tuner::{Feedback, LearningSignal, RevertTuning, TuningStatus};
+    use thau::learn::tuning::{Cause, Knob, Rating};
+    use thau::learn::LearnEvent;
+    let (_dir, _corpus_dir, home) = prepared();
+    let specs = thau::runtime::agent_specs(&home, &ThauConfig::default()).unwrap();
+    let rt = Runtime::start(home.clone(), ThauConfig::default()).unwrap();
+    let tuner = rt.addrs.tuner.clone().unwrap();
+    // The running Tuner owns the state (once started): the command line is told so.
+    let fresh = tuner.send(TuningStatus).await.unwrap().unwrap();
+    assert!(fresh.log.is_empty());
+    let busy = thau::commands::tune::feedback(&home, &specs, "t0", Rating::Up, None).unwrap_err();
+    assert!(busy.to_string().contains("in use"), "{busy}");
+    let mut last = None;
+    for i in 0..5 {
+        let out = tuner
+            .send(Feedback {
+                session: "s".into(),
+                turn: format!("t{i}"),
+                rating: Rating::Down,
+                note: Some("rambling".into()),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        last = out.change.or(last);
+    }
+    let c = last.expect("five thumbs down lower the temperature");
+    assert_eq!((c.knob, c.from, c.to), (Knob::Temperature, 0.8, 0.72));
+    // Gaps that never close raise the percentile (20 in this home's gap_detector.toml).
+    for i in 0..12 {
+        tuner.do_send(LearningSignal(LearnEvent::GapOpened {
+            item: format!("i{i}"),
+            topic: "colours".into(),
+            mean_nll: 5.0,
+        }));
+    }
+    let t = tuner.send(TuningStatus).await.unwrap().unwrap();
+    assert_eq!(t.value(Knob::GapPercentile), Some(25.0));
+    assert_eq!(t.log.len(), 2);
+    assert_eq!(t.log[1].cause, Cause::GapClosure);
+    let r = tuner.send(RevertTuning(c.id)).await.unwrap().unwrap();
+    assert_eq!(
+        (r.knob, r.to, r.reverts),
+        (Knob::Temperature, 0.8, Some(c.id))
+    );
+    let episodic = rt.addrs.episodic_memory.clone().unwrap();
+    let feedback = episodic
+        .send(ListEpisodes {
+            filter: EpisodeFilter {
+                kind: Some(EpisodeKind::Feedback),
+                ..Default::default()
+            },
+            limit: 100,
+            offset: 0,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(feedback.len(), 5);
+    assert!(rt.shutdown().await.is_empty());
+    // The GapDetector took the new percentile (its flushed state says so).
+    let percentile = |home: &Home| {
+        let snap: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(home.runs().join("actors").join("gap_detector.json")).unwrap(),
+        )
+        .unwrap();
+        snap["state"]["thresholds"]["config"]["percentile"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(percentile(&home), 25.0);
+    // Offline, the command line takes feedback; a restart re-applies the tuned values.
+    let out = thau::commands::tune::feedback(&home, &specs, "t9", Rating::Up, None).unwrap();
+    assert_eq!(out.ratings.get("up"), Some(&1));
+    std::fs::remove_file(home.runs().join("actors").join("gap_detector.json")).unwrap();
+    let rt = Runtime::start(home.clone(), ThauConfig::default()).unwrap();
+    assert!(rt.shutdown().await.is_empty());
+    assert_eq!(percentile(&home), 25.0);
+    let back = thau::commands::tune::revert(&home, &specs, t.log[1].id).unwrap();
+    assert_eq!(back.to, 20.0);
 }

@@ -395,3 +395,23 @@ impl Handler<Trained> for GapDetector {
         )
     }
 }
+
+impl Handler<crate::actors::tuner::ApplyTuning> for GapDetector {
+    type Result = Result<(), ActorError>;
+    fn handle(
+        &mut self,
+        m: crate::actors::tuner::ApplyTuning,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, "ApplyTuning", |me| match m.knob {
+            crate::learn::tuning::Knob::GapPercentile => {
+                me.thresholds.config.percentile = m.value as f32;
+                Ok(())
+            }
+            k => Err(ActorError::BadRequest(format!(
+                "the GapDetector has no knob {}",
+                k.name()
+            ))),
+        })
+    }
+}

@@ -87,15 +87,23 @@ impl std::fmt::Debug for SwapWeights {
     }
 }
 
-/// The newest swapped-in weights, shared by all Inference threads (a sync arbiter hands
-/// each message to one thread; the others see the new generation here).
+/// What all Inference threads share (a sync arbiter hands each message to one thread; the
+/// others see it here): the newest swapped-in weights, and the sampling temperature the
+/// Tuner set.
 #[derive(Default)]
 pub struct WeightsCell {
     generation: AtomicU64,
     latest: Mutex<Option<Arc<SwapWeights>>>,
+    temperature: Mutex<Option<f64>>,
 }
 
 impl WeightsCell {
+    fn temperature(&self) -> Option<f64> {
+        *self.temperature.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn set_temperature(&self, t: f64) {
+        *self.temperature.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+    }
     fn put(&self, w: SwapWeights) {
         let mut slot = self.latest.lock().unwrap_or_else(|p| p.into_inner());
         *slot = Some(Arc::new(w));
@@ -324,7 +332,13 @@ impl Handler<Generate> for Inference {
     type Result = Result<Generation, ActorError>;
     fn handle(&mut self, msg: Generate, ctx: &mut SyncContext<Self>) -> Self::Result {
         guarded(self, ctx, "Generate", |me| {
-            let params = msg.params.unwrap_or_else(|| me.defaults.clone());
+            let params = msg.params.unwrap_or_else(|| {
+                let mut p = me.defaults.clone();
+                if let Some(t) = me.swapped.temperature() {
+                    p.temperature = t;
+                }
+                p
+            });
             let mut on_text = |s: &str| match &msg.stream {
                 // A closed stream means the client went away: stop generating.
                 Some(tx) => tx.send(s.to_string()).is_ok(),
@@ -406,5 +420,25 @@ impl Handler<Reload> for Inference {
     type Result = Result<ModelInfo, ActorError>;
     fn handle(&mut self, _: Reload, ctx: &mut SyncContext<Self>) -> Self::Result {
         guarded(self, ctx, "Reload", |me| me.reload())
+    }
+}
+
+impl Handler<crate::actors::tuner::ApplyTuning> for Inference {
+    type Result = Result<(), ActorError>;
+    fn handle(
+        &mut self,
+        m: crate::actors::tuner::ApplyTuning,
+        ctx: &mut SyncContext<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, "ApplyTuning", |me| match m.knob {
+            crate::learn::tuning::Knob::Temperature => {
+                me.swapped.set_temperature(m.value);
+                Ok(())
+            }
+            k => Err(ActorError::BadRequest(format!(
+                "Inference has no knob {}",
+                k.name()
+            ))),
+        })
     }
 }

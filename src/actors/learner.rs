@@ -410,3 +410,26 @@ impl Handler<FinishStudy> for Learner {
         })
     }
 }
+
+impl Handler<crate::actors::tuner::ApplyTuning> for Learner {
+    type Result = Result<(), ActorError>;
+    fn handle(
+        &mut self,
+        m: crate::actors::tuner::ApplyTuning,
+        ctx: &mut SyncContext<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, "ApplyTuning", |me| match m.knob {
+            crate::learn::tuning::Knob::LearningRate => {
+                me.settings.lr = m.value;
+                if let Some(s) = me.session.as_mut() {
+                    s.study.set_lr(m.value);
+                }
+                Ok(())
+            }
+            k => Err(ActorError::BadRequest(format!(
+                "the Learner has no knob {}",
+                k.name()
+            ))),
+        })
+    }
+}

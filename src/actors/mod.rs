@@ -16,6 +16,7 @@ pub mod long_term_memory;
 pub mod questioner;
 pub mod short_term_memory;
 pub mod tool_router;
+pub mod tuner;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;

@@ -10,6 +10,7 @@ pub mod picker;
 pub mod source;
 pub mod study;
 pub mod teacher;
+pub mod tuning;
 
 use serde::Serialize;
 
@@ -45,4 +46,6 @@ pub enum LearnEvent {
     TeacherAccepted { topic: String, question: String },
     /// The teacher failed or its item was filtered out (`reason` is the rejection kind).
     TeacherRejected { reason: String, detail: String },
+    /// The Tuner changed a knob (learning rate, temperature, gap percentile).
+    Tuned(tuning::Change),
 }

@@ -206,6 +206,12 @@ impl Study {
         self.pending >= self.settings.items_per_round
     }
 
+    /// Sets the (constant) learning rate of the rounds to come (the Tuner's knob).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.settings.lr = lr;
+        self.trainer.state.options.lr = lr;
+    }
+
     pub fn rounds(&self) -> u64 {
         self.round
     }

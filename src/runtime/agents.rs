@@ -27,10 +27,11 @@ pub enum ActorKind {
     GapDetector,
     Learner,
     Questioner,
+    Tuner,
 }
 
 impl ActorKind {
-    pub const ALL: [ActorKind; 9] = [
+    pub const ALL: [ActorKind; 10] = [
         ActorKind::EpisodicMemory,
         ActorKind::LongTermMemory,
         ActorKind::ShortTermMemory,
@@ -40,6 +41,7 @@ impl ActorKind {
         ActorKind::GapDetector,
         ActorKind::Learner,
         ActorKind::Questioner,
+        ActorKind::Tuner,
     ];
 
     /// The actor's name: its `agents/NAME.toml` file stem.
@@ -54,6 +56,7 @@ impl ActorKind {
             ActorKind::GapDetector => "gap_detector",
             ActorKind::Learner => "learner",
             ActorKind::Questioner => "questioner",
+            ActorKind::Tuner => "tuner",
         }
     }
 
@@ -71,7 +74,7 @@ impl ActorKind {
 }
 
 /// The repository's `agents/*.toml`, compiled in.
-pub const BUILTIN_AGENTS: [(&str, &str); 9] = [
+pub const BUILTIN_AGENTS: [(&str, &str); 10] = [
     (
         "episodic_memory",
         include_str!("../../agents/episodic_memory.toml"),
@@ -93,6 +96,7 @@ pub const BUILTIN_AGENTS: [(&str, &str); 9] = [
     ),
     ("learner", include_str!("../../agents/learner.toml")),
     ("questioner", include_str!("../../agents/questioner.toml")),
+    ("tuner", include_str!("../../agents/tuner.toml")),
 ];
 
 /// One actor's settings, from `agents/NAME.toml`.

@@ -18,16 +18,23 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::actors::{
-    episodic_memory::EpisodicMemory, gap_detector::GapDetector, image_tool::ImageTool,
-    inference::Inference, learner::Learner, long_term_memory::LongTermMemory,
-    questioner::Questioner, short_term_memory::ShortTermMemory, tool_router::ToolRouter, ActorBase,
-    ActorError, ActorStats, Flush, InjectFault, Ping, Pong,
+    episodic_memory::EpisodicMemory,
+    gap_detector::GapDetector,
+    image_tool::ImageTool,
+    inference::Inference,
+    learner::Learner,
+    long_term_memory::LongTermMemory,
+    questioner::Questioner,
+    short_term_memory::ShortTermMemory,
+    tool_router::ToolRouter,
+    tuner::{LearningSignal, Tuner},
+    ActorBase, ActorError, ActorStats, Flush, InjectFault, Ping, Pong,
 };
 use crate::config::ThauConfig;
 use crate::error::{Result, ThauError};
 use crate::home::Home;
 use agents::{load_agents, ActorKind, AgentSpec};
-use events::EventBus;
+use events::{EventBus, EventKind, RuntimeEvent};
 
 /// How long a health check or a flush may take before the actor is reported unresponsive.
 pub const ACTOR_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +51,7 @@ pub struct Addrs {
     pub short_term_memory: Option<Addr<ShortTermMemory>>,
     pub episodic_memory: Option<Addr<EpisodicMemory>>,
     pub long_term_memory: Option<Addr<LongTermMemory>>,
+    pub tuner: Option<Addr<Tuner>>,
 }
 
 /// The type-erased handles the runtime keeps for every running actor.
@@ -105,18 +113,24 @@ where
     }
 }
 
+/// The actors' settings for a data directory: the configured agents directory, else
+/// `<home>/agents`, else the built-in defaults.
+pub fn agent_specs(home: &Home, config: &ThauConfig) -> Result<BTreeMap<ActorKind, AgentSpec>> {
+    let dir = if !config.paths.agents_dir.is_empty() {
+        Some(std::path::PathBuf::from(&config.paths.agents_dir))
+    } else if home.agents().is_dir() {
+        Some(home.agents())
+    } else {
+        None
+    };
+    load_agents(dir.as_deref())
+}
+
 impl Runtime {
     /// Starts every enabled actor of the agents directory (the configured one, else
     /// `<home>/agents`, else the built-in defaults). Must run inside an actix `System`.
     pub fn start(home: Home, config: ThauConfig) -> Result<Runtime> {
-        let dir = if !config.paths.agents_dir.is_empty() {
-            Some(std::path::PathBuf::from(&config.paths.agents_dir))
-        } else if home.agents().is_dir() {
-            Some(home.agents())
-        } else {
-            None
-        };
-        let specs = load_agents(dir.as_deref())?;
+        let specs = agent_specs(&home, &config)?;
         // Actors' own parameters are read here so a typo fails the start, not a request.
         if let Some(spec) = specs.get(&ActorKind::Inference) {
             spec.params
@@ -141,6 +155,9 @@ impl Runtime {
                 .map_err(|e| {
                     ThauError::Invalid(format!("agents/gap_detector.toml [params]: {e}"))
                 })?;
+        }
+        if specs.get(&ActorKind::Tuner).is_some_and(|s| s.enabled) {
+            crate::actors::tuner::tuning_setup(&specs).map_err(ThauError::Invalid)?;
         }
         let events = EventBus::new();
         let mut rt = Runtime {
@@ -216,6 +233,46 @@ impl Runtime {
                     rt.addrs.questioner = Some(addr);
                 }
                 ActorKind::GapDetector => run_async!(gap_detector, GapDetector),
+                ActorKind::Tuner => {
+                    // Started last (ActorKind order): the actors it tunes already run.
+                    let links = crate::actors::tuner::TunerLinks {
+                        learner: rt.addrs.learner.clone().map(|a| a.recipient()),
+                        inference: rt.addrs.inference.clone().map(|a| a.recipient()),
+                        gap_detector: rt.addrs.gap_detector.clone().map(|a| a.recipient()),
+                        episodic: rt.addrs.episodic_memory.clone().map(|a| a.recipient()),
+                    };
+                    let home = rt.home.root.clone();
+                    let specs = rt.specs.clone();
+                    let addr = start_async(&mut arbiters, move || {
+                        Tuner::new(base, &home, &specs, links)
+                    });
+                    // The learning signals reach the Tuner from the event bus, forwarded
+                    // by a task on its own arbiter (stopped with it).
+                    let mut rx = rt.events.subscribe();
+                    let to = addr.clone().recipient::<LearningSignal>();
+                    if let Some(arbiter) = arbiters.last() {
+                        arbiter.spawn(async move {
+                            loop {
+                                match rx.recv().await {
+                                    Ok(RuntimeEvent {
+                                        kind: EventKind::Learning { event },
+                                        ..
+                                    }) => to.do_send(LearningSignal(event)),
+                                    Ok(_) => {}
+                                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                        tracing::warn!(
+                                            missed = n,
+                                            "tuner fell behind the event bus"
+                                        );
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                        });
+                    }
+                    rt.handles.insert(kind, handle_of(&addr, stats));
+                    rt.addrs.tuner = Some(addr);
+                }
                 ActorKind::ToolRouter => run_async!(tool_router, ToolRouter),
                 // Memory actors open their stores under <home>/memory. EpisodicMemory
                 // starts first (ActorKind order) so ShortTermMemory can file evictions there.
