@@ -4,6 +4,10 @@
 //! - [`runtime`]: the actix actor system ([`runtime::Runtime`]), agent settings, events.
 //! - [`actors`]: one module per actor.
 //! - [`config`], [`home`]: layered configuration and the data directory.
+//! - [`model`]: the THAU model, its tokenizer, training and growth.
+//! - [`memory`], [`learn`]: the memory stores and the self-learning loop's parts.
+//! - [`tools`]: tool calls (`<TOOL:name>{json}</TOOL>`), their manifests and the image
+//!   backends.
 //! - [`status`]: what `thau status` reports.
 
 pub mod actors;
@@ -19,5 +23,6 @@ pub mod memory;
 pub mod model;
 pub mod runtime;
 pub mod status;
+pub mod tools;
 
 pub use error::{Result, ThauError};

@@ -99,6 +99,11 @@ enum Command {
     Learn(LearnArgs),
     /// Every learning session: questions, gaps opened and closed, probe loss before/after.
     Stats(StatsArgs),
+    /// Tools the model may call (`<TOOL:name>{json}</TOOL>`): list them, or run one directly.
+    Tool {
+        #[command(subcommand)]
+        command: ToolCommand,
+    },
     /// Rate a chat turn, thumbs up or down: feedback for auto-tuning (while no runtime
     /// runs; a running server takes it through its API).
     Feedback(FeedbackArgs),
@@ -132,6 +137,68 @@ struct FeedbackArgs {
     note: Option<String>,
 }
 
+/// `thau tool list|run`.
+fn run_tool(command: ToolCommand, home: &Home, config: &ThauConfig, json: bool) -> Result<()> {
+    let reg = thau::tools::ToolRegistry::builtin().map_err(ThauError::Invalid)?;
+    match command {
+        ToolCommand::List => {
+            let all: Vec<_> = reg.manifests().cloned().collect();
+            if json {
+                print_json(&all);
+            } else {
+                for m in all {
+                    println!("{} (run by {}): {}", m.name, m.actor, m.description);
+                }
+            }
+            Ok(())
+        }
+        ToolCommand::Run { name, arguments } => {
+            let arguments: serde_json::Value = serde_json::from_str(&arguments)
+                .map_err(|e| ThauError::Invalid(format!("the arguments are not JSON: {e}")))?;
+            let call = reg
+                .check(thau::tools::RawCall { name, arguments })
+                .map_err(|e| ThauError::Invalid(e.to_string()))?;
+            // Only generate_image exists; a new tool adds its arm here and in the ToolRouter.
+            let specs = thau::runtime::agent_specs(home, config)?;
+            let params = specs
+                .get(&thau::runtime::agents::ActorKind::ImageTool)
+                .map(|s| thau::actors::image_tool::ImageToolParams::from_spec(&s.params))
+                .transpose()
+                .map_err(|e| ThauError::Invalid(format!("agents/image_tool.toml [params]: {e}")))?
+                .unwrap_or_default();
+            let req = thau::tools::image::ImageRequest::from_arguments(&call.arguments)
+                .map_err(|e| ThauError::Invalid(e.to_string()))?;
+            let p = req
+                .resolve(&params.defaults())
+                .map_err(|e| ThauError::Invalid(e.to_string()))?;
+            let mut backend = params.backend();
+            let g = thau::tools::image::generate_and_save(backend.as_mut(), &p, &home.images())
+                .map_err(|e| ThauError::Actor {
+                    actor: "image_tool".into(),
+                    message: e.to_string(),
+                })?;
+            if json {
+                print_json(&g);
+            } else {
+                println!(
+                    "{} ({}×{}, backend {}{}, {:.2} s)",
+                    g.path.display(),
+                    g.width,
+                    g.height,
+                    g.backend,
+                    if g.fallback {
+                        ": the offline fallback, no image model"
+                    } else {
+                        ""
+                    },
+                    g.seconds
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 /// One line for a tuning change.
 fn print_change(c: &thau::learn::tuning::Change) {
     println!(
@@ -148,6 +215,19 @@ fn print_change(c: &thau::learn::tuning::Change) {
 
 fn parse_rating(s: &str) -> std::result::Result<thau::learn::tuning::Rating, String> {
     s.parse()
+}
+
+#[derive(Subcommand, Debug)]
+enum ToolCommand {
+    /// The tools' manifests (name, description, argument schema).
+    List,
+    /// Run a tool with JSON arguments checked against its schema, e.g.
+    /// `thau tool run generate_image '{"prompt":"un faro al atardecer"}'`.
+    Run {
+        name: String,
+        /// The arguments, a JSON object.
+        arguments: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -368,6 +448,16 @@ struct TrainArgs {
     /// Start a new model even if the age has a checkpoint.
     #[arg(long)]
     fresh: bool,
+    /// Train on a dataset (a name in data/datasets/, e.g. `tool_calling`, or a .json path)
+    /// mixed with replay of `--data`.
+    #[arg(long, value_name = "NAME|PATH")]
+    dataset: Option<String>,
+    /// With --dataset: the share of each epoch drawn from `--data` (replay).
+    #[arg(long, default_value_t = 0.5)]
+    replay: f64,
+    /// With --dataset: how many times the dataset appears in each epoch.
+    #[arg(long, default_value_t = 4)]
+    dataset_repeat: usize,
 }
 
 #[derive(Args, Debug)]
@@ -473,6 +563,20 @@ struct BenchArgs {
     /// learn: candidates scored per gap row.
     #[arg(long, default_value_t = 3)]
     learn_pool: usize,
+    /// learn: start both arms from a model first trained on this share of the items (0:
+    /// from scratch).
+    #[arg(long, default_value_t = 0.0)]
+    learn_known: f64,
+    /// learn: steps of that warm-up.
+    #[arg(long, default_value_t = 300)]
+    learn_warm: u64,
+    /// tools: the held-out prompts (image requests and ordinary ones).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "data/datasets/tool_calling_eval.json"
+    )]
+    tool_eval: PathBuf,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -488,6 +592,9 @@ enum BenchKind {
     /// Gap-steered training against uniform sampling of the same items, same steps:
     /// held-out paraphrase loss curves and the step ratio to uniform's final loss.
     Learn,
+    /// Tool calling of the newest checkpoint on held-out prompts: image requests that get a
+    /// schema-valid call (goal ≥ 90%), ordinary prompts that wrongly get one (goal ≤ 5%).
+    Tools,
 }
 
 #[derive(Subcommand, Debug)]
@@ -697,6 +804,7 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
             Ok(())
         }
         Command::Memory { command } => run_memory(command, &home, &config, json),
+        Command::Tool { command } => run_tool(command, &home, &config, json),
         Command::Learn(args) => cli_learn(home, config, args, json),
         Command::Stats(args) => {
             let sessions = thau::commands::learn::sessions(&home)?;
@@ -898,12 +1006,63 @@ continue with: thau train --age {}",
                     }
                     return Ok(());
                 }
+                BenchKind::Tools => {
+                    let dir =
+                        thau::model::checkpoint::newest(&home.checkpoints())?.ok_or_else(|| {
+                            ThauError::Invalid(
+                                "no checkpoint yet: run `thau train --dataset tool_calling` first"
+                                    .into(),
+                            )
+                        })?;
+                    let ck = thau::model::checkpoint::load(&dir, &candle_core::Device::Cpu, false)?;
+                    let set = thau::tools::dataset::ToolEvalSet::load(&args.tool_eval)?;
+                    let reg = thau::tools::ToolRegistry::builtin().map_err(ThauError::Invalid)?;
+                    let model = thau::model::transformer::from_tensors(
+                        ck.weights.clone(),
+                        &ck.config,
+                        &candle_core::Device::Cpu,
+                    )?;
+                    let r =
+                        thau::tools::dataset::eval_tool_calls(&model, &ck.tokenizer, &reg, &set)?;
+                    if json {
+                        print_json(&serde_json::json!({ "checkpoint": dir, "report": r }));
+                    } else {
+                        for s in &r.samples {
+                            println!(
+                                "{:<13} {:<45} {}",
+                                s.verdict,
+                                s.prompt,
+                                s.output.replace('\n', " ")
+                            );
+                        }
+                        println!("checkpoint {}", dir.display());
+                        println!(
+                            "image requests with a schema-valid call: {}/{} = {:.0}% (goal ≥ 90%: {})",
+                            r.valid_calls, r.image_requests, 100.0 * r.call_rate,
+                            if r.call_rate >= 0.9 { "met" } else { "MISSED" }
+                        );
+                        println!(
+                            "ordinary prompts that got a call: {}/{} = {:.0}% (goal ≤ 5%: {})",
+                            r.wrong_calls,
+                            r.ordinary,
+                            100.0 * r.false_call_rate,
+                            if r.false_call_rate <= 0.05 {
+                                "met"
+                            } else {
+                                "MISSED"
+                            }
+                        );
+                    }
+                    return Ok(());
+                }
                 BenchKind::Learn => {
                     let plan = thau::learn::bench::LearnBenchPlan {
                         steps: args.learn_steps,
                         eval_every: args.learn_eval_every,
                         replay_ratio: args.learn_replay.clamp(0.0, 1.0),
                         pool_factor: args.learn_pool.max(1),
+                        known_share: args.learn_known.clamp(0.0, 1.0),
+                        warm_steps: args.learn_warm,
                         seed: config.seed,
                         ..Default::default()
                     };
@@ -917,6 +1076,12 @@ continue with: thau train --age {}",
                             "{} items, model {} parameters, {} steps × {} rows per arm, held-out paraphrase loss:",
                             r.items, group(r.params), r.plan.steps, r.plan.batch_size
                         );
+                        if let Some(w) = r.warm_loss {
+                            println!(
+                                "both arms start from a model trained {} steps on {} of the {} items (held-out loss {w:.4})",
+                                r.plan.warm_steps, r.known_items, r.items
+                            );
+                        }
                         println!("{:>6} {:>10} {:>12}", "STEP", "UNIFORM", "GAP-STEERED");
                         for ((s, u), (_, g)) in r.uniform.curve.iter().zip(&r.gap_steered.curve) {
                             println!("{s:>6} {u:>10.4} {g:>12.4}");
@@ -1170,6 +1335,14 @@ fn cli_train(home: &Home, config: &ThauConfig, a: TrainArgs, json: bool) -> Resu
         },
         vocab_size: config.model.vocab_size,
         fresh: a.fresh,
+        dataset: a
+            .dataset
+            .as_deref()
+            .map(|d| thau::commands::train::DatasetMix {
+                path: thau::tools::dataset::resolve_dataset(d),
+                replay_ratio: a.replay,
+                repeat: a.dataset_repeat,
+            }),
     };
     let bar = indicatif::ProgressBar::hidden();
     if !json {

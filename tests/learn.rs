@@ -3,6 +3,8 @@
 //! paraphrases, and a whole session runs several iterations through the actors' messages.
 
 use std::path::Path;
+
+mod common;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::Device;
@@ -281,65 +283,6 @@ fn the_learn_bench_runs_both_arms_from_the_same_weights() {
     }
 }
 
-/// A local HTTP server for the teacher tests: answers each POST with `reply(path, body)`
-/// and records what it was asked.
-type Asked = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
-
-fn teacher_server(
-    reply: impl Fn(&str, &serde_json::Value) -> (u16, String) + Send + 'static,
-) -> (String, Asked) {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let asked: Asked = Default::default();
-    let log = asked.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            // Headers, then Content-Length bytes of body.
-            let (head_end, len) = loop {
-                let n = s.read(&mut chunk).unwrap_or(0);
-                if n == 0 {
-                    break (None, 0);
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    break (Some(i + 4), len);
-                }
-            };
-            let Some(start) = head_end else { continue };
-            while buf.len() < start + len {
-                let n = s.read(&mut chunk).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let head = String::from_utf8_lossy(&buf[..start]).to_string();
-            let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-            let body: serde_json::Value =
-                serde_json::from_slice(&buf[start..(start + len).min(buf.len())])
-                    .unwrap_or_default();
-            let (status, text) = reply(&path, &body);
-            log.lock().unwrap().push((path, body));
-            let _ = write!(
-                s,
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
-        }
-    });
-    (url, asked)
-}
-
 /// The teacher's JSON item, wrapped in the reply shape of the API at `path`.
 fn teacher_reply(path: &str, item: &str, length_cut: bool) -> String {
     if path == "/api/chat" {
@@ -358,7 +301,7 @@ const GOOD_ITEM: &str = r#"{"question": "What colour is a ripe banana?", "answer
 #[test]
 fn the_http_teacher_speaks_ollama_and_openai_and_reports_failures() {
     use thau::learn::teacher::{HttpTeacher, Rejection};
-    let (url, asked) = teacher_server(|path, _| (200, teacher_reply(path, GOOD_ITEM, false)));
+    let (url, asked) = common::json_server(|path, _| (200, teacher_reply(path, GOOD_ITEM, false)));
     for api in ["ollama", "openai"] {
         let t = HttpTeacher::new(format!("{api}:tiny-model@{url}").parse().unwrap());
         let p = t.propose("colours", "en").unwrap();
@@ -377,7 +320,7 @@ fn the_http_teacher_speaks_ollama_and_openai_and_reports_failures() {
             .contains("colours"));
     }
     // Failures become named rejections, never panics.
-    let (bad, _) = teacher_server(|path, _| match path {
+    let (bad, _) = common::json_server(|path, _| match path {
         "/api/chat" => (200, teacher_reply(path, "this is not JSON", false)),
         _ => (500, "{}".into()),
     });
@@ -408,7 +351,7 @@ async fn a_session_keeps_going_when_the_teacher_fails_or_is_filtered() {
     tiny_checkpoint(&home, &corpus_dir, &settings());
     // One good item, then a refusal, a truncated answer and garbage, in turn.
     let n = std::sync::atomic::AtomicUsize::new(0);
-    let (url, _) = teacher_server(move |path, _| {
+    let (url, _) = common::json_server(move |path, _| {
         let item = match n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 4 {
             0 => GOOD_ITEM.to_string(),
             1 => r#"{"question": "Why?", "answer": "I'm sorry, but I cannot help with that request today."}"#.into(),

@@ -42,6 +42,18 @@ pub struct TrainRequest {
     pub vocab_size: usize,
     /// Start from scratch even when a checkpoint exists.
     pub fresh: bool,
+    /// Train on a dataset mixed with replay of `data`.
+    pub dataset: Option<DatasetMix>,
+}
+
+/// `thau train --dataset`: a dataset file and how it is mixed with the corpus.
+#[derive(Debug, Clone)]
+pub struct DatasetMix {
+    pub path: PathBuf,
+    /// Share of the epoch drawn from the corpus.
+    pub replay_ratio: f64,
+    /// Copies of the dataset in the epoch.
+    pub repeat: usize,
 }
 
 /// A point of the held-out loss curve.
@@ -92,7 +104,18 @@ pub fn train(
     stop: &AtomicBool,
     on: &mut dyn FnMut(Progress),
 ) -> Result<TrainReport> {
-    let corpus = Corpus::load(&req.data)?;
+    let mut corpus = Corpus::load(&req.data)?;
+    if let Some(mix) = &req.dataset {
+        let dataset = crate::tools::dataset::load_dataset(&mix.path)?;
+        corpus.examples = crate::tools::dataset::mix_with_replay(
+            &dataset,
+            &corpus.examples,
+            mix.repeat,
+            mix.replay_ratio,
+            req.options.seed,
+        );
+        corpus.files.push(mix.path.clone());
+    }
     let dev = Device::Cpu;
     let age_dir = home.age_checkpoint(req.age);
     let existing = if req.fresh {

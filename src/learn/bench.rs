@@ -9,6 +9,11 @@
 //!   `1 − replay_ratio` of the batch with the worst-known ones (the gaps), the rest
 //!   uniformly (replay).
 //!
+//! With `known_share` > 0 both arms start from the same *warm* weights: a model first
+//! trained for `warm_steps` on that share of the items only (the case the self-learning loop
+//! lives in: THAU already knows part of what it is asked, and the gaps are the rest). With
+//! `known_share` = 0 both start from the same random initialisation.
+//!
 //! The report gives both held-out curves and the step at which gap-steered first reaches
 //! uniform's final loss, as a fraction of the steps (the goal is ≤ 0.6); the extra forward
 //! passes of the scoring are reported as a wall-time ratio too.
@@ -47,6 +52,10 @@ pub struct LearnBenchPlan {
     pub vocab_size: usize,
     pub lr: f64,
     pub seed: u64,
+    /// Share of the items the model is first trained on (0: start cold).
+    pub known_share: f64,
+    /// Steps of that warm-up (uniform over the known items).
+    pub warm_steps: u64,
     /// Use the tiny test shape instead of age 0 (for tests).
     pub tiny: bool,
 }
@@ -64,6 +73,8 @@ impl Default for LearnBenchPlan {
             vocab_size: 2048,
             lr: 1e-3,
             seed: 42,
+            known_share: 0.0,
+            warm_steps: 0,
             tiny: false,
         }
     }
@@ -89,6 +100,10 @@ impl Arm {
 pub struct LearnBenchReport {
     pub plan: LearnBenchPlan,
     pub items: usize,
+    /// Items of the warm-up (0 when cold).
+    pub known_items: usize,
+    /// Held-out loss after the warm-up, before either arm (the curves' step 0).
+    pub warm_loss: Option<f64>,
     pub params: u64,
     pub uniform: Arm,
     pub gap_steered: Arm,
@@ -184,6 +199,46 @@ fn run_arm(
     })
 }
 
+/// The newest checkpoint directory under `dir`.
+fn latest_in(dir: &Path) -> Result<std::path::PathBuf> {
+    crate::model::checkpoint::latest(dir)?
+        .ok_or_else(|| ModelError::Data(format!("no warm-up checkpoint in {}", dir.display())))
+}
+
+/// Trains a fresh model on `known_share` of the items for `warm_steps` and saves it (with
+/// its optimizer state) in a temp dir both arms resume from; `None` when starting cold.
+fn warm_up(
+    plan: &LearnBenchPlan,
+    tok: &ThauTokenizer,
+    corpus: &Corpus,
+    data: &Windows,
+    progress: &mut dyn FnMut(String),
+) -> Result<(usize, Option<tempfile::TempDir>)> {
+    if plan.known_share <= 0.0 || plan.warm_steps == 0 {
+        return Ok((0, None));
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.seed ^ 0x3a7e);
+    let mut known: Vec<usize> = (0..data.len()).collect();
+    known.shuffle(&mut rng);
+    known.truncate(((plan.known_share.min(1.0) * data.len() as f64).round() as usize).max(1));
+    let mut t = trainer_for(plan, tok, corpus)?;
+    for _ in 0..plan.warm_steps {
+        let idx: Vec<usize> = (0..plan.batch_size)
+            .map(|_| known[rng.random_range(0..known.len())])
+            .collect();
+        t.step_on(data, &[idx])?;
+    }
+    progress(format!(
+        "warm-up: {} steps on {} of {} items",
+        plan.warm_steps,
+        known.len(),
+        data.len()
+    ));
+    let dir = tempfile::tempdir().map_err(|e| ModelError::Data(e.to_string()))?;
+    t.save(dir.path())?;
+    Ok((known.len(), Some(dir)))
+}
+
 /// Runs both arms on the knowledge in `corpus_dir`.
 pub fn learn_bench(
     corpus_dir: &Path,
@@ -219,8 +274,19 @@ pub fn learn_bench(
         plan.steps,
         plan.batch_size
     ));
-    // Same initial weights for both arms (same seed).
-    let mut uniform_t = trainer_for(plan, &tok, &corpus)?;
+    // Same initial weights for both arms: the same seed, and the same warm-up checkpoint.
+    let (known, warm_dir) = warm_up(plan, &tok, &corpus, &data, progress)?;
+    let start = |plan: &LearnBenchPlan| -> Result<Trainer> {
+        match &warm_dir {
+            Some(dir) => {
+                let ck =
+                    crate::model::checkpoint::load(&latest_in(dir.path())?, &Device::Cpu, true)?;
+                Trainer::resume(ck, &corpus, None, &Device::Cpu)
+            }
+            None => trainer_for(plan, &tok, &corpus),
+        }
+    };
+    let mut uniform_t = start(plan)?;
     let params = uniform_t.config.param_count();
     let uniform = run_arm(
         "uniform",
@@ -232,7 +298,7 @@ pub fn learn_bench(
         progress,
     )?;
     drop(uniform_t);
-    let mut gap_t = trainer_for(plan, &tok, &corpus)?;
+    let mut gap_t = start(plan)?;
     let gap = run_arm(
         "gap-steered",
         plan,
@@ -252,6 +318,8 @@ pub fn learn_bench(
     Ok(LearnBenchReport {
         plan: plan.clone(),
         items: data.len(),
+        known_items: known,
+        warm_loss: warm_dir.as_ref().map(|_| uniform.curve[0].1),
         params,
         steps_to_uniform_final: reached,
         step_ratio: reached.map(|s| s as f64 / plan.steps as f64),

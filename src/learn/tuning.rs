@@ -563,7 +563,10 @@ mod tests {
         let lower = change.expect("12 of 12 closed");
         assert_eq!((lower.from, lower.to), (65.0, 60.0));
         // #1 raised 60 → 65, #2 lowered it back: undoing #2 returns to 65, once.
-        assert!(t.revert(c.id).is_err(), "already at 60, the value before #1");
+        assert!(
+            t.revert(c.id).is_err(),
+            "already at 60, the value before #1"
+        );
         let r = t.revert(lower.id).expect("revert");
         assert_eq!(
             (r.knob, r.to, r.cause, r.reverts),

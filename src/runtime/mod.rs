@@ -156,6 +156,19 @@ impl Runtime {
                     ThauError::Invalid(format!("agents/gap_detector.toml [params]: {e}"))
                 })?;
         }
+        if let Some(spec) = specs.get(&ActorKind::ImageTool) {
+            crate::actors::image_tool::ImageToolParams::from_spec(&spec.params)
+                .map_err(|e| ThauError::Invalid(format!("agents/image_tool.toml [params]: {e}")))?;
+        }
+        if let Some(spec) = specs.get(&ActorKind::ToolRouter) {
+            spec.params
+                .clone()
+                .try_into::<crate::actors::tool_router::ToolRouterParams>()
+                .map_err(|e| {
+                    ThauError::Invalid(format!("agents/tool_router.toml [params]: {e}"))
+                })?;
+            crate::tools::ToolRegistry::builtin().map_err(ThauError::Invalid)?;
+        }
         if specs.get(&ActorKind::Tuner).is_some_and(|s| s.enabled) {
             crate::actors::tuner::tuning_setup(&specs).map_err(ThauError::Invalid)?;
         }
@@ -187,14 +200,6 @@ impl Runtime {
                     rt.addrs.$field = Some(addr);
                 }};
             }
-            macro_rules! run_sync {
-                ($field:ident, $ty:ty) => {{
-                    let threads = spec.threads;
-                    let addr = SyncArbiter::start(threads, move || <$ty>::new(base.clone(), &spec));
-                    rt.handles.insert(kind, handle_of(&addr, stats));
-                    rt.addrs.$field = Some(addr);
-                }};
-            }
             let checkpoints = rt.home.checkpoints();
             let gguf = Some(&rt.config.model.gguf)
                 .filter(|g| !g.is_empty())
@@ -222,7 +227,14 @@ impl Runtime {
                     rt.handles.insert(kind, handle_of(&addr, stats));
                     rt.addrs.learner = Some(addr);
                 }
-                ActorKind::ImageTool => run_sync!(image_tool, ImageTool),
+                ActorKind::ImageTool => {
+                    let images = rt.home.images();
+                    let addr = SyncArbiter::start(spec.threads, move || {
+                        ImageTool::new(base.clone(), &spec, &images)
+                    });
+                    rt.handles.insert(kind, handle_of(&addr, stats));
+                    rt.addrs.image_tool = Some(addr);
+                }
                 ActorKind::Questioner => {
                     let gaps = rt.addrs.gap_detector.clone().map(|a| a.recipient());
                     let episodic = rt.addrs.episodic_memory.clone().map(|a| a.recipient());
@@ -273,7 +285,15 @@ impl Runtime {
                     rt.handles.insert(kind, handle_of(&addr, stats));
                     rt.addrs.tuner = Some(addr);
                 }
-                ActorKind::ToolRouter => run_async!(tool_router, ToolRouter),
+                ActorKind::ToolRouter => {
+                    let image = rt.addrs.image_tool.clone().map(|a| a.recipient());
+                    let episodic = rt.addrs.episodic_memory.clone().map(|a| a.recipient());
+                    let addr = start_async(&mut arbiters, move || {
+                        ToolRouter::new(base, &spec, image, episodic)
+                    });
+                    rt.handles.insert(kind, handle_of(&addr, stats));
+                    rt.addrs.tool_router = Some(addr);
+                }
                 // Memory actors open their stores under <home>/memory. EpisodicMemory
                 // starts first (ActorKind order) so ShortTermMemory can file evictions there.
                 ActorKind::EpisodicMemory => {

@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests: a tiny corpus, tokenizer, model shape and
-//! training options in one call.
+//! training options in one call; a local JSON-over-HTTP server for client tests.
+
+// Each test binary uses a subset of these helpers.
+#![allow(dead_code)]
 
 use std::path::Path;
 
@@ -49,4 +52,64 @@ pub fn tiny(dir: &Path, files: &[(&str, String)], max_seq_len: usize, seq_len: u
 /// `n` paragraphs made by `f`, separated by blank lines.
 pub fn paragraphs(n: usize, f: impl Fn(usize) -> String) -> String {
     (0..n).map(|i| f(i) + "\n\n").collect()
+}
+
+/// What a [`json_server`] was asked: (path, JSON body) per request.
+pub type Asked = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A local HTTP server for tests of HTTP clients (teachers, image servers): answers each
+/// POST with `reply(path, body)` and records what it was asked.
+pub fn json_server(
+    reply: impl Fn(&str, &serde_json::Value) -> (u16, String) + Send + 'static,
+) -> (String, Asked) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let asked: Asked = Default::default();
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers, then Content-Length bytes of body.
+            let (head_end, len) = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (None, 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    break (Some(i + 4), len);
+                }
+            };
+            let Some(start) = head_end else { continue };
+            while buf.len() < start + len {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf[..start]).to_string();
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            let body: serde_json::Value =
+                serde_json::from_slice(&buf[start..(start + len).min(buf.len())])
+                    .unwrap_or_default();
+            let (status, text) = reply(&path, &body);
+            log.lock().unwrap().push((path, body));
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (url, asked)
 }
