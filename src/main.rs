@@ -1042,6 +1042,10 @@ continue with: thau train --age {}",
                             if r.call_rate >= 0.9 { "met" } else { "MISSED" }
                         );
                         println!(
+                            "  of which about what was asked (a content word in common): {}/{}",
+                            r.faithful_calls, r.valid_calls
+                        );
+                        println!(
                             "ordinary prompts that got a call: {}/{} = {:.0}% (goal ≤ 5%: {})",
                             r.wrong_calls,
                             r.ordinary,

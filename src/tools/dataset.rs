@@ -125,6 +125,9 @@ pub struct ToolEvalReport {
     pub valid_calls: usize,
     /// valid_calls / image_requests (goal ≥ 0.9).
     pub call_rate: f64,
+    /// Valid calls whose prompt shares a content word (4+ letters) with the request: the
+    /// call is about what was asked, not only well-formed.
+    pub faithful_calls: usize,
     pub ordinary: usize,
     pub wrong_calls: usize,
     /// wrong_calls / ordinary (goal ≤ 0.05).
@@ -144,6 +147,25 @@ fn verdict(reg: &ToolRegistry, output: &str) -> &'static str {
     } else {
         "no_call"
     }
+}
+
+/// Lowercased words of 4+ letters.
+fn content_words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 4)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Whether the first call in `output` has a prompt sharing a content word with `request`.
+fn shares_content_word(reg: &ToolRegistry, request: &str, output: &str) -> bool {
+    let asked = content_words(request);
+    reg.scan(output).iter().any(|e| match e {
+        ToolEvent::Call { call } => call.arguments["prompt"]
+            .as_str()
+            .is_some_and(|p| content_words(p).iter().any(|w| asked.contains(w))),
+        _ => false,
+    })
 }
 
 /// Answers every held-out prompt greedily and checks the answers with the registry.
@@ -171,9 +193,13 @@ pub fn eval_tool_calls(
         })
     };
     let mut valid = 0;
+    let mut faithful = 0;
     for p in &set.image_requests {
         let s = answer(p)?;
-        valid += usize::from(s.verdict == "valid_call");
+        if s.verdict == "valid_call" {
+            valid += 1;
+            faithful += usize::from(shares_content_word(reg, p, &s.output));
+        }
         samples.push(s);
     }
     let mut wrong = 0;
@@ -187,6 +213,7 @@ pub fn eval_tool_calls(
         image_requests: set.image_requests.len(),
         valid_calls: valid,
         call_rate: rate(valid, set.image_requests.len()),
+        faithful_calls: faithful,
         ordinary: set.ordinary.len(),
         wrong_calls: wrong,
         false_call_rate: rate(wrong, set.ordinary.len()),
