@@ -171,7 +171,7 @@ fn run_tool(command: ToolCommand, home: &Home, config: &ThauConfig, json: bool) 
             let p = req
                 .resolve(&params.defaults())
                 .map_err(|e| ThauError::Invalid(e.to_string()))?;
-            let mut backend = params.backend();
+            let mut backend = params.backend().map_err(ThauError::Invalid)?;
             let g = thau::tools::image::generate_and_save(backend.as_mut(), &p, &home.images())
                 .map_err(|e| ThauError::Actor {
                     actor: "image_tool".into(),

@@ -1,5 +1,6 @@
-//! ImageTool: runs `generate_image` — makes a picture with its backend (an
-//! AUTOMATIC1111-compatible HTTP server, or the offline fallback) and keeps it under
+//! ImageTool: runs `generate_image` — makes a picture with its backend (Stable Diffusion
+//! in candle from local weights, an AUTOMATIC1111-compatible HTTP server, or the offline
+//! fallback) and keeps it under
 //! `<home>/images/` with a JSON sidecar.
 //!
 //! Receives [`GenerateImage`] (from the ToolRouter, the API, `thau tool run`),
@@ -15,6 +16,7 @@ use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
 use crate::runtime::agents::AgentSpec;
 use crate::tools::image::fallback::FallbackBackend;
 use crate::tools::image::http::A1111Backend;
+use crate::tools::image::sd::StableDiffusionBackend;
 use crate::tools::image::{
     generate_and_save, stats, GeneratedImage, ImageBackend, ImageDefaults, ImageError,
     ImageRequest, ImageStats,
@@ -37,8 +39,10 @@ pub struct ImageStatsRequest;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
-    /// `http` when `http_url` is set, else `fallback`.
+    /// `stable_diffusion` when `sd_weights` is set, else `http` when `http_url` is set,
+    /// else `fallback`.
     Auto,
+    StableDiffusion,
     Http,
     Fallback,
 }
@@ -48,6 +52,8 @@ pub enum BackendKind {
 #[serde(deny_unknown_fields, default)]
 pub struct ImageToolParams {
     pub backend: BackendKind,
+    /// A Stable Diffusion weights directory in the diffusers layout (`stable_diffusion`).
+    pub sd_weights: String,
     /// Base URL of an AUTOMATIC1111-compatible server (`http` backend).
     pub http_url: String,
     /// Defaults for what a request leaves out.
@@ -62,6 +68,7 @@ impl Default for ImageToolParams {
         let d = ImageDefaults::default();
         ImageToolParams {
             backend: BackendKind::Auto,
+            sd_weights: String::new(),
             http_url: String::new(),
             num_inference_steps: d.num_inference_steps,
             guidance_scale: d.guidance_scale,
@@ -87,6 +94,9 @@ impl ImageToolParams {
         if p.backend == BackendKind::Http && p.http_url.trim().is_empty() {
             return Err("backend = \"http\" needs http_url".into());
         }
+        if p.backend == BackendKind::StableDiffusion && p.sd_weights.trim().is_empty() {
+            return Err("backend = \"stable_diffusion\" needs sd_weights".into());
+        }
         // The defaults must themselves be a valid request.
         ImageRequest {
             prompt: "check".into(),
@@ -102,20 +112,50 @@ impl ImageToolParams {
         Ok(p)
     }
 
-    /// The backend these settings choose.
-    pub fn backend(&self) -> Box<dyn ImageBackend> {
-        match (self.backend, self.http_url.trim()) {
-            (BackendKind::Fallback, _) | (BackendKind::Auto, "") => Box::new(FallbackBackend),
-            (_, url) => Box::new(A1111Backend::new(url)),
-        }
+    /// The backend these settings choose. Stable Diffusion weights that fail to load are
+    /// an error when asked for by name; under `auto` the next backend is used and the
+    /// reason logged.
+    pub fn backend(&self) -> Result<Box<dyn ImageBackend>, String> {
+        let sd = || {
+            StableDiffusionBackend::load(Path::new(self.sd_weights.trim()), sd_device())
+                .map(|b| Box::new(b) as Box<dyn ImageBackend>)
+                .map_err(|e| e.to_string())
+        };
+        let url = self.http_url.trim();
+        let http = || Box::new(A1111Backend::new(url)) as Box<dyn ImageBackend>;
+        Ok(match self.backend {
+            BackendKind::StableDiffusion => sd()?,
+            BackendKind::Http => http(),
+            BackendKind::Fallback => Box::new(FallbackBackend),
+            BackendKind::Auto => {
+                let loaded = if self.sd_weights.trim().is_empty() {
+                    None
+                } else {
+                    sd().inspect_err(
+                        |e| tracing::warn!(error = %e, "Stable Diffusion weights not usable"),
+                    )
+                    .ok()
+                };
+                match loaded {
+                    Some(b) => b,
+                    None if !url.is_empty() => http(),
+                    None => Box::new(FallbackBackend),
+                }
+            }
+        })
     }
+}
+
+/// CUDA when built with it and a GPU is there, else the CPU.
+fn sd_device() -> candle_core::Device {
+    candle_core::Device::cuda_if_available(0).unwrap_or(candle_core::Device::Cpu)
 }
 
 /// The ImageTool actor's state.
 pub struct ImageTool {
     base: ActorBase,
     params: ImageToolParams,
-    backend: Box<dyn ImageBackend>,
+    backend: Result<Box<dyn ImageBackend>, String>,
     dir: PathBuf,
     made: u64,
 }
@@ -124,9 +164,13 @@ impl ImageTool {
     pub fn new(base: ActorBase, spec: &AgentSpec, images: &Path) -> Self {
         // Validated by `Runtime::start`, so the fallback only guards direct construction.
         let params = ImageToolParams::from_spec(&spec.params).unwrap_or_default();
+        let backend = params.backend();
+        if let Err(e) = &backend {
+            tracing::error!(error = %e, "image backend unavailable");
+        }
         ImageTool {
             base,
-            backend: params.backend(),
+            backend,
             params,
             dir: images.to_path_buf(),
             made: 0,
@@ -139,12 +183,15 @@ impl ThauActor for ImageTool {
         &self.base
     }
     fn note(&self) -> String {
-        format!(
-            "backend {} on {}, {} pictures made",
-            self.backend.name(),
-            self.backend.device(),
-            self.made
-        )
+        match &self.backend {
+            Ok(b) => format!(
+                "backend {} on {}, {} pictures made",
+                b.name(),
+                b.device(),
+                self.made
+            ),
+            Err(e) => format!("no image backend: {e}"),
+        }
     }
 }
 
@@ -163,8 +210,11 @@ impl Handler<GenerateImage> for ImageTool {
     fn handle(&mut self, m: GenerateImage, ctx: &mut SyncContext<Self>) -> Self::Result {
         guarded(self, ctx, "GenerateImage", |me| {
             let params = m.0.resolve(&me.params.defaults()).map_err(image_error)?;
-            let g =
-                generate_and_save(me.backend.as_mut(), &params, &me.dir).map_err(image_error)?;
+            let backend = me
+                .backend
+                .as_mut()
+                .map_err(|e| ActorError::Unavailable(format!("no image backend: {e}")))?;
+            let g = generate_and_save(backend.as_mut(), &params, &me.dir).map_err(image_error)?;
             me.made += 1;
             Ok(g)
         })
@@ -174,8 +224,9 @@ impl Handler<GenerateImage> for ImageTool {
 impl Handler<ImageStatsRequest> for ImageTool {
     type Result = Result<ImageStats, ActorError>;
     fn handle(&mut self, _: ImageStatsRequest, ctx: &mut SyncContext<Self>) -> Self::Result {
-        guarded(self, ctx, "ImageStatsRequest", |me| {
-            Ok(stats(&me.dir, RECENT_IMAGES, me.backend.as_ref()))
+        guarded(self, ctx, "ImageStatsRequest", |me| match &me.backend {
+            Ok(b) => Ok(stats(&me.dir, RECENT_IMAGES, b.as_ref())),
+            Err(e) => Err(ActorError::Unavailable(format!("no image backend: {e}"))),
         })
     }
 }

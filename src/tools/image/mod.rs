@@ -7,6 +7,7 @@
 
 pub mod fallback;
 pub mod http;
+pub mod sd;
 
 use std::path::{Path, PathBuf};
 
