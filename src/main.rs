@@ -604,6 +604,13 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    // `thau memory list | head` must end quietly when the reader goes away, as other Unix
+    // tools do, instead of panicking on a write to a closed pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let home = Home::new(resolve_home(cli.global.home.as_deref()));
     let config = match ThauConfig::load(&home.root, std::env::vars(), &cli.global.set) {

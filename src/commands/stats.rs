@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::commands::learn::LearnReport;
@@ -62,6 +63,52 @@ pub fn plot_sessions(sessions: &[LearnReport], path: &Path) -> Result<PlotSummar
     })
 }
 
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+fn font(size: u32) -> FontDesc<'static> {
+    (FONT, size).into_font()
+}
+
+/// One panel: caption, axes against the training step, `y_decimals` on the y labels.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    y_desc: &str,
+    y_decimals: usize,
+) -> Result<Chart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, font(22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x, y)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("training step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc(y_desc)
+        .y_label_formatter(&|y| format!("{y:.y_decimals$}"))
+        .label_style(font(13))
+        .draw()
+        .map_err(plot_err)?;
+    Ok(chart)
+}
+
+/// The series' legend box.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .label_font(font(13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err)
+}
+
 /// Renders the two panels into an RGB buffer of [`PLOT_SIZE`].
 fn draw(sessions: &[LearnReport], rgb: &mut [u8]) -> Result<()> {
     // Curves in global steps; gaps closed carried over from earlier sessions.
@@ -99,23 +146,16 @@ fn draw(sessions: &[LearnReport], rgb: &mut [u8]) -> Result<()> {
     let root = BitMapBackend::with_buffer(rgb, PLOT_SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let (top, bottom) = root.split_vertically(PLOT_SIZE.1 / 2);
-    let font = |size: u32| (FONT, size).into_font();
+    let x = x_min..x_max.max(x_min + 1.0);
 
-    let mut chart = ChartBuilder::on(&top)
-        .caption("THAU learning: loss", font(22))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(x_min..x_max.max(x_min + 1.0), 0.0..y_loss.max(1e-3))
-        .map_err(plot_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("training step")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("nats / token")
-        .label_style(font(13))
-        .draw()
-        .map_err(plot_err)?;
+    let mut chart = panel(
+        &top,
+        "THAU learning: loss",
+        x.clone(),
+        0.0..y_loss.max(1e-3),
+        "nats / token",
+        1,
+    )?;
     chart
         .draw_series(LineSeries::new(loss.iter().copied(), &BLUE))
         .map_err(plot_err)?
@@ -131,47 +171,20 @@ fn draw(sessions: &[LearnReport], rgb: &mut [u8]) -> Result<()> {
         .map_err(plot_err)?
         .label("probe loss (held-out paraphrases), session start and end")
         .legend(|(x, y)| Circle::new((x + 9, y), 5, RED.filled()));
-    chart
-        .configure_series_labels()
-        .label_font(font(13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_err)?;
+    legend(&mut chart)?;
 
-    let mut chart = ChartBuilder::on(&bottom)
-        .caption("gaps", font(22))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(x_min..x_max.max(x_min + 1.0), 0.0..y_gaps)
-        .map_err(plot_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("training step")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("gaps")
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .label_style(font(13))
-        .draw()
-        .map_err(plot_err)?;
-    chart
-        .draw_series(LineSeries::new(open.iter().copied(), &MAGENTA))
-        .map_err(plot_err)?
-        .label("open")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], MAGENTA));
-    chart
-        .draw_series(LineSeries::new(closed.iter().copied(), &GREEN))
-        .map_err(plot_err)?
-        .label("closed (all sessions)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GREEN));
-    chart
-        .configure_series_labels()
-        .label_font(font(13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_err)?;
+    let mut chart = panel(&bottom, "gaps", x, 0.0..y_gaps, "gaps", 0)?;
+    for (points, colour, label) in [
+        (&open, MAGENTA, "open"),
+        (&closed, GREEN, "closed (all sessions)"),
+    ] {
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), &colour))
+            .map_err(plot_err)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+    }
+    legend(&mut chart)?;
     root.present().map_err(plot_err)?;
     Ok(())
 }
