@@ -259,3 +259,72 @@ fn memory_commands_speak_json_and_exit_codes() {
     assert_eq!(f["store"], "episodic");
     assert_eq!(thau(&home, &["memory", "show", ep]).status.code(), Some(2));
 }
+
+#[test]
+fn feedback_tune_tool_and_stats_plot_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    assert!(thau(&home, &["init"]).status.success());
+    for i in 0..5 {
+        let out = json(&thau(
+            &home,
+            &["feedback", &format!("turn-{i}"), "down", "--json"],
+        ));
+        assert_eq!(out["change"].is_null(), i < 4, "{out}");
+    }
+    let t = json(&thau(&home, &["tune", "--json"]));
+    assert_eq!(t["values"]["temperature"], 0.72);
+    let id = t["state"]["log"][0]["id"].as_u64().unwrap().to_string();
+    let r = json(&thau(&home, &["tune", "revert", &id, "--json"]));
+    assert_eq!(
+        (r["to"].as_f64(), r["cause"].as_str()),
+        (Some(0.8), Some("revert"))
+    );
+    assert_eq!(thau(&home, &["tune", "revert", &id]).status.code(), Some(2));
+    assert_eq!(
+        thau(&home, &["feedback", "t", "sideways"]).status.code(),
+        Some(2)
+    );
+
+    let g = json(&thau(
+        &home,
+        &[
+            "tool",
+            "run",
+            "generate_image",
+            r#"{"prompt":"un faro","width":64,"height":64,"seed":1}"#,
+            "--json",
+        ],
+    ));
+    assert_eq!(
+        (g["width"].as_u64(), g["fallback"].as_bool()),
+        (Some(64), Some(true))
+    );
+    assert!(Path::new(g["path"].as_str().unwrap()).is_file());
+    let bad = thau(
+        &home,
+        &[
+            "tool",
+            "run",
+            "generate_image",
+            r#"{"prompt":"x","width":63}"#,
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/width"));
+    assert_eq!(
+        thau(&home, &["tool", "run", "nope", "{}"]).status.code(),
+        Some(2)
+    );
+    // No session yet: nothing to plot is a clear error.
+    let plot = thau(
+        &home,
+        &[
+            "stats",
+            "--plot",
+            dir.path().join("c.png").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(plot.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&plot.stderr).contains("nothing to plot"));
+}
