@@ -8,6 +8,7 @@
 //! - [`memory`], [`learn`]: the memory stores and the self-learning loop's parts.
 //! - [`tools`]: tool calls (`<TOOL:name>{json}</TOOL>`), their manifests and the image
 //!   backends.
+//! - [`server`]: the HTTP API (`thau serve`), with warp.
 //! - [`status`]: what `thau status` reports.
 
 pub mod actors;
@@ -22,6 +23,7 @@ pub mod learn;
 pub mod memory;
 pub mod model;
 pub mod runtime;
+pub mod server;
 pub mod status;
 pub mod tools;
 

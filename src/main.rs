@@ -99,6 +99,9 @@ enum Command {
     Learn(LearnArgs),
     /// Every learning session: questions, gaps opened and closed, probe loss before/after.
     Stats(StatsArgs),
+    /// Serve the HTTP API (chat, memory, vision, training feedback, metrics) until Ctrl-C.
+    /// Mutating routes need $THAU_API_KEY when it is set.
+    Serve(ServeArgs),
     /// Tools the model may call (`<TOOL:name>{json}</TOOL>`): list them, or run one directly.
     Tool {
         #[command(subcommand)]
@@ -116,6 +119,13 @@ enum Command {
     /// Grow the newest model to a later age, exactly (the grown model computes the same
     /// function); `thau train --age AGE` then continues from it.
     Grow(GrowArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (loopback by default; 0.0.0.0 exposes THAU to the network).
+    #[arg(long, default_value = thau::server::DEFAULT_ADDR)]
+    addr: std::net::SocketAddr,
 }
 
 #[derive(Args, Debug)]
@@ -812,6 +822,7 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
         }
         Command::Memory { command } => run_memory(command, &home, &config, json),
         Command::Tool { command } => run_tool(command, &home, &config, json),
+        Command::Serve(args) => cli_serve(home, config, args, json),
         Command::Learn(args) => cli_learn(home, config, args, json),
         Command::Stats(args) => {
             let sessions = thau::commands::learn::sessions(&home)?;
@@ -1210,6 +1221,53 @@ where
     });
     actix::System::current().stop();
     result
+}
+
+/// `thau serve`: starts the runtime and the HTTP API; Ctrl-C (or SIGTERM) stops accepting,
+/// lets requests in flight finish, then shuts the actors down (flushing their stores).
+fn cli_serve(home: Home, config: ThauConfig, a: ServeArgs, json: bool) -> Result<()> {
+    use thau::server::{serve, AppState, ServeOptions};
+    home.init()?;
+    let opts = ServeOptions {
+        addr: a.addr,
+        api_key: std::env::var("THAU_API_KEY").ok().filter(|k| !k.is_empty()),
+    };
+    with_runtime(home, config, |rt| async move {
+        let rt = std::sync::Arc::new(rt);
+        let state = AppState::new(rt.clone(), opts.api_key.clone());
+        let keyed = opts.api_key.is_some();
+        serve(
+            state,
+            &opts,
+            |addr| {
+                if json {
+                    print_json(&serde_json::json!({ "listening": format!("http://{addr}") }));
+                } else {
+                    println!(
+                        "THAU serving on http://{addr} (API key {}); Ctrl-C stops",
+                        if keyed {
+                            "required on POST routes"
+                        } else {
+                            "not set"
+                        }
+                    );
+                }
+            },
+            Runtime::wait_for_signal(),
+        )
+        .await?;
+        match std::sync::Arc::try_unwrap(rt) {
+            Ok(rt) => {
+                for e in rt.shutdown().await {
+                    eprintln!("shutdown: {e}");
+                }
+            }
+            Err(_) => {
+                eprintln!("shutdown: requests still hold the runtime; actors stop with the process")
+            }
+        }
+        Ok(())
+    })
 }
 
 /// `thau learn`: starts the runtime, runs a session with a live progress line, prints the

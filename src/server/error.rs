@@ -1,0 +1,118 @@
+//! [`ApiError`]: the one error type of the HTTP API, and [`recover`], the one place where
+//! every rejection — ours or warp's (unknown route, wrong method, oversize or malformed
+//! body) — becomes a JSON response `{"error": {"code", "message"}}` with its status.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::{Rejection, Reply};
+
+use crate::actors::ActorError;
+
+/// An API failure: its HTTP status, a stable code and a message for people.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this route needs the API key (Authorization: Bearer KEY, or X-API-Key)",
+        )
+    }
+    pub fn too_many(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+    }
+
+    /// An actor's answer, or its mailbox failing.
+    pub fn from_actor(actor: &str, e: ActorError) -> Self {
+        match e {
+            ActorError::BadRequest(m) => Self::bad_request(m),
+            ActorError::Unavailable(m) => Self::unavailable(format!("{actor}: {m}")),
+            other => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "actor_failed",
+                format!("{actor}: {other}"),
+            ),
+        }
+    }
+
+    pub fn mailbox(actor: &str, e: actix::MailboxError) -> Self {
+        Self::unavailable(format!("{actor} is not answering: {e}"))
+    }
+
+    pub fn reply(&self) -> warp::reply::Response {
+        let body = warp::reply::json(&serde_json::json!({ "error": self }));
+        warp::reply::with_status(body, self.status).into_response()
+    }
+}
+
+/// Turns any rejection into a JSON error response.
+pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let e = if let Some(e) = r.find::<ApiError>() {
+        e.clone()
+    } else if r.is_not_found() {
+        ApiError::not_found("no such route (see /openapi.json)")
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body exceeds {} bytes", super::MAX_BODY_BYTES),
+        )
+    } else if let Some(e) = r.find::<warp::filters::body::BodyDeserializeError>() {
+        ApiError::bad_request(format!("malformed JSON body: {e}"))
+    } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        )
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )
+    } else if r.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "send a Content-Length header",
+        )
+    } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
+        ApiError::bad_request(e.to_string())
+    } else {
+        tracing::warn!(rejection = ?r, "unhandled rejection");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request could not be handled",
+        )
+    };
+    Ok(e.reply())
+}

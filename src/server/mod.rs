@@ -1,0 +1,103 @@
+//! `thau serve`: the HTTP API in front of the actors, with warp (on the same tokio runtime
+//! as the actix system). [`routes`] builds every route from an injected [`AppState`];
+//! [`serve`] binds and runs them until a shutdown signal. The handlers live in [`routes`]
+//! (one documented function per route), the chat turn they share in [`chat`], the error type
+//! and its JSON responses in [`error`], request counters in [`metrics`].
+//!
+//! Safety: every body is size-limited ([`MAX_BODY_BYTES`]); mutating and training routes
+//! need `THAU_API_KEY` when it is set; the server binds 127.0.0.1 unless told otherwise;
+//! pictures are served only if the ImageTool made them (no paths, `..`, or links).
+
+pub mod chat;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use warp::Filter;
+
+use crate::runtime::Runtime;
+
+/// Largest request body.
+pub const MAX_BODY_BYTES: u64 = 256 * 1024;
+/// Longest chat message, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 8_000;
+/// Default address: loopback only.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
+
+/// Settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub addr: SocketAddr,
+    /// Required on mutating and training routes when set (`THAU_API_KEY`).
+    pub api_key: Option<String>,
+}
+
+/// What every handler is given.
+#[derive(Clone)]
+pub struct AppState {
+    pub rt: Arc<Runtime>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub api_key: Option<Arc<str>>,
+}
+
+impl AppState {
+    pub fn new(rt: Arc<Runtime>, api_key: Option<String>) -> Self {
+        AppState {
+            rt,
+            metrics: Arc::new(metrics::Metrics::default()),
+            api_key: api_key.filter(|k| !k.is_empty()).map(Arc::from),
+        }
+    }
+}
+
+/// Every route, with JSON errors and request metrics and logs.
+pub fn routes(
+    state: AppState,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
+    let metrics = state.metrics.clone();
+    routes::all(state)
+        .recover(error::recover)
+        .unify()
+        .with(warp::log::custom(move |info| {
+            metrics.observe(
+                info.method().as_str(),
+                info.path(),
+                info.status().as_u16(),
+                info.elapsed(),
+            );
+            tracing::info!(
+                target: "thau::server",
+                method = %info.method(),
+                path = info.path(),
+                status = info.status().as_u16(),
+                ms = info.elapsed().as_secs_f64() * 1e3,
+                "request"
+            );
+        }))
+}
+
+/// Binds `opts.addr` and serves until `shutdown` completes; returns the bound address
+/// through `bound` as soon as it listens (port 0 picks a free port).
+pub async fn serve(
+    state: AppState,
+    opts: &ServeOptions,
+    bound: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let listener = tokio::net::TcpListener::bind(opts.addr)
+        .await
+        .map_err(|e| crate::ThauError::Invalid(format!("cannot listen on {}: {e}", opts.addr)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| crate::ThauError::Invalid(e.to_string()))?;
+    bound(addr);
+    warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+    Ok(())
+}

@@ -1,0 +1,434 @@
+//! The REST routes: one documented handler per route, each given the [`AppState`].
+//! `/openapi.json` describes them ([`openapi`]).
+
+use serde::Deserialize;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use super::chat::{ask, chat_turn, ChatRequest};
+use super::error::ApiError;
+use super::{AppState, MAX_BODY_BYTES};
+use crate::actors::episodic_memory::EpisodicStatsRequest;
+use crate::actors::image_tool::{GenerateImage, ImageStatsRequest};
+use crate::actors::long_term_memory::{LongStatsRequest, Memorize, NewMemory};
+use crate::actors::tuner::{Feedback, TuningStatus};
+use crate::learn::tuning::Rating;
+use crate::tools::image::ImageRequest;
+
+type Resp = Result<warp::reply::Response, Rejection>;
+
+/// Largest number of recalled memories per request.
+const MAX_RECALL: usize = 50;
+
+fn json(v: &impl serde::Serialize) -> warp::reply::Response {
+    warp::reply::json(v).into_response()
+}
+
+/// Every route, unrecovered (see [`super::routes`]).
+pub fn all(
+    st: AppState,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let state = {
+        let st = st.clone();
+        warp::any().map(move || st.clone())
+    };
+    let key = st.api_key.clone();
+    // Mutating and training routes: the API key when one is set, and a JSON body.
+    let post = move |p: &'static str| {
+        let key = key.clone();
+        // Path first: a GET to an unknown path is a 404, not a 405 from this route.
+        warp::path(p).and(warp::post()).and(authorized(key))
+    };
+
+    let health = warp::path!("health")
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(health);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(metrics);
+    let openapi = warp::path!("openapi.json")
+        .and(warp::get())
+        .map(|| json(&openapi()));
+    let chat = post("chat")
+        .and(warp::path!("message"))
+        .and(state.clone())
+        .and(json_body())
+        .and_then(chat_message);
+    let interaction = post("train")
+        .and(warp::path!("interaction"))
+        .and(state.clone())
+        .and(json_body())
+        .and_then(train_interaction);
+    let train_stats = warp::path!("train" / "stats")
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(train_stats);
+    let store = post("memory")
+        .and(warp::path!("store"))
+        .and(state.clone())
+        .and(json_body())
+        .and_then(memory_store);
+    let recall = post("memory")
+        .and(warp::path!("recall"))
+        .and(state.clone())
+        .and(json_body())
+        .and_then(memory_recall);
+    let memory_stats = warp::path!("memory" / "stats")
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(memory_stats);
+    let generate = post("vision")
+        .and(warp::path!("generate"))
+        .and(state.clone())
+        .and(json_body())
+        .and_then(vision_generate);
+    let vision_chat = post("vision")
+        .and(warp::path!("chat"))
+        .and(state.clone())
+        .and(json_body())
+        .and_then(vision_chat);
+    let image = warp::path!("vision" / "image" / String)
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(vision_image);
+    let vision_stats = warp::path!("vision" / "stats")
+        .and(warp::get())
+        .and(state)
+        .and_then(vision_stats);
+    health
+        .or(metrics)
+        .unify()
+        .or(openapi)
+        .unify()
+        .or(chat)
+        .unify()
+        .or(interaction)
+        .unify()
+        .or(train_stats)
+        .unify()
+        .or(store)
+        .unify()
+        .or(recall)
+        .unify()
+        .or(memory_stats)
+        .unify()
+        .or(generate)
+        .unify()
+        .or(vision_chat)
+        .unify()
+        .or(image)
+        .unify()
+        .or(vision_stats)
+        .unify()
+}
+
+/// A JSON body of at most [`MAX_BODY_BYTES`].
+fn json_body<T: serde::de::DeserializeOwned + Send>(
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::json())
+}
+
+/// Passes when no API key is set, or the request carries it (`Authorization: Bearer KEY`
+/// or `X-API-Key: KEY`).
+fn authorized(
+    key: Option<std::sync::Arc<str>>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(warp::header::optional::<String>("x-api-key"))
+        .and_then(move |auth: Option<String>, x: Option<String>| {
+            let key = key.clone();
+            async move {
+                let Some(key) = key else { return Ok(()) };
+                let bearer = auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
+                if bearer == Some(&*key) || x.as_deref() == Some(&*key) {
+                    Ok(())
+                } else {
+                    Err(Rejection::from(ApiError::unauthorized()))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// `GET /health`: whether every actor runs, with restarts and notes.
+async fn health(st: AppState) -> Resp {
+    let actors = st.rt.status().await;
+    let ok = actors.iter().all(|a| !a.enabled || a.running);
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "actors": actors,
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(warp::reply::with_status(json(&body), code).into_response())
+}
+
+/// `GET /metrics`: Prometheus text — requests per route and status, and per-actor
+/// messages handled and restarts.
+async fn metrics(st: AppState) -> Resp {
+    let mut text = st.metrics.render();
+    text.push_str("# HELP thau_actor_messages_total Messages an actor handled.\n# TYPE thau_actor_messages_total counter\n");
+    let actors = st.rt.status().await;
+    for a in &actors {
+        text.push_str(&format!(
+            "thau_actor_messages_total{{actor=\"{}\"}} {}\n",
+            a.name, a.handled
+        ));
+    }
+    text.push_str("# HELP thau_actor_restarts_total Restarts after a panic.\n# TYPE thau_actor_restarts_total counter\n");
+    for a in &actors {
+        text.push_str(&format!(
+            "thau_actor_restarts_total{{actor=\"{}\"}} {}\n",
+            a.name, a.restarts
+        ));
+    }
+    Ok(warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response())
+}
+
+/// `POST /chat/message`: one chat turn (tool calls the model writes are run).
+async fn chat_message(st: AppState, req: ChatRequest) -> Resp {
+    Ok(json(&chat_turn(&st, req, false).await?))
+}
+
+/// `POST /vision/chat`: a chat turn with automatic tool detection: an image request in
+/// the user's words runs `generate_image` even when the model does not call it.
+async fn vision_chat(st: AppState, req: ChatRequest) -> Resp {
+    Ok(json(&chat_turn(&st, req, true).await?))
+}
+
+/// Body of `POST /train/interaction`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Interaction {
+    session: Option<String>,
+    /// The rated turn.
+    turn: String,
+    /// `up` or `down`.
+    rating: Rating,
+    note: Option<String>,
+}
+
+/// `POST /train/interaction`: feedback on a chat turn, for auto-tuning.
+async fn train_interaction(st: AppState, i: Interaction) -> Resp {
+    let tuner = st
+        .rt
+        .addrs
+        .tuner
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("the Tuner is not running"))?;
+    if i.turn.trim().is_empty() {
+        return Err(ApiError::bad_request("`turn` is empty").into());
+    }
+    let out = ask(
+        "tuner",
+        tuner
+            .send(Feedback {
+                session: i.session.unwrap_or_else(|| "api".into()),
+                turn: i.turn,
+                rating: i.rating,
+                note: i.note,
+            })
+            .await,
+    )?;
+    Ok(json(&out))
+}
+
+/// `GET /train/stats`: the learning sessions and the tuning state.
+async fn train_stats(st: AppState) -> Resp {
+    let sessions = crate::commands::learn::sessions(&st.rt.home)
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let tuning = match &st.rt.addrs.tuner {
+        Some(t) => {
+            serde_json::to_value(ask("tuner", t.send(TuningStatus).await)?).unwrap_or_default()
+        }
+        None => serde_json::Value::Null,
+    };
+    let summary: Vec<_> = sessions
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "session": s.session, "seconds": s.seconds, "age": s.age,
+                "questions": s.questions_asked, "gaps_opened": s.gaps.opened,
+                "gaps_closed": s.gaps.closed, "rounds": s.rounds,
+                "probe_loss_before": s.probe_loss_before, "probe_loss_after": s.probe_loss_after,
+            })
+        })
+        .collect();
+    Ok(json(
+        &serde_json::json!({ "sessions": summary, "tuning": tuning }),
+    ))
+}
+
+/// Body of `POST /memory/store`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreBody {
+    text: String,
+    source: Option<String>,
+    importance: Option<f32>,
+}
+
+/// `POST /memory/store`: remember a text in long-term memory.
+async fn memory_store(st: AppState, b: StoreBody) -> Resp {
+    let long = st
+        .rt
+        .addrs
+        .long_term_memory
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("LongTermMemory is not running"))?;
+    let importance = b.importance.unwrap_or(0.5);
+    if !(0.0..=1.0).contains(&importance) {
+        return Err(ApiError::bad_request("importance is within 0..=1").into());
+    }
+    let ids = ask(
+        "long_term_memory",
+        long.send(Memorize(vec![NewMemory {
+            text: b.text,
+            source: b.source.unwrap_or_else(|| "api".into()),
+            importance,
+        }]))
+        .await,
+    )?;
+    Ok(warp::reply::with_status(
+        json(&serde_json::json!({ "ids": ids })),
+        StatusCode::CREATED,
+    )
+    .into_response())
+}
+
+/// Body of `POST /memory/recall`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecallBody {
+    query: String,
+    limit: Option<usize>,
+}
+
+/// `POST /memory/recall`: what the three memory stores know about a text, best first.
+async fn memory_recall(st: AppState, b: RecallBody) -> Resp {
+    if b.query.trim().is_empty() {
+        return Err(ApiError::bad_request("`query` is empty").into());
+    }
+    let limit = b.limit.unwrap_or(10).clamp(1, MAX_RECALL);
+    let hits = st.rt.recall(&b.query, limit).await.map_err(|e| match e {
+        crate::ThauError::Invalid(m) => ApiError::bad_request(m),
+        other => ApiError::unavailable(other.to_string()),
+    })?;
+    Ok(json(&serde_json::json!({ "hits": hits })))
+}
+
+/// `GET /memory/stats`: the episodic and long-term stores' figures.
+async fn memory_stats(st: AppState) -> Resp {
+    let a = &st.rt.addrs;
+    let episodic = match &a.episodic_memory {
+        Some(e) => {
+            serde_json::to_value(ask("episodic_memory", e.send(EpisodicStatsRequest).await)?)
+                .unwrap_or_default()
+        }
+        None => serde_json::Value::Null,
+    };
+    let long = match &a.long_term_memory {
+        Some(l) => serde_json::to_value(ask("long_term_memory", l.send(LongStatsRequest).await)?)
+            .unwrap_or_default(),
+        None => serde_json::Value::Null,
+    };
+    Ok(json(
+        &serde_json::json!({ "episodic": episodic, "long_term": long }),
+    ))
+}
+
+/// `POST /vision/generate`: a picture from the `generate_image` arguments.
+async fn vision_generate(st: AppState, req: ImageRequest) -> Resp {
+    let image = st
+        .rt
+        .addrs
+        .image_tool
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("the ImageTool is not running"))?;
+    let g = ask("image_tool", image.send(GenerateImage(req)).await)?;
+    let mut v = serde_json::to_value(&g).unwrap_or_default();
+    v["url"] = format!("/vision/image/{}", g.file).into();
+    Ok(warp::reply::with_status(json(&v), StatusCode::CREATED).into_response())
+}
+
+/// `GET /vision/image/{filename}`: a picture the ImageTool made — nothing else under any
+/// name (no paths, `..`, encoded separators, hidden files or links).
+async fn vision_image(name: String, st: AppState) -> Resp {
+    let Some(path) = crate::tools::image::served_file(&st.rt.home.images(), &name) else {
+        return Err(ApiError::not_found(format!("no picture named `{name}`")).into());
+    };
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::not_found(format!("{name}: {e}")))?;
+    Ok(warp::reply::with_header(bytes, "content-type", "image/png").into_response())
+}
+
+/// `GET /vision/stats`: pictures made, the newest ones, backend and device.
+async fn vision_stats(st: AppState) -> Resp {
+    let image = st
+        .rt
+        .addrs
+        .image_tool
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("the ImageTool is not running"))?;
+    Ok(json(&ask(
+        "image_tool",
+        image.send(ImageStatsRequest).await,
+    )?))
+}
+
+/// The OpenAPI 3 description of the REST routes.
+pub fn openapi() -> serde_json::Value {
+    let op = |summary: &str, body: Option<&str>| {
+        let mut o = serde_json::json!({ "summary": summary, "responses": {
+            "200": {"description": "OK (JSON)"},
+            "4XX": {"description": "{\"error\": {\"code\", \"message\"}}"} } });
+        if let Some(b) = body {
+            o["requestBody"] = serde_json::json!({ "required": true,
+                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
+        }
+        o
+    };
+    serde_json::json!({
+        "openapi": "3.0.3",
+        "info": { "title": "THAU", "version": env!("CARGO_PKG_VERSION") },
+        "paths": {
+            "/health": { "get": op("Actors' health", None) },
+            "/metrics": { "get": op("Prometheus metrics (text)", None) },
+            "/chat/message": { "post": op("One chat turn", Some("ChatRequest")) },
+            "/vision/chat": { "post": op("A chat turn with automatic tool detection", Some("ChatRequest")) },
+            "/vision/generate": { "post": op("Generate a picture", Some("ImageRequest")) },
+            "/vision/image/{filename}": { "get": {
+                "summary": "A picture the ImageTool made (image/png)",
+                "parameters": [{"name": "filename", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "PNG"}, "404": {"description": "no such picture"}}}},
+            "/vision/stats": { "get": op("Pictures made, backend, device", None) },
+            "/train/interaction": { "post": op("Feedback on a chat turn (auto-tuning)", Some("Interaction")) },
+            "/train/stats": { "get": op("Learning sessions and tuning", None) },
+            "/memory/store": { "post": op("Remember a text (long-term)", Some("StoreBody")) },
+            "/memory/recall": { "post": op("Recall from every store", Some("RecallBody")) },
+            "/memory/stats": { "get": op("Memory stores' figures", None) },
+        },
+        "components": { "schemas": {
+            "ChatRequest": {"type": "object", "required": ["message"], "properties": {
+                "session": {"type": "string"}, "message": {"type": "string"},
+                "max_tokens": {"type": "integer"}, "temperature": {"type": "number"}, "seed": {"type": "integer"}}},
+            "ImageRequest": serde_json::from_str::<serde_json::Value>(crate::tools::BUILTIN_TOOLS[0].1)
+                .map(|m| m["parameters"].clone()).unwrap_or_default(),
+            "Interaction": {"type": "object", "required": ["turn", "rating"], "properties": {
+                "session": {"type": "string"}, "turn": {"type": "string"},
+                "rating": {"type": "string", "enum": ["up", "down"]}, "note": {"type": "string"}}},
+            "StoreBody": {"type": "object", "required": ["text"], "properties": {
+                "text": {"type": "string"}, "source": {"type": "string"},
+                "importance": {"type": "number", "minimum": 0, "maximum": 1}}},
+            "RecallBody": {"type": "object", "required": ["query"], "properties": {
+                "query": {"type": "string"}, "limit": {"type": "integer", "minimum": 1, "maximum": MAX_RECALL}}},
+        }}
+    })
+}

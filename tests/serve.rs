@@ -1,0 +1,250 @@
+//! The HTTP API with a real HTTP client against a server the test starts on a free port:
+//! every REST route, the API key, JSON errors for bad bodies and unknown routes, and
+//! pictures served only when the ImageTool made them.
+
+use std::sync::Arc;
+
+use candle_core::Device;
+use serde_json::{json, Value};
+use thau::config::ThauConfig;
+use thau::home::Home;
+use thau::model::train::Trainer;
+use thau::runtime::Runtime;
+use thau::server::{serve, AppState, ServeOptions};
+
+mod common;
+
+const KEY: &str = "k3y";
+
+/// A home with a tiny trained-from-nothing model, so chat has something to answer with.
+fn home_with_model(dir: &std::path::Path) -> Home {
+    let home = Home::new(dir.join("home"));
+    home.init().unwrap();
+    let data = dir.join("corpus");
+    std::fs::create_dir_all(&data).unwrap();
+    let text = common::paragraphs(20, |i| format!("The red fox {i} runs in the snow."));
+    let t = common::tiny(&data, &[("fox.txt", text)], 64, 32);
+    let trainer = Trainer::new(t.cfg, t.tok, &t.corpus, t.opts, &Device::Cpu).unwrap();
+    trainer.save(&home.age_checkpoint(0)).unwrap();
+    home
+}
+
+struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(base: String) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Client { base, agent }
+    }
+    fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let mut r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = r.body_mut().read_to_vec().unwrap();
+        (r.status().as_u16(), ct, bytes)
+    }
+    fn get_json(&self, path: &str) -> (u16, Value) {
+        let (s, _, b) = self.get(path);
+        (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    }
+    fn post(&self, path: &str, key: Option<&str>, body: &[u8]) -> (u16, Value) {
+        let mut req = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let mut r = req.send(body).unwrap();
+        let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+        (r.status().as_u16(), v)
+    }
+    fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post(path, Some(KEY), body.to_string().as_bytes())
+    }
+}
+
+/// Announces a `len`-byte body, sends only its start, and reads the answer.
+fn oversize(addr: &std::net::SocketAddr, len: usize) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /chat/message HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{{\"message\": \""
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body.trim()).unwrap_or(Value::Null),
+    )
+}
+
+fn is_error(v: &Value, code: &str) -> bool {
+    v["error"]["code"] == code
+        && v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+}
+
+#[actix::test]
+async fn every_rest_route_over_real_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_model(dir.path());
+    let rt = Arc::new(Runtime::start(home.clone(), ThauConfig::default()).unwrap());
+    let state = AppState::new(rt.clone(), Some(KEY.into()));
+    let opts = ServeOptions {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        api_key: Some(KEY.into()),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let server = tokio::spawn(async move {
+        serve(
+            state,
+            &opts,
+            move |a| addr_tx.send(a).unwrap(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    let images = home.images();
+    let checks = tokio::task::spawn_blocking(move || {
+        let addr = addr_rx.recv().unwrap();
+        let c = Client::new(format!("http://{addr}"));
+        let (s, v) = c.get_json("/health");
+        assert_eq!((s, v["status"].as_str()), (200, Some("ok")), "{v}");
+        assert!(v["actors"].as_array().unwrap().len() >= 9);
+
+        // The API key guards every POST route.
+        let (s, v) = c.post("/chat/message", None, br#"{"message":"hi"}"#);
+        assert!(s == 401 && is_error(&v, "unauthorized"), "{s} {v}");
+        let (s, v) = c.post("/chat/message", Some("wrong"), br#"{"message":"hi"}"#);
+        assert_eq!(s, 401, "{v}");
+
+        let (s, v) = c.post_json(
+            "/chat/message",
+            json!({"message": "the red fox", "max_tokens": 5, "seed": 1, "session": "s1"}),
+        );
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["session"], "s1");
+        assert!(v["reply"].is_string() && v["tokens"].as_u64().unwrap() <= 6, "{v}");
+
+        // Automatic tool detection: an image request in the user's words makes a picture.
+        let (s, v) = c.post_json("/vision/chat", json!({"message": "Draw a red fox", "max_tokens": 3}));
+        assert_eq!(s, 200, "{v}");
+        let url = v["images"][0].as_str().unwrap().to_string();
+        let (s, ct, png) = c.get(&url);
+        assert_eq!((s, ct.as_str()), (200, "image/png"));
+        assert!(png.starts_with(b"\x89PNG"));
+
+        let (s, v) = c.post_json("/vision/generate", json!({"prompt": "un faro", "width": 64, "height": 64, "seed": 2}));
+        assert_eq!(s, 201, "{v}");
+        assert_eq!((v["width"].as_u64(), v["fallback"].as_bool()), (Some(64), Some(true)));
+        let (s, _, _) = c.get(v["url"].as_str().unwrap());
+        assert_eq!(s, 200);
+        let (s, v) = c.post_json("/vision/generate", json!({"prompt": "x", "width": 63}));
+        assert!(s == 400 && is_error(&v, "bad_request"), "{s} {v}");
+        let (s, v) = c.get_json("/vision/stats");
+        assert_eq!((s, v["count"].as_u64()), (200, Some(2)), "{v}");
+
+        // Only pictures the ImageTool made are served.
+        std::fs::write(images.join("planted.png"), b"\x89PNG not ours").unwrap();
+        for bad in [
+            "/vision/image/planted.png",
+            "/vision/image/..%2Fthau.toml",
+            "/vision/image/%2Fetc%2Fpasswd",
+            "/vision/image/..%2F..%2Fhome%2Fthau.toml",
+            "/vision/image/.hidden.png",
+        ] {
+            let (s, _, b) = c.get(bad);
+            let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+            assert!(s == 404 && is_error(&v, "not_found"), "{bad}: {s} {v}");
+        }
+
+        // Bad bodies get a 4xx JSON error.
+        let (s, v) = c.post("/chat/message", Some(KEY), b"{\"message\": ");
+        assert!(s == 400 && is_error(&v, "bad_request"), "{s} {v}");
+        // An oversize body is refused from its Content-Length, before it is read (a client
+        // still sending would see the connection close: the request is raw here).
+        let (s, v) = oversize(&addr, 300 * 1024);
+        assert!(s == 413 && is_error(&v, "payload_too_large"), "{s} {v}");
+        let (s, v) = c.post_json("/chat/message", json!({"message": "  "}));
+        assert!(s == 400 && is_error(&v, "bad_request"), "{s} {v}");
+        let (s, v) = c.post_json("/chat/message", json!({"message": "x", "colour": 1}));
+        assert_eq!(s, 400, "{v}");
+        let (s, v) = c.get_json("/no/such/route");
+        assert!(s == 404 && is_error(&v, "not_found"), "{s} {v}");
+
+        // Memory.
+        let (s, v) = c.post_json("/memory/store", json!({"text": "Foxes sleep in dens under the snow.", "importance": 0.9}));
+        assert_eq!(s, 201, "{v}");
+        let (s, v) = c.post_json("/memory/recall", json!({"query": "where do foxes sleep", "limit": 3}));
+        assert_eq!(s, 200, "{v}");
+        assert!(v["hits"].to_string().contains("dens under the snow"), "{v}");
+        let (s, v) = c.post_json("/memory/store", json!({"text": "x", "importance": 3.0}));
+        assert_eq!(s, 400, "{v}");
+        let (s, v) = c.get_json("/memory/stats");
+        assert_eq!(s, 200);
+        assert!(v["episodic"].is_object() && v["long_term"].is_object(), "{v}");
+
+        // Feedback reaches the Tuner; five thumbs down lower the temperature.
+        let mut last = Value::Null;
+        for i in 0..5 {
+            let (s, v) = c.post_json("/train/interaction", json!({"turn": format!("t{i}"), "rating": "down"}));
+            assert_eq!(s, 200, "{v}");
+            last = v;
+        }
+        assert_eq!(last["change"]["knob"], "temperature", "{last}");
+        let (s, v) = c.post_json("/train/interaction", json!({"turn": "t", "rating": "meh"}));
+        assert_eq!(s, 400, "{v}");
+        let (s, v) = c.get_json("/train/stats");
+        assert_eq!(s, 200);
+        assert_eq!(v["tuning"]["log"].as_array().unwrap().len(), 1, "{v}");
+
+        let (s, ct, body) = c.get("/metrics");
+        let text = String::from_utf8(body).unwrap();
+        assert!(s == 200 && ct.starts_with("text/plain"));
+        assert!(text.contains("thau_http_requests_total{method=\"POST\",route=\"/chat/message\",status=\"200\"} 1"), "{text}");
+        assert!(text.contains("thau_actor_messages_total{actor=\"inference\"}"));
+        let (s, v) = c.get_json("/openapi.json");
+        assert_eq!(s, 200);
+        for route in ["/chat/message", "/vision/image/{filename}", "/memory/recall", "/train/interaction"] {
+            assert!(v["paths"][route].is_object(), "{route}");
+        }
+    })
+    .await;
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    if let Err(e) = checks {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    match Arc::try_unwrap(rt) {
+        Ok(rt) => assert!(rt.shutdown().await.is_empty()),
+        Err(_) => panic!("the server still holds the runtime"),
+    }
+}
