@@ -37,14 +37,18 @@ pub struct ChatReply {
     /// `/vision/image/...` URLs of pictures made in this turn.
     pub images: Vec<String>,
     pub tokens: usize,
+    /// Whether decoding was stopped by the client (`response.cancel`).
+    pub cancelled: bool,
 }
 
 /// Runs one turn. With `detect_tools`, an image request in the user's words runs the
-/// intent fallback's call even when the model did not write one.
+/// intent fallback's call even when the model did not write one. With `stream`, every
+/// piece of the answer is sent there as it is decoded (closing it stops the decoding).
 pub async fn chat_turn(
     st: &AppState,
     req: ChatRequest,
     detect_tools: bool,
+    stream: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 ) -> Result<ChatReply, ApiError> {
     let text = req.message.trim().to_string();
     if text.is_empty() {
@@ -104,7 +108,7 @@ pub async fn chat_turn(
             .send(Generate {
                 prompt: Prompt::Chat(messages),
                 params,
-                stream: None,
+                stream,
             })
             .await,
     )?;
@@ -157,6 +161,7 @@ pub async fn chat_turn(
         tool_results: routed.results,
         images,
         tokens: generation.ids.len(),
+        cancelled: generation.stop == crate::model::generate::StopReason::Cancelled,
     })
 }
 

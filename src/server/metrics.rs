@@ -29,6 +29,7 @@ const ROUTES: &[&str] = &[
     "/memory/store",
     "/memory/recall",
     "/memory/stats",
+    "/ws/chat",
 ];
 
 /// The route template of a path, so that labels stay few: `/vision/image/{filename}`, and

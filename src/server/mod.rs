@@ -1,7 +1,8 @@
 //! `thau serve`: the HTTP API in front of the actors, with warp (on the same tokio runtime
 //! as the actix system). [`routes`] builds every route from an injected [`AppState`];
 //! [`serve`] binds and runs them until a shutdown signal. The handlers live in [`routes`]
-//! (one documented function per route), the chat turn they share in [`chat`], the error type
+//! (one documented function per route), the WebSocket chat in [`ws`], the chat turn they
+//! share in [`chat`], the error type
 //! and its JSON responses in [`error`], request counters in [`metrics`].
 //!
 //! Safety: every body is size-limited ([`MAX_BODY_BYTES`]); mutating and training routes
@@ -12,6 +13,7 @@ pub mod chat;
 pub mod error;
 pub mod metrics;
 pub mod routes;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

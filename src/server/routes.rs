@@ -33,6 +33,15 @@ pub fn all(
         warp::any().map(move || st.clone())
     };
     let key = st.api_key.clone();
+    let ws = warp::path!("ws" / "chat")
+        .and(authorized(key.clone()))
+        .and(warp::ws())
+        .and(state.clone())
+        .map(|ws: warp::ws::Ws, st: AppState| {
+            ws.max_message_size(super::ws::MAX_WS_MESSAGE)
+                .on_upgrade(move |socket| super::ws::session(socket, st))
+                .into_response()
+        });
     // Mutating and training routes: the API key when one is set, and a JSON body.
     let post = move |p: &'static str| {
         let key = key.clone();
@@ -98,6 +107,8 @@ pub fn all(
         .and(state)
         .and_then(vision_stats);
     health
+        .or(ws)
+        .unify()
         .or(metrics)
         .unify()
         .or(openapi)
@@ -193,13 +204,13 @@ async fn metrics(st: AppState) -> Resp {
 
 /// `POST /chat/message`: one chat turn (tool calls the model writes are run).
 async fn chat_message(st: AppState, req: ChatRequest) -> Resp {
-    Ok(json(&chat_turn(&st, req, false).await?))
+    Ok(json(&chat_turn(&st, req, false, None).await?))
 }
 
 /// `POST /vision/chat`: a chat turn with automatic tool detection: an image request in
 /// the user's words runs `generate_image` even when the model does not call it.
 async fn vision_chat(st: AppState, req: ChatRequest) -> Resp {
-    Ok(json(&chat_turn(&st, req, true).await?))
+    Ok(json(&chat_turn(&st, req, true, None).await?))
 }
 
 /// Body of `POST /train/interaction`.
@@ -414,6 +425,9 @@ pub fn openapi() -> serde_json::Value {
             "/memory/store": { "post": op("Remember a text (long-term)", Some("StoreBody")) },
             "/memory/recall": { "post": op("Recall from every store", Some("RecallBody")) },
             "/memory/stats": { "get": op("Memory stores' figures", None) },
+            "/ws/chat": { "get": {
+                "summary": "WebSocket chat: JSON events with a `type` (session.update, message.create, response.cancel, feedback → session.created, response.delta, tool.call, tool.result, response.done, feedback.recorded, error)",
+                "responses": {"101": {"description": "switching protocols"}}}},
         },
         "components": { "schemas": {
             "ChatRequest": {"type": "object", "required": ["message"], "properties": {

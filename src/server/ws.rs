@@ -1,0 +1,210 @@
+//! `GET /ws/chat`: a chat over a WebSocket, speaking JSON events with a `type` field. One
+//! conversation per connection, resumable by session id.
+//!
+//! Client → server: `session.update {"session"}` (resume a conversation),
+//! `message.create {"message", "max_tokens"?, "temperature"?, "seed"?}`, `response.cancel`,
+//! `feedback {"turn", "rating", "note"?}`.
+//! Server → client: `session.created {"session", "resumed"}`, `response.delta {"delta"}`
+//! (streamed text as it is decoded), `tool.call {"name", "arguments"}`,
+//! `tool.result {"name", "ok", "content"}`, `response.done {"text", "tokens", "cancelled",
+//! "images"}`, `feedback.recorded {...}` and `error {"code", "message"}`. A bad event gets
+//! an `error` and the connection stays open.
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use warp::ws::{Message, WebSocket};
+
+use super::chat::{ask, chat_turn, ChatRequest};
+use super::error::ApiError;
+use super::AppState;
+use crate::actors::tuner::Feedback;
+use crate::learn::tuning::Rating;
+
+/// Largest WebSocket message accepted.
+pub const MAX_WS_MESSAGE: usize = 64 * 1024;
+
+/// A client event.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+enum ClientEvent {
+    #[serde(rename = "session.update")]
+    SessionUpdate { session: String },
+    #[serde(rename = "message.create")]
+    MessageCreate {
+        message: String,
+        max_tokens: Option<usize>,
+        temperature: Option<f64>,
+        seed: Option<u64>,
+    },
+    #[serde(rename = "response.cancel")]
+    ResponseCancel,
+    #[serde(rename = "feedback")]
+    Feedback {
+        turn: String,
+        rating: Rating,
+        note: Option<String>,
+    },
+}
+
+fn error_event(e: &ApiError) -> Value {
+    json!({ "type": "error", "code": e.code, "message": e.message })
+}
+
+/// Serves one connection until the client closes it.
+pub async fn session(socket: WebSocket, st: AppState) {
+    let (mut sink, mut incoming) = socket.split();
+    // One writer: responses in flight and the read loop both send through it.
+    let (out, mut queue) = mpsc::unbounded_channel::<Value>();
+    let writer = tokio::spawn(async move {
+        while let Some(v) = queue.recv().await {
+            if sink.send(Message::text(v.to_string())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut session = uuid::Uuid::new_v4().to_string();
+    let _ = out.send(json!({ "type": "session.created", "session": session, "resumed": false }));
+    // The response in flight: its task and the switch that cancels it.
+    let mut running: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )> = None;
+    while let Some(msg) = incoming.next().await {
+        let Ok(msg) = msg else { break };
+        if msg.is_close() {
+            break;
+        }
+        if !msg.is_text() {
+            continue;
+        }
+        if running.as_ref().is_some_and(|(h, _)| h.is_finished()) {
+            running = None;
+        }
+        let event = match serde_json::from_slice::<ClientEvent>(msg.as_bytes()) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = out.send(error_event(&ApiError::bad_request(format!(
+                    "bad event: {e}"
+                ))));
+                continue;
+            }
+        };
+        match event {
+            ClientEvent::SessionUpdate { session: s } => {
+                let s = s.trim();
+                if s.is_empty() || s.len() > 128 || running.is_some() {
+                    let _ = out.send(error_event(&ApiError::bad_request(
+                        "session ids are 1..=128 characters, and change only between responses",
+                    )));
+                    continue;
+                }
+                session = s.to_string();
+                let _ = out.send(
+                    json!({ "type": "session.created", "session": session, "resumed": true }),
+                );
+            }
+            ClientEvent::MessageCreate {
+                message,
+                max_tokens,
+                temperature,
+                seed,
+            } => {
+                if running.is_some() {
+                    let _ = out.send(error_event(&ApiError::bad_request(
+                        "a response is in progress (send response.cancel first)",
+                    )));
+                    continue;
+                }
+                let req = ChatRequest {
+                    session: Some(session.clone()),
+                    message,
+                    max_tokens,
+                    temperature,
+                    seed,
+                };
+                let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel();
+                let task = tokio::spawn(respond(st.clone(), req, out.clone(), cancel_rx));
+                running = Some((task, cancel_tx));
+            }
+            ClientEvent::ResponseCancel => {
+                if let Some((_, cancel)) = running.take() {
+                    let _ = cancel.send(());
+                }
+            }
+            ClientEvent::Feedback { turn, rating, note } => {
+                let reply = match st.rt.addrs.tuner.clone() {
+                    None => Err(ApiError::unavailable("the Tuner is not running")),
+                    Some(t) => ask(
+                        "tuner",
+                        t.send(Feedback {
+                            session: session.clone(),
+                            turn,
+                            rating,
+                            note,
+                        })
+                        .await,
+                    ),
+                };
+                let _ = out.send(match reply {
+                    Ok(r) => json!({ "type": "feedback.recorded", "change": r.change, "ratings": r.ratings }),
+                    Err(e) => error_event(&e),
+                });
+            }
+        }
+    }
+    if let Some((_, cancel)) = running.take() {
+        let _ = cancel.send(());
+    }
+    drop(out);
+    let _ = writer.await;
+}
+
+/// One response: streams the deltas, then the tool events and `response.done`.
+async fn respond(
+    st: AppState,
+    req: ChatRequest,
+    out: mpsc::UnboundedSender<Value>,
+    cancel: tokio::sync::oneshot::Receiver<()>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let forward = {
+        let out = out.clone();
+        async move {
+            let mut cancel = cancel;
+            loop {
+                tokio::select! {
+                    piece = rx.recv() => match piece {
+                        Some(delta) => { let _ = out.send(json!({ "type": "response.delta", "delta": delta })); }
+                        None => break,
+                    },
+                    // Dropping the receiver makes Inference stop decoding.
+                    _ = &mut cancel => break,
+                }
+            }
+        }
+    };
+    let (reply, ()) = tokio::join!(chat_turn(&st, req, false, Some(tx)), forward);
+    match reply {
+        Ok(r) => {
+            for call in &r.tool_calls {
+                let _ = out.send(
+                    json!({ "type": "tool.call", "name": call.name, "arguments": call.arguments }),
+                );
+            }
+            // One result per call, and one (its error) per invalid call, in order.
+            for result in &r.tool_results {
+                let _ = out.send(json!({ "type": "tool.result", "name": result.name, "ok": result.ok, "content": result.content }));
+            }
+            let _ = out.send(json!({
+                "type": "response.done", "session": r.session, "text": r.reply,
+                "tokens": r.tokens, "cancelled": r.cancelled, "images": r.images,
+            }));
+        }
+        Err(e) => {
+            let _ = out.send(error_event(&e));
+        }
+    }
+}
