@@ -30,6 +30,10 @@ const ROUTES: &[&str] = &[
     "/memory/recall",
     "/memory/stats",
     "/ws/chat",
+    "/api/tags",
+    "/api/generate",
+    "/api/chat",
+    "/v1/chat/completions",
 ];
 
 /// The route template of a path, so that labels stay few: `/vision/image/{filename}`, and

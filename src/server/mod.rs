@@ -2,7 +2,8 @@
 //! as the actix system). [`routes`] builds every route from an injected [`AppState`];
 //! [`serve`] binds and runs them until a shutdown signal. The handlers live in [`routes`]
 //! (one documented function per route), the WebSocket chat in [`ws`], the chat turn they
-//! share in [`chat`], the error type
+//! share in [`chat`], the Ollama- and OpenAI-compatible endpoints in [`compat`], the error
+//! type
 //! and its JSON responses in [`error`], request counters in [`metrics`].
 //!
 //! Safety: every body is size-limited ([`MAX_BODY_BYTES`]); mutating and training routes
@@ -10,6 +11,7 @@
 //! pictures are served only if the ImageTool made them (no paths, `..`, or links).
 
 pub mod chat;
+pub mod compat;
 pub mod error;
 pub mod metrics;
 pub mod routes;

@@ -102,19 +102,39 @@ pub fn all(
         .and(warp::get())
         .and(state.clone())
         .and_then(vision_image);
+    let tags = warp::path!("api" / "tags")
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(super::compat::tags);
+    let ollama_generate = post("api")
+        .and(warp::path!("generate"))
+        .and(state.clone())
+        .and(json_body())
+        .and_then(super::compat::ollama_generate);
+    let ollama_chat = post("api")
+        .and(warp::path!("chat"))
+        .and(state.clone())
+        .and(json_body())
+        .and_then(super::compat::ollama_chat);
+    let openai_chat = post("v1")
+        .and(warp::path!("chat" / "completions"))
+        .and(state.clone())
+        .and(json_body())
+        .and_then(super::compat::openai_chat);
     let vision_stats = warp::path!("vision" / "stats")
         .and(warp::get())
         .and(state)
         .and_then(vision_stats);
-    health
+    // Boxed in groups: one long chain of `or`s overflows the compiler's type recursion.
+    let core = health
         .or(ws)
         .unify()
         .or(metrics)
         .unify()
         .or(openapi)
         .unify()
-        .or(chat)
-        .unify()
+        .boxed();
+    let learn_memory = chat
         .or(interaction)
         .unify()
         .or(train_stats)
@@ -125,20 +145,42 @@ pub fn all(
         .unify()
         .or(memory_stats)
         .unify()
-        .or(generate)
-        .unify()
+        .boxed();
+    let vision = generate
         .or(vision_chat)
         .unify()
         .or(image)
         .unify()
         .or(vision_stats)
         .unify()
+        .boxed();
+    let compat = tags
+        .or(ollama_generate)
+        .unify()
+        .or(ollama_chat)
+        .unify()
+        .or(openai_chat)
+        .unify()
+        .boxed();
+    core.or(learn_memory)
+        .unify()
+        .or(vision)
+        .unify()
+        .or(compat)
+        .unify()
 }
 
-/// A JSON body of at most [`MAX_BODY_BYTES`].
+/// A JSON body of at most [`MAX_BODY_BYTES`], whatever its content type says (clients of
+/// the Ollama API often send none, or a form type, as `curl -d` does).
 fn json_body<T: serde::de::DeserializeOwned + Send>(
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::json())
+    warp::body::content_length_limit(MAX_BODY_BYTES)
+        .and(warp::body::bytes())
+        .and_then(|b: bytes::Bytes| async move {
+            serde_json::from_slice::<T>(&b).map_err(|e| {
+                Rejection::from(ApiError::bad_request(format!("malformed JSON body: {e}")))
+            })
+        })
 }
 
 /// Passes when no API key is set, or the request carries it (`Authorization: Bearer KEY`
@@ -425,6 +467,10 @@ pub fn openapi() -> serde_json::Value {
             "/memory/store": { "post": op("Remember a text (long-term)", Some("StoreBody")) },
             "/memory/recall": { "post": op("Recall from every store", Some("RecallBody")) },
             "/memory/stats": { "get": op("Memory stores' figures", None) },
+            "/api/tags": { "get": op("Ollama: the models served", None) },
+            "/api/generate": { "post": op("Ollama: complete a prompt (NDJSON stream unless stream is false)", None) },
+            "/api/chat": { "post": op("Ollama: the next chat message (NDJSON stream unless stream is false)", None) },
+            "/v1/chat/completions": { "post": op("OpenAI: chat completion (SSE when stream is true)", None) },
             "/ws/chat": { "get": {
                 "summary": "WebSocket chat: JSON events with a `type` (session.update, message.create, response.cancel, feedback → session.created, response.delta, tool.call, tool.result, response.done, feedback.recorded, error)",
                 "responses": {"101": {"description": "switching protocols"}}}},

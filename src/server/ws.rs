@@ -174,10 +174,17 @@ async fn respond(
         let out = out.clone();
         async move {
             let mut cancel = cancel;
+            // Tool calls are announced whole (tool.call), never streamed as text.
+            let mut parser = crate::tools::ToolCallParser::default();
             loop {
                 tokio::select! {
                     piece = rx.recv() => match piece {
-                        Some(delta) => { let _ = out.send(json!({ "type": "response.delta", "delta": delta })); }
+                        Some(piece) => {
+                            let delta = parser.visible(&piece);
+                            if !delta.is_empty() {
+                                let _ = out.send(json!({ "type": "response.delta", "delta": delta }));
+                            }
+                        }
                         None => break,
                     },
                     // Dropping the receiver makes Inference stop decoding.

@@ -129,6 +129,18 @@ impl ToolCallParser {
         merge_text(out)
     }
 
+    /// Feeds a piece and returns only the text in it that is safe to show now (calls and
+    /// held-back tag starts left out): what a stream of deltas sends.
+    pub fn visible(&mut self, piece: &str) -> String {
+        self.push(piece)
+            .into_iter()
+            .filter_map(|e| match e {
+                ParseEvent::Text(t) => Some(t),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The output ended: releases held-back text; an open call is an error.
     pub fn finish(&mut self) -> Vec<ParseEvent> {
         let state = std::mem::replace(&mut self.state, State::Text);
