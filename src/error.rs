@@ -39,6 +39,9 @@ pub enum ThauError {
     Actor { actor: String, message: String },
     #[error("{0}")]
     Invalid(String),
+    /// The command ran, and what it checked did not hold (failed scenarios).
+    #[error("{0}")]
+    Failed(String),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
     #[error(transparent)]

@@ -8,11 +8,13 @@
 //! - [`memory`], [`learn`]: the memory stores and the self-learning loop's parts.
 //! - [`tools`]: tool calls (`<TOOL:name>{json}</TOOL>`), their manifests and the image
 //!   backends.
+//! - [`chat`]: one chat turn through the actors; [`replay`]: scenario files, replayed.
 //! - [`server`]: the HTTP API (`thau serve`), with warp.
 //! - [`status`]: what `thau status` reports.
 
 pub mod actors;
 pub mod bench;
+pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod error;
@@ -22,6 +24,7 @@ pub mod home;
 pub mod learn;
 pub mod memory;
 pub mod model;
+pub mod replay;
 pub mod runtime;
 pub mod server;
 pub mod status;

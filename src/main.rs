@@ -116,6 +116,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<TuneCommand>,
     },
+    /// Replay scenario files (scenarios/*.toml): scripted conversations, memory checks and
+    /// learning steps with expectations, each in a fresh data directory (or --home), the
+    /// same way every time for its seed. Exit 0 when all pass, 1 when one fails, 2 when a
+    /// file is malformed.
+    Replay(ReplayArgs),
     /// Grow the newest model to a later age, exactly (the grown model computes the same
     /// function); `thau train --age AGE` then continues from it.
     Grow(GrowArgs),
@@ -126,6 +131,26 @@ struct ServeArgs {
     /// Address to listen on (loopback by default; 0.0.0.0 exposes THAU to the network).
     #[arg(long, default_value = thau::server::DEFAULT_ADDR)]
     addr: std::net::SocketAddr,
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// Scenario files, or directories of them (their *.toml files, by name).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Also write a JUnit XML report (a suite per scenario, a case per step).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write what actually happened as a new scenario (one scenario only).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Write every scenario's transcript (JSON), to compare replays byte for byte.
+    #[arg(long, value_name = "FILE")]
+    transcript: Option<PathBuf>,
+    /// Replay against a running `thau serve` through its WebSocket (ws://HOST:PORT);
+    /// $THAU_API_KEY is sent when set.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -823,6 +848,7 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
         Command::Memory { command } => run_memory(command, &home, &config, json),
         Command::Tool { command } => run_tool(command, &home, &config, json),
         Command::Serve(args) => cli_serve(home, config, args, json),
+        Command::Replay(args) => cli_replay(cli.global.home.is_some().then_some(home), cli.global.set, args, json),
         Command::Learn(args) => cli_learn(home, config, args, json),
         Command::Stats(args) => {
             let sessions = thau::commands::learn::sessions(&home)?;
@@ -1221,6 +1247,80 @@ where
     });
     actix::System::current().stop();
     result
+}
+
+/// `thau replay`: checks every file first (a malformed one stops the run), then replays
+/// them one after another on one actix system.
+fn cli_replay(
+    home: Option<Home>,
+    overrides: Vec<Override>,
+    a: ReplayArgs,
+    json: bool,
+) -> Result<()> {
+    use thau::replay::{collect, load_all, replay, report, ReplayOptions};
+    let files = collect(&a.paths)?;
+    let scenarios = load_all(&files).map_err(|errors| {
+        ThauError::Invalid(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    if a.record.is_some() && scenarios.len() != 1 {
+        return Err(ThauError::Invalid(
+            "--record writes one scenario: give one file".into(),
+        ));
+    }
+    let opts = ReplayOptions {
+        home: home.map(|h| h.root),
+        url: a.url,
+        api_key: std::env::var("THAU_API_KEY").ok().filter(|k| !k.is_empty()),
+        env: std::env::vars().collect(),
+        overrides,
+    };
+    let cache = tempfile::tempdir().map_err(|e| ThauError::io(std::env::temp_dir(), e))?;
+    let system = actix::System::new();
+    let outcomes = system.block_on(async {
+        let mut outcomes = Vec::new();
+        for sc in &scenarios {
+            if !json {
+                eprintln!("replaying {} ({})", sc.name, sc.file.display());
+            }
+            outcomes.push(replay(sc, &opts, Some(cache.path())).await);
+        }
+        outcomes
+    });
+    if let Some(f) = &a.junit {
+        let xml = report::junit(&outcomes).map_err(ThauError::Invalid)?;
+        thau::fsutil::atomic_write(f, xml.as_bytes())?;
+    }
+    if let Some(f) = &a.transcript {
+        let all: serde_json::Map<String, serde_json::Value> = outcomes
+            .iter()
+            .map(|o| (o.name.clone(), serde_json::Value::from(o.transcript.clone())))
+            .collect();
+        let text = serde_json::to_string_pretty(&all).unwrap_or_default() + "\n";
+        thau::fsutil::atomic_write(f, text.as_bytes())?;
+    }
+    if let (Some(f), Some(sc), Some(o)) = (&a.record, scenarios.first(), outcomes.first()) {
+        let text = report::record(sc, o).map_err(ThauError::Invalid)?;
+        thau::fsutil::atomic_write(f, text.as_bytes())?;
+    }
+    if json {
+        print_json(&outcomes);
+    } else {
+        print!("{}", report::table(&outcomes));
+    }
+    let failed = outcomes.iter().filter(|o| !o.passed).count();
+    if failed > 0 {
+        return Err(ThauError::Failed(format!(
+            "{failed} of {} scenarios failed",
+            outcomes.len()
+        )));
+    }
+    Ok(())
 }
 
 /// `thau serve`: starts the runtime and the HTTP API; Ctrl-C (or SIGTERM) stops accepting,

@@ -385,7 +385,11 @@ impl Handler<LearnItems> for Learner {
             let s = me.session()?;
             s.study.add(m.items);
             if s.study.ready() {
-                me.round()?;
+                // The GapDetector sends without waiting for the answer: say why here.
+                if let Err(e) = me.round() {
+                    tracing::warn!(actor = me.base.name, "training round failed: {e}");
+                    return Err(e);
+                }
             }
             Ok(())
         })

@@ -20,6 +20,8 @@ use crate::runtime::Runtime;
 
 /// How often the session checks its limits and reports progress.
 const TICK: Duration = Duration::from_millis(500);
+/// How often the session looks whether the last questions were scored.
+const SETTLE_POLL: Duration = Duration::from_millis(20);
 /// How long the Learner may take to finish its last round and save.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -233,6 +235,17 @@ pub async fn learn(
         }
     };
     let asked = flat("questioner", questioner.send(StopQuestioning).await)?;
+    // The last questions may still be in scoring: wait until every one was probed, so
+    // their gaps reach the Learner before the session's final round and the report is
+    // the same from run to run.
+    let settle = Instant::now();
+    while settle.elapsed() < FINISH_TIMEOUT {
+        let probed = flat("gap_detector", gaps.send(GapStatus).await)?.probed;
+        if probed >= asked as u64 {
+            break;
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
     // Queued behind the Learner's pending rounds: it returns once they are done.
     let summary: StudySummary =
         match tokio::time::timeout(FINISH_TIMEOUT, learner.send(FinishStudy)).await {

@@ -228,7 +228,10 @@ impl Study {
             .rev()
             .map(KnowledgeItem::example)
             .collect();
-        let gap = Windows::each(&examples, &tok, s.seq_len)?;
+        // Gap rows are as long as the replay rows: a resumed trainer keeps the window length
+        // it was trained with, which may differ from the Learner's `seq_len`.
+        let seq_len = self.trainer.train.seq_len;
+        let gap = Windows::each(&examples, &tok, seq_len)?;
         let want_gap = if gap.is_empty() {
             0
         } else {
@@ -237,7 +240,7 @@ impl Study {
         let want_gap = want_gap.min(s.batch_size);
         let want_replay = (s.batch_size - want_gap).max(usize::from(gap.is_empty()));
         let mut data = Windows {
-            seq_len: s.seq_len,
+            seq_len,
             ..Default::default()
         };
         data.inputs.extend(gap.inputs.iter().cloned());

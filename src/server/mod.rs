@@ -26,8 +26,7 @@ use crate::runtime::Runtime;
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: u64 = 256 * 1024;
-/// Longest chat message, in characters.
-pub const MAX_MESSAGE_CHARS: usize = 8_000;
+pub use crate::chat::MAX_MESSAGE_CHARS;
 /// Default address: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
 

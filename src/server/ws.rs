@@ -2,7 +2,7 @@
 //! conversation per connection, resumable by session id.
 //!
 //! Client → server: `session.update {"session"}` (resume a conversation),
-//! `message.create {"message", "max_tokens"?, "temperature"?, "seed"?}`, `response.cancel`,
+//! `message.create {"message", "max_tokens"?, "temperature"?, "seed"?, "detect_tools"?}`, `response.cancel`,
 //! `feedback {"turn", "rating", "note"?}`.
 //! Server → client: `session.created {"session", "resumed"}`, `response.delta {"delta"}`
 //! (streamed text as it is decoded), `tool.call {"name", "arguments"}`,
@@ -37,6 +37,9 @@ enum ClientEvent {
         max_tokens: Option<usize>,
         temperature: Option<f64>,
         seed: Option<u64>,
+        /// Run the intent fallback on the user's words, as `/vision/chat` does.
+        #[serde(default)]
+        detect_tools: bool,
     },
     #[serde(rename = "response.cancel")]
     ResponseCancel,
@@ -111,6 +114,7 @@ pub async fn session(socket: WebSocket, st: AppState) {
                 max_tokens,
                 temperature,
                 seed,
+                detect_tools,
             } => {
                 if running.is_some() {
                     let _ = out.send(error_event(&ApiError::bad_request(
@@ -126,7 +130,7 @@ pub async fn session(socket: WebSocket, st: AppState) {
                     seed,
                 };
                 let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel();
-                let task = tokio::spawn(respond(st.clone(), req, out.clone(), cancel_rx));
+                let task = tokio::spawn(respond(st.clone(), req, detect_tools, out.clone(), cancel_rx));
                 running = Some((task, cancel_tx));
             }
             ClientEvent::ResponseCancel => {
@@ -166,6 +170,7 @@ pub async fn session(socket: WebSocket, st: AppState) {
 async fn respond(
     st: AppState,
     req: ChatRequest,
+    detect_tools: bool,
     out: mpsc::UnboundedSender<Value>,
     cancel: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -193,7 +198,7 @@ async fn respond(
             }
         }
     };
-    let (reply, ()) = tokio::join!(chat_turn(&st, req, false, Some(tx)), forward);
+    let (reply, ()) = tokio::join!(chat_turn(&st, req, detect_tools, Some(tx)), forward);
     match reply {
         Ok(r) => {
             for call in &r.tool_calls {
