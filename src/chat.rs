@@ -86,7 +86,11 @@ pub async fn chat_turn(
     }
     let session = match req.session.as_deref().map(str::trim) {
         Some(s) if !s.is_empty() && s.len() <= 128 => s.to_string(),
-        Some(_) => return Err(ChatError::BadRequest("session ids are 1..=128 characters".into())),
+        Some(_) => {
+            return Err(ChatError::BadRequest(
+                "session ids are 1..=128 characters".into(),
+            ))
+        }
         None => uuid::Uuid::new_v4().to_string(),
     };
     let addrs = &rt.addrs;

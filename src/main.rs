@@ -848,7 +848,12 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
         Command::Memory { command } => run_memory(command, &home, &config, json),
         Command::Tool { command } => run_tool(command, &home, &config, json),
         Command::Serve(args) => cli_serve(home, config, args, json),
-        Command::Replay(args) => cli_replay(cli.global.home.is_some().then_some(home), cli.global.set, args, json),
+        Command::Replay(args) => cli_replay(
+            cli.global.home.is_some().then_some(home),
+            cli.global.set,
+            args,
+            json,
+        ),
         Command::Learn(args) => cli_learn(home, config, args, json),
         Command::Stats(args) => {
             let sessions = thau::commands::learn::sessions(&home)?;
@@ -1299,7 +1304,12 @@ fn cli_replay(
     if let Some(f) = &a.transcript {
         let all: serde_json::Map<String, serde_json::Value> = outcomes
             .iter()
-            .map(|o| (o.name.clone(), serde_json::Value::from(o.transcript.clone())))
+            .map(|o| {
+                (
+                    o.name.clone(),
+                    serde_json::Value::from(o.transcript.clone()),
+                )
+            })
             .collect();
         let text = serde_json::to_string_pretty(&all).unwrap_or_default() + "\n";
         thau::fsutil::atomic_write(f, text.as_bytes())?;

@@ -46,7 +46,10 @@ impl Remote {
         } else {
             format!("{url}/ws/chat")
         };
-        let http = format!("{}://{host}", if scheme == "wss" { "https" } else { "http" });
+        let http = format!(
+            "{}://{host}",
+            if scheme == "wss" { "https" } else { "http" }
+        );
         let mut req = ws_url
             .as_str()
             .into_client_request()
@@ -87,8 +90,7 @@ impl Remote {
         loop {
             match self.socket.read().map_err(|e| net("websocket", e))? {
                 Message::Text(t) => {
-                    return serde_json::from_str(t.as_str())
-                        .map_err(|e| net("a server event", e))
+                    return serde_json::from_str(t.as_str()).map_err(|e| net("a server event", e))
                 }
                 Message::Close(_) => {
                     return Err(ThauError::Invalid("the server closed the websocket".into()))
@@ -187,7 +189,10 @@ impl Remote {
 
     /// `POST /memory/store`: how many memories were stored.
     pub fn remember(&self, text: &str) -> Result<usize> {
-        let v = self.post("/memory/store", json!({ "text": text, "source": "scenario" }))?;
+        let v = self.post(
+            "/memory/store",
+            json!({ "text": text, "source": "scenario" }),
+        )?;
         Ok(v["ids"].as_array().map_or(0, Vec::len))
     }
 

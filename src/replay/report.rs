@@ -12,7 +12,12 @@ use super::ScenarioOutcome;
 
 /// The pass/fail table: a line per scenario, a line per unmet expectation, a summary.
 pub fn table(outcomes: &[ScenarioOutcome]) -> String {
-    let width = outcomes.iter().map(|o| o.name.len()).max().unwrap_or(4).max(4);
+    let width = outcomes
+        .iter()
+        .map(|o| o.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut out = String::new();
     for o in outcomes {
         let failed = o.steps.iter().filter(|s| !s.passed).count();
@@ -92,7 +97,10 @@ pub fn record(sc: &Scenario, outcome: &ScenarioOutcome) -> Result<String, String
     root.insert("name".into(), T::String(format!("{} (recorded)", sc.name)));
     root.insert(
         "description".into(),
-        T::String(format!("Recorded by `thau replay --record` from {}.", sc.file.display())),
+        T::String(format!(
+            "Recorded by `thau replay --record` from {}.",
+            sc.file.display()
+        )),
     );
     root.insert("seed".into(), T::Integer(sc.seed as i64));
     let abs = |p: &std::path::Path| {
@@ -106,7 +114,10 @@ pub fn record(sc: &Scenario, outcome: &ScenarioOutcome) -> Result<String, String
     if let Some(t) = &mut model.train {
         t.corpus = t.corpus.as_ref().map(|p| abs(p).into());
     }
-    root.insert("model".into(), T::try_from(&model).map_err(|e| e.to_string())?);
+    root.insert(
+        "model".into(),
+        T::try_from(&model).map_err(|e| e.to_string())?,
+    );
     root.insert(
         "settings".into(),
         T::try_from(&sc.settings).map_err(|e| e.to_string())?,
@@ -135,7 +146,10 @@ pub fn record(sc: &Scenario, outcome: &ScenarioOutcome) -> Result<String, String
                     match seen["tool_calls"].as_array().and_then(|c| c.first()) {
                         Some(call) => {
                             let mut tc = toml::Table::new();
-                            tc.insert("name".into(), T::String(call["name"].as_str().unwrap_or_default().into()));
+                            tc.insert(
+                                "name".into(),
+                                T::String(call["name"].as_str().unwrap_or_default().into()),
+                            );
                             tc.insert("args".into(), json_to_toml(&call["arguments"]));
                             expect.insert("tool_called".into(), T::Table(tc));
                         }
@@ -165,7 +179,9 @@ pub fn record(sc: &Scenario, outcome: &ScenarioOutcome) -> Result<String, String
                     c2.insert("episodes".into(), T::Table(m));
                 }
                 if let Some(r) = &c.recall {
-                    let n = seen["check"]["recall"]["hits"].as_array().map_or(0, Vec::len);
+                    let n = seen["check"]["recall"]["hits"]
+                        .as_array()
+                        .map_or(0, Vec::len);
                     let mut m = toml::Table::new();
                     m.insert("query".into(), T::String(r.query.clone()));
                     m.insert("min_hits".into(), T::Integer(n as i64));
@@ -186,7 +202,10 @@ pub fn record(sc: &Scenario, outcome: &ScenarioOutcome) -> Result<String, String
                 t.insert("learn".into(), T::try_from(l).map_err(|e| e.to_string())?);
             }
             Action::Feedback { up, note } => {
-                t.insert("feedback".into(), T::String(if *up { "up" } else { "down" }.into()));
+                t.insert(
+                    "feedback".into(),
+                    T::String(if *up { "up" } else { "down" }.into()),
+                );
                 if let Some(n) = note {
                     t.insert("note".into(), T::String(n.clone()));
                 }
@@ -216,7 +235,9 @@ fn json_to_toml(v: &Value) -> toml::Value {
         Value::String(s) => toml::Value::String(s.clone()),
         Value::Array(a) => toml::Value::Array(a.iter().map(json_to_toml).collect()),
         Value::Object(o) => toml::Value::Table(
-            o.iter().map(|(k, v)| (k.clone(), json_to_toml(v))).collect(),
+            o.iter()
+                .map(|(k, v)| (k.clone(), json_to_toml(v)))
+                .collect(),
         ),
     }
 }

@@ -159,7 +159,9 @@ fn train_model(sc: &Scenario, spec: &TrainSpec, age: u32, home: &Home) -> Result
             c.max_seq_len = TINY_CONTEXT.max(spec.seq_len);
             c
         }
-        ModelSize::Age => ModelConfig::for_age(age, tok.vocab_size(), TINY_CONTEXT.max(spec.seq_len))?,
+        ModelSize::Age => {
+            ModelConfig::for_age(age, tok.vocab_size(), TINY_CONTEXT.max(spec.seq_len))?
+        }
     };
     let d = TrainOptions::default();
     let opts = TrainOptions {
@@ -297,17 +299,15 @@ async fn run_step(
                     let long = rt.addrs.long_term_memory.clone().ok_or_else(|| {
                         ThauError::Invalid("LongTermMemory is not running".into())
                     })?;
-                    chat_result(
-                        ask(
-                            "long_term_memory",
-                            long.send(Memorize(vec![NewMemory {
-                                text: text.clone(),
-                                source: format!("scenario:{}", sc.name),
-                                importance: 0.5,
-                            }]))
-                            .await,
-                        ),
-                    )?
+                    chat_result(ask(
+                        "long_term_memory",
+                        long.send(Memorize(vec![NewMemory {
+                            text: text.clone(),
+                            source: format!("scenario:{}", sc.name),
+                            importance: 0.5,
+                        }]))
+                        .await,
+                    ))?
                     .len()
                 }
                 Target::Remote(r) => r.remember(text)?,
@@ -320,9 +320,11 @@ async fn run_step(
             let Target::Local(rt) = target else {
                 return Err(remote_only("close"));
             };
-            let short = rt.addrs.short_term_memory.clone().ok_or_else(|| {
-                ThauError::Invalid("ShortTermMemory is not running".into())
-            })?;
+            let short = rt
+                .addrs
+                .short_term_memory
+                .clone()
+                .ok_or_else(|| ThauError::Invalid("ShortTermMemory is not running".into()))?;
             let filed = chat_result(ask(
                 "short_term_memory",
                 short.send(CloseConversation(session)).await,
@@ -400,7 +402,11 @@ async fn run_step(
                         .tuner
                         .clone()
                         .ok_or_else(|| ThauError::Invalid("the Tuner is not running".into()))?;
-                    let session = turn.split('#').next().unwrap_or(DEFAULT_SESSION).to_string();
+                    let session = turn
+                        .split('#')
+                        .next()
+                        .unwrap_or(DEFAULT_SESSION)
+                        .to_string();
                     let o = chat_result(ask(
                         "tuner",
                         tuner
@@ -453,9 +459,10 @@ async fn check_memory(
     if let Some(e) = &c.episodes {
         let by_kind: BTreeMap<String, u64> = match target {
             Target::Local(rt) => {
-                let ep = rt.addrs.episodic_memory.clone().ok_or_else(|| {
-                    ThauError::Invalid("EpisodicMemory is not running".into())
-                })?;
+                let ep =
+                    rt.addrs.episodic_memory.clone().ok_or_else(|| {
+                        ThauError::Invalid("EpisodicMemory is not running".into())
+                    })?;
                 chat_result(ask("episodic_memory", ep.send(EpisodicStatsRequest).await))?.by_kind
             }
             Target::Remote(r) => r.episode_counts()?,
@@ -534,9 +541,7 @@ pub fn check_said(x: &Expect, said: &std::result::Result<Said, String>) -> Vec<S
     let s = match (said, &x.error) {
         (Err(e), Some(want)) => {
             if !e.contains(want.as_str()) {
-                failures.push(format!(
-                    "expected an error containing {want:?}, got {e:?}"
-                ));
+                failures.push(format!("expected an error containing {want:?}, got {e:?}"));
             }
             return failures;
         }
@@ -570,16 +575,17 @@ pub fn check_said(x: &Expect, said: &std::result::Result<Said, String>) -> Vec<S
     }
     if let Some(want) = &x.equals {
         if &s.reply != want {
-            failures.push(format!("reply differs: expected {want:?}, got {:?}", s.reply));
+            failures.push(format!(
+                "reply differs: expected {want:?}, got {:?}",
+                s.reply
+            ));
         }
     }
     if let Some(t) = &x.tool_called {
-        let hit = s.tool_calls.iter().any(|c| {
-            c.name == t.name
-                && t.args
-                    .iter()
-                    .all(|(k, v)| c.arguments.get(k) == Some(v))
-        });
+        let hit = s
+            .tool_calls
+            .iter()
+            .any(|c| c.name == t.name && t.args.iter().all(|(k, v)| c.arguments.get(k) == Some(v)));
         if !hit {
             failures.push(format!(
                 "expected a call to {} with {}; calls: {}",

@@ -566,9 +566,12 @@ fn line_of(text: &str, pointer: &[String]) -> Option<usize> {
                     v
                 })
         } else if let Some(a) = array {
-            seg.parse::<usize>().ok().and_then(|i| a.get(i)).inspect(|v| {
-                span = Some(v.span());
-            })
+            seg.parse::<usize>()
+                .ok()
+                .and_then(|i| a.get(i))
+                .inspect(|v| {
+                    span = Some(v.span());
+                })
         } else {
             None
         };
@@ -613,9 +616,13 @@ note = "good"
         assert_eq!(s.steps.len(), 3);
         assert_eq!(s.steps[0].expect.contains, vec!["a"]);
         assert_eq!(s.steps[0].expect.compiled.len(), 2);
-        assert_eq!(s.steps[0].line, Some(5));
-        assert_eq!(s.steps[2].line, Some(11));
-        assert!(matches!(s.steps[2].action, Action::Feedback { up: true, .. }));
+        // A step's line is its `[[steps]]` header.
+        assert_eq!(s.steps[0].line, Some(4));
+        assert_eq!(s.steps[2].line, Some(9));
+        assert!(matches!(
+            s.steps[2].action,
+            Action::Feedback { up: true, .. }
+        ));
     }
 
     #[test]
@@ -658,8 +665,6 @@ note = "good"
             ),
             // TOML syntax
             ("name = \"x\"\n[[steps]\n", 2, "", ""),
-            // missing steps
-            ("name = \"x\"\n", 1, "", "steps"),
         ];
         for (text, line, field, msg) in cases {
             let e = parse(text).unwrap_err();
@@ -668,5 +673,9 @@ note = "good"
             assert!(e.message.contains(msg), "{text}: {e}");
             assert!(e.to_string().starts_with(&format!("t.toml:{line}:")), "{e}");
         }
+        // A whole-file error has no line.
+        let e = parse("name = \"x\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (None, ""), "{e}");
+        assert!(e.message.contains("steps"), "{e}");
     }
 }

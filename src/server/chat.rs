@@ -2,8 +2,8 @@
 //! its errors become API errors, and actor replies API results.
 
 use super::error::ApiError;
-pub use crate::chat::{ChatReply, ChatRequest};
 use crate::chat::ChatError;
+pub use crate::chat::{ChatReply, ChatRequest};
 
 /// A chat turn for the routes: [`crate::chat::chat_turn`] on the server's runtime.
 pub async fn chat_turn(

@@ -130,7 +130,13 @@ pub async fn session(socket: WebSocket, st: AppState) {
                     seed,
                 };
                 let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel();
-                let task = tokio::spawn(respond(st.clone(), req, detect_tools, out.clone(), cancel_rx));
+                let task = tokio::spawn(respond(
+                    st.clone(),
+                    req,
+                    detect_tools,
+                    out.clone(),
+                    cancel_rx,
+                ));
                 running = Some((task, cancel_tx));
             }
             ClientEvent::ResponseCancel => {
