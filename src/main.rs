@@ -102,6 +102,9 @@ enum Command {
     /// Serve the HTTP API (chat, memory, vision, training feedback, metrics) until Ctrl-C.
     /// Mutating routes need $THAU_API_KEY when it is set.
     Serve(ServeArgs),
+    /// Chat in the terminal: answers stream as they are decoded; /memory, /tools,
+    /// /feedback up|down, /save, /history, /quit. Reads stdin, so it can be scripted.
+    Chat(ChatArgs),
     /// Tools the model may call (`<TOOL:name>{json}</TOOL>`): list them, or run one directly.
     Tool {
         #[command(subcommand)]
@@ -131,6 +134,23 @@ struct ServeArgs {
     /// Address to listen on (loopback by default; 0.0.0.0 exposes THAU to the network).
     #[arg(long, default_value = thau::server::DEFAULT_ADDR)]
     addr: std::net::SocketAddr,
+}
+
+#[derive(Args, Debug)]
+struct ChatArgs {
+    /// Name the conversation (a new name by default): its short-term window, its episodes
+    /// and /save go by it.
+    #[arg(long)]
+    session: Option<String>,
+    /// Longest answer, in tokens.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Sampling seed (turn i uses SEED + i), for reproducible chats.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -848,6 +868,34 @@ fn run(cli: Cli, home: Home, config: ThauConfig) -> Result<()> {
         Command::Memory { command } => run_memory(command, &home, &config, json),
         Command::Tool { command } => run_tool(command, &home, &config, json),
         Command::Serve(args) => cli_serve(home, config, args, json),
+        Command::Chat(args) => {
+            home.init()?;
+            let opts = thau::commands::chat::ChatOptions {
+                session: args.session,
+                max_tokens: args.max_tokens,
+                temperature: args.temperature,
+                seed: args.seed,
+            };
+            with_runtime(home, config, |rt| async move {
+                use std::io::IsTerminal;
+                let stdin = std::io::stdin();
+                let interactive = stdin.is_terminal();
+                let r = thau::commands::chat::chat(
+                    &rt,
+                    &opts,
+                    &mut stdin.lock(),
+                    &mut std::io::stdout(),
+                    interactive,
+                )
+                .await;
+                rt.shutdown().await;
+                let session = r?;
+                if interactive {
+                    eprintln!("conversation {session} ended");
+                }
+                Ok(())
+            })
+        }
         Command::Replay(args) => cli_replay(
             cli.global.home.is_some().then_some(home),
             cli.global.set,

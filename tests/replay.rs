@@ -287,3 +287,55 @@ async fn a_replay_through_the_websocket_matches_the_local_one() {
         text(&out)
     );
 }
+
+#[test]
+fn thau_chat_streams_answers_and_runs_slash_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(dir.path(), "chat_home", "[[steps]]\nwait_ms = 0\n");
+    let home = Home::new(dir.path().join("home"));
+    prepare_home(&Scenario::load(&path).unwrap(), &home, None).unwrap();
+    let saved = dir.path().join("saved.json");
+    let script = format!(
+        "Hello, who are you?\n/tools\n/feedback up nice\n/memory\n/bogus\n\
+         Draw a red fox in the snow\n/history\n/save {}\n/quit\nnever read\n",
+        saved.display()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_thau"))
+        .args(["--home", home.root.to_str().unwrap(), "chat"])
+        .args(["--temperature", "0", "--max-tokens", "16", "--seed", "7"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    for want in [
+        "I am THAU",
+        "generate_image: ",
+        "thanks: 1 ratings so far",
+        "short-term window: 2 turns",
+        "unknown command /bogus (try /help)",
+        "[tool generate_image {\"prompt\":\"a red fox in the snow\"}] ok",
+        "/home/images/img-",
+        "Assistant: I am THAU",
+        "saved 2 exchanges",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("never read"));
+    let saved: Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(saved["exchanges"].as_array().unwrap().len(), 2, "{saved}");
+    assert_eq!(
+        saved["exchanges"][1]["tool_calls"][0]["name"],
+        "generate_image"
+    );
+}
