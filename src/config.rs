@@ -63,6 +63,10 @@ pub struct PathsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     pub addr: String,
+    /// WebSocket chat sessions open at once; more are refused with 503.
+    pub max_sessions: usize,
+    /// Chat turns per session (or per client without one) per minute; 0 = unlimited.
+    pub turns_per_minute: u32,
 }
 
 /// The memory stores (see `thau memory --help` and `memory-schema/README.md`).
@@ -117,6 +121,8 @@ impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
             addr: "127.0.0.1:8000".into(),
+            max_sessions: 64,
+            turns_per_minute: 60,
         }
     }
 }

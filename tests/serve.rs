@@ -453,3 +453,101 @@ async fn every_rest_route_over_real_http() {
         Err(_) => panic!("the server still holds the runtime"),
     }
 }
+
+/// `server.max_sessions` refuses WebSocket sessions beyond the cap until one closes;
+/// `server.turns_per_minute` answers 429 (REST) or a `rate_limited` event (WebSocket);
+/// browsers may give the key as `?api_key=`.
+#[actix::test]
+async fn sessions_are_capped_and_turns_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_model(dir.path());
+    let mut config = ThauConfig::default();
+    config.server.max_sessions = 1;
+    config.server.turns_per_minute = 2;
+    let rt = Arc::new(Runtime::start(home, config).unwrap());
+    let state = AppState::new(rt.clone(), Some(KEY.into()));
+    let opts = ServeOptions {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        api_key: Some(KEY.into()),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let server = tokio::spawn(async move {
+        serve(
+            state,
+            &opts,
+            move |a| addr_tx.send(a).unwrap(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    let checks = tokio::task::spawn_blocking(move || {
+        let addr = addr_rx.recv().unwrap();
+        let url = format!("ws://{addr}/ws/chat");
+        match tungstenite::connect(format!("{url}?api_key=wrong")) {
+            Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+            other => panic!("a wrong key must be refused: {:?}", other.map(|_| ())),
+        }
+        let (mut ws, _) = tungstenite::connect(format!("{url}?api_key={KEY}")).unwrap();
+        assert_eq!(read(&mut ws)["type"], "session.created");
+        match tungstenite::connect(format!("{url}?api_key={KEY}")) {
+            Err(tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status().as_u16(), 503);
+                let body: Value = serde_json::from_slice(r.body().as_deref().unwrap()).unwrap();
+                assert!(is_error(&body, "too_many_sessions"), "{body}");
+            }
+            other => panic!("a second session must be refused: {:?}", other.map(|_| ())),
+        }
+        // Two turns a minute in a session, then an error event; the connection stays.
+        for _ in 0..2 {
+            send(
+                &mut ws,
+                json!({"type": "message.create", "message": "the fox", "max_tokens": 2}),
+            );
+            while read(&mut ws)["type"] != "response.done" {}
+        }
+        send(
+            &mut ws,
+            json!({"type": "message.create", "message": "again", "max_tokens": 2}),
+        );
+        let v = read(&mut ws);
+        assert_eq!(
+            (v["type"].as_str(), v["code"].as_str()),
+            (Some("error"), Some("rate_limited")),
+            "{v}"
+        );
+        ws.close(None).unwrap();
+        while ws.read().is_ok() {}
+        // The place is free again once the server has seen the close.
+        let mut reopened = false;
+        for _ in 0..50 {
+            if tungstenite::connect(format!("{url}?api_key={KEY}")).is_ok() {
+                reopened = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(reopened, "the closed session's place was not freed");
+
+        let c = Client::new(format!("http://{addr}"));
+        let body = json!({"message": "the fox", "max_tokens": 2, "session": "rest"});
+        for _ in 0..2 {
+            let (s, v) = c.post("/chat/message", Some(KEY), body.to_string().as_bytes());
+            assert_eq!(s, 200, "{v}");
+        }
+        let (s, v) = c.post("/chat/message", Some(KEY), body.to_string().as_bytes());
+        assert!(s == 429 && is_error(&v, "rate_limited"), "{s} {v}");
+        // Another session has its own allowance.
+        let other = json!({"message": "the fox", "max_tokens": 2, "session": "other"});
+        let (s, v) = c.post("/chat/message", Some(KEY), other.to_string().as_bytes());
+        assert_eq!(s, 200, "{v}");
+    })
+    .await;
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    if let Err(e) = checks {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

@@ -6,13 +6,15 @@
 //! type
 //! and its JSON responses in [`error`], request counters in [`metrics`].
 //!
-//! Safety: every body is size-limited ([`MAX_BODY_BYTES`]); mutating and training routes
+//! Safety: every body is size-limited ([`MAX_BODY_BYTES`]); WebSocket sessions are capped
+//! and chat turns rate-limited per session ([`limits`]); mutating and training routes
 //! need `THAU_API_KEY` when it is set; the server binds 127.0.0.1 unless told otherwise;
 //! pictures are served only if the ImageTool made them (no paths, `..`, or links).
 
 pub mod chat;
 pub mod compat;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod ws;
@@ -44,12 +46,20 @@ pub struct AppState {
     pub rt: Arc<Runtime>,
     pub metrics: Arc<metrics::Metrics>,
     pub api_key: Option<Arc<str>>,
+    /// Session cap and per-session rate limits (`[server]` in the configuration).
+    pub limits: Arc<limits::Limits>,
 }
 
 impl AppState {
     pub fn new(rt: Arc<Runtime>, api_key: Option<String>) -> Self {
+        let server = &rt.config.server;
+        let limits = Arc::new(limits::Limits::new(
+            server.max_sessions,
+            server.turns_per_minute,
+        ));
         AppState {
             rt,
+            limits,
             metrics: Arc::new(metrics::Metrics::default()),
             api_key: api_key.filter(|k| !k.is_empty()).map(Arc::from),
         }

@@ -5,6 +5,8 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use std::net::SocketAddr;
+
 use super::chat::{ask, chat_turn, ChatRequest};
 use super::error::ApiError;
 use super::{AppState, MAX_BODY_BYTES};
@@ -34,13 +36,16 @@ pub fn all(
     };
     let key = st.api_key.clone();
     let ws = warp::path!("ws" / "chat")
-        .and(authorized(key.clone()))
+        .and(authorized_ws(key.clone()))
         .and(warp::ws())
         .and(state.clone())
-        .map(|ws: warp::ws::Ws, st: AppState| {
-            ws.max_message_size(super::ws::MAX_WS_MESSAGE)
-                .on_upgrade(move |socket| super::ws::session(socket, st))
-                .into_response()
+        .and_then(|ws: warp::ws::Ws, st: AppState| async move {
+            let permit = st.limits.open_session().map_err(Rejection::from)?;
+            Ok::<_, Rejection>(
+                ws.max_message_size(super::ws::MAX_WS_MESSAGE)
+                    .on_upgrade(move |socket| super::ws::session(socket, st, permit))
+                    .into_response(),
+            )
         });
     // Mutating and training routes: the API key when one is set, and a JSON body.
     let post = move |p: &'static str| {
@@ -63,6 +68,7 @@ pub fn all(
     let chat = post("chat")
         .and(warp::path!("message"))
         .and(state.clone())
+        .and(warp::addr::remote())
         .and(json_body())
         .and_then(chat_message);
     let interaction = post("train")
@@ -96,6 +102,7 @@ pub fn all(
     let vision_chat = post("vision")
         .and(warp::path!("chat"))
         .and(state.clone())
+        .and(warp::addr::remote())
         .and(json_body())
         .and_then(vision_chat);
     let image = warp::path!("vision" / "image" / String)
@@ -205,6 +212,37 @@ fn authorized(
         .untuple_one()
 }
 
+/// [`authorized`] for the WebSocket, whose browser clients cannot set headers: the key may
+/// also come as `?api_key=KEY`.
+fn authorized_ws(
+    key: Option<std::sync::Arc<str>>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let query = warp::query::<std::collections::HashMap<String, String>>()
+        .or(warp::any().map(std::collections::HashMap::new))
+        .unify();
+    warp::header::optional::<String>("authorization")
+        .and(warp::header::optional::<String>("x-api-key"))
+        .and(query)
+        .and_then(
+            move |auth: Option<String>,
+                  x: Option<String>,
+                  q: std::collections::HashMap<String, String>| {
+                let key = key.clone();
+                async move {
+                    let Some(key) = key else { return Ok(()) };
+                    let bearer = auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
+                    let given = [bearer, x.as_deref(), q.get("api_key").map(String::as_str)];
+                    if given.contains(&Some(&*key)) {
+                        Ok(())
+                    } else {
+                        Err(Rejection::from(ApiError::unauthorized()))
+                    }
+                }
+            },
+        )
+        .untuple_one()
+}
+
 /// `GET /health`: whether every actor runs, with restarts and notes.
 async fn health(st: AppState) -> Resp {
     let actors = st.rt.status().await;
@@ -244,14 +282,25 @@ async fn metrics(st: AppState) -> Resp {
     Ok(warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response())
 }
 
+/// Whose allowance a REST chat turn takes: its session's, else its client address's.
+fn rate_key(req: &ChatRequest, client: Option<SocketAddr>) -> String {
+    match (&req.session, client) {
+        (Some(s), _) => format!("session:{s}"),
+        (None, Some(a)) => format!("client:{}", a.ip()),
+        (None, None) => "client:unknown".into(),
+    }
+}
+
 /// `POST /chat/message`: one chat turn (tool calls the model writes are run).
-async fn chat_message(st: AppState, req: ChatRequest) -> Resp {
+async fn chat_message(st: AppState, client: Option<SocketAddr>, req: ChatRequest) -> Resp {
+    st.limits.take_turn(&rate_key(&req, client))?;
     Ok(json(&chat_turn(&st, req, false, None).await?))
 }
 
 /// `POST /vision/chat`: a chat turn with automatic tool detection: an image request in
 /// the user's words runs `generate_image` even when the model does not call it.
-async fn vision_chat(st: AppState, req: ChatRequest) -> Resp {
+async fn vision_chat(st: AppState, client: Option<SocketAddr>, req: ChatRequest) -> Resp {
+    st.limits.take_turn(&rate_key(&req, client))?;
     Ok(json(&chat_turn(&st, req, true, None).await?))
 }
 

@@ -55,8 +55,8 @@ fn error_event(e: &ApiError) -> Value {
     json!({ "type": "error", "code": e.code, "message": e.message })
 }
 
-/// Serves one connection until the client closes it.
-pub async fn session(socket: WebSocket, st: AppState) {
+/// Serves one connection until the client closes it; its place (`_permit`) is freed then.
+pub async fn session(socket: WebSocket, st: AppState, _permit: super::limits::SessionPermit) {
     let (mut sink, mut incoming) = socket.split();
     // One writer: responses in flight and the read loop both send through it.
     let (out, mut queue) = mpsc::unbounded_channel::<Value>();
@@ -120,6 +120,10 @@ pub async fn session(socket: WebSocket, st: AppState) {
                     let _ = out.send(error_event(&ApiError::bad_request(
                         "a response is in progress (send response.cancel first)",
                     )));
+                    continue;
+                }
+                if let Err(e) = st.limits.take_turn(&format!("session:{session}")) {
+                    let _ = out.send(error_event(&e));
                     continue;
                 }
                 let req = ChatRequest {
