@@ -202,61 +202,140 @@ pub fn generate_with(
     stop: &[u32],
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation> {
-    params.validate()?;
-    let ctx = dec.context();
-    if prompt.is_empty() {
-        return Err(ModelError::Data("empty prompt".into()));
+    let mut seq = Sequence::new(prompt, params, stop, dec.context())?;
+    while !seq.is_done() {
+        let logits = dec.next_logits(seq.input())?;
+        seq.accept(&logits, decode, on_text)?;
     }
-    // Keep the end of a prompt that would not leave room to answer.
-    let room = params.max_new_tokens.min(ctx / 2).max(1);
-    let prompt = &prompt[prompt.len().saturating_sub(ctx - room)..];
-    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    let mut history: Vec<u32> = prompt.to_vec();
-    let mut out: Vec<u32> = Vec::new();
-    let mut emitted = String::new();
-    let mut input: Vec<u32> = prompt.to_vec();
-    let mut seen = 0;
-    let mut reason = StopReason::Length;
-    while out.len() < params.max_new_tokens && seen + input.len() <= ctx {
-        let logits = dec.next_logits(&input)?;
-        seen += input.len();
-        let next = sample(&logits, params, &history, &mut rng);
-        if stop.contains(&next) {
-            reason = StopReason::Stop;
-            break;
+    seq.finish(decode, on_text)
+}
+
+/// One generation as a state machine, so that a scheduler can advance many of them a token
+/// at a time ([`super::batch`]): feed [`Sequence::input`] to the model, hand the logits of
+/// its last position to [`Sequence::accept`], until [`Sequence::is_done`].
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    params: SamplingParams,
+    stop: Vec<u32>,
+    ctx: usize,
+    rng: ChaCha8Rng,
+    prompt_tokens: usize,
+    history: Vec<u32>,
+    out: Vec<u32>,
+    emitted: String,
+    /// Tokens the model has not seen yet (the prompt, then the last sampled token).
+    input: Vec<u32>,
+    /// Positions the model has seen.
+    seen: usize,
+    reason: Option<StopReason>,
+}
+
+impl Sequence {
+    /// A generation of `prompt` (its end, when it would leave no room to answer in `ctx`).
+    pub fn new(prompt: &[u32], params: &SamplingParams, stop: &[u32], ctx: usize) -> Result<Self> {
+        params.validate()?;
+        if prompt.is_empty() {
+            return Err(ModelError::Data("empty prompt".into()));
         }
-        out.push(next);
-        history.push(next);
+        // Keep the end of a prompt that would not leave room to answer.
+        let room = params.max_new_tokens.min(ctx / 2).max(1);
+        let prompt = &prompt[prompt.len().saturating_sub(ctx - room)..];
+        let mut seq = Sequence {
+            params: params.clone(),
+            stop: stop.to_vec(),
+            ctx,
+            rng: ChaCha8Rng::seed_from_u64(params.seed),
+            prompt_tokens: prompt.len(),
+            history: prompt.to_vec(),
+            out: Vec::new(),
+            emitted: String::new(),
+            input: prompt.to_vec(),
+            seen: 0,
+            reason: None,
+        };
+        seq.check_room();
+        Ok(seq)
+    }
+
+    /// Ends at the token budget or the context's end.
+    fn check_room(&mut self) {
+        if self.reason.is_none()
+            && (self.out.len() >= self.params.max_new_tokens
+                || self.seen + self.input.len() > self.ctx)
+        {
+            self.reason = Some(StopReason::Length);
+        }
+    }
+
+    /// The tokens to feed the model next.
+    pub fn input(&self) -> &[u32] {
+        &self.input
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.reason.is_some()
+    }
+
+    /// Takes the logits after [`Sequence::input`]: samples the next token, streams the new
+    /// text to `on_text` (which returns `false` to cancel).
+    pub fn accept(
+        &mut self,
+        logits: &[f32],
+        decode: &dyn Fn(&[u32]) -> Result<String>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<()> {
+        if self.is_done() {
+            return Ok(());
+        }
+        self.seen += self.input.len();
+        let next = sample(logits, &self.params, &self.history, &mut self.rng);
+        if self.stop.contains(&next) {
+            self.reason = Some(StopReason::Stop);
+            return Ok(());
+        }
+        self.out.push(next);
+        self.history.push(next);
         // Decode the whole answer and emit what is new, holding back an incomplete
         // UTF-8 sequence (byte-level tokens can split a character).
-        let text = decode(&out)?;
+        let text = decode(&self.out)?;
         if !text.ends_with('\u{FFFD}')
-            && text.len() > emitted.len()
-            && text.starts_with(emitted.as_str())
+            && text.len() > self.emitted.len()
+            && text.starts_with(self.emitted.as_str())
         {
-            let piece = &text[emitted.len()..];
-            if !on_text(piece) {
-                reason = StopReason::Cancelled;
-                emitted = text;
-                break;
+            let piece = &text[self.emitted.len()..];
+            let go_on = on_text(piece);
+            self.emitted = text;
+            if !go_on {
+                self.reason = Some(StopReason::Cancelled);
+                return Ok(());
             }
-            emitted = text;
         }
-        input = vec![next];
+        self.input = vec![next];
+        self.check_room();
+        Ok(())
     }
-    let text = decode(&out)?;
-    if reason != StopReason::Cancelled
-        && text.len() > emitted.len()
-        && text.starts_with(emitted.as_str())
-    {
-        on_text(&text[emitted.len()..]);
+
+    /// The result, after the last piece of text is streamed.
+    pub fn finish(
+        self,
+        decode: &dyn Fn(&[u32]) -> Result<String>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let reason = self.reason.unwrap_or(StopReason::Length);
+        let text = decode(&self.out)?;
+        if reason != StopReason::Cancelled
+            && text.len() > self.emitted.len()
+            && text.starts_with(self.emitted.as_str())
+        {
+            on_text(&text[self.emitted.len()..]);
+        }
+        Ok(Generation {
+            ids: self.out,
+            text,
+            stop: reason,
+            prompt_tokens: self.prompt_tokens,
+        })
     }
-    Ok(Generation {
-        ids: out,
-        text,
-        stop: reason,
-        prompt_tokens: prompt.len(),
-    })
 }
 
 /// Log-probability of each token of `continuation` given `prompt` and the tokens before

@@ -4,6 +4,8 @@
 //! - [`ops`]: fused CPU ops with hand-written backward passes (RMSNorm, RoPE, causal
 //!   softmax, cross-entropy);
 //! - [`transformer`]: [`Thau`], the decoder itself, and its [`KvCache`];
+//! - [`generate`]: sampling and streaming ([`generate::Sequence`]); [`batch`]: one decode
+//!   thread batching every session's next token into one forward pass;
 //! - [`tokenizer`]: the byte-level BPE [`ThauTokenizer`] and the chat template;
 //! - [`data`]: corpora (text, JSONL) turned into packed training windows;
 //! - [`optim`]: AdamW with decoupled decay, gradient clipping, warmup + cosine schedule;
@@ -14,6 +16,7 @@
 //! - [`growth`]: exact, function-preserving growth from one age to the next;
 //! - [`policy`]: when to grow (loss plateau, examples seen, probe accuracy).
 
+pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -129,13 +129,8 @@ impl Attention {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: &Rope,
-        cache: Option<&mut Option<LayerKv>>,
-        max_seq_len: usize,
-    ) -> Result<Tensor> {
+    /// Queries, keys and values `[B, H, T, hd]` of `x` `[B, T, d]` (before RoPE).
+    fn project(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, t, _) = x.dims3()?;
         let (h, hd) = (self.n_heads, self.head_dim);
         let heads = |w: &Tensor| -> candle_core::Result<Tensor> {
@@ -143,11 +138,25 @@ impl Attention {
                 .reshape((b, t, h, hd))? // [B, T, H, hd]
                 .transpose(1, 2) // [B, H, T, hd]
         };
-        let (q, k, v) = (heads(&self.wq)?, heads(&self.wk)?, heads(&self.wv)?);
+        Ok((heads(&self.wq)?, heads(&self.wk)?, heads(&self.wv)?))
+    }
+
+    /// Attention of `q`, `k`, `v` `[B, H, T, hd]` (the positions after `cache`'s), which
+    /// extend the cache: `[B, H, T, hd]`.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        rope: &Rope,
+        cache: Option<&mut Option<LayerKv>>,
+        max_seq_len: usize,
+    ) -> Result<Tensor> {
+        let (b, h, t, hd) = q.dims4()?;
         let offset = cache.as_ref().and_then(|c| c.as_ref()).map_or(0, |c| c.len);
         let (cos, sin) = rope.at(offset, t)?;
-        let q = rope_i(&q, &cos, &sin)?;
-        let k = rope_i(&k, &cos, &sin)?;
+        let q = rope_i(q, &cos, &sin)?;
+        let k = rope_i(k, &cos, &sin)?;
         let v = v.contiguous()?;
         let (k, v) = match cache {
             Some(slot) => {
@@ -172,8 +181,59 @@ impl Attention {
         };
         // softmax(q kᵀ / √hd) v with the causal mask, without storing the [B, H, T, T_k]
         // scores for the backward.
-        let y = causal_attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), offset)?; // [B, H, T, hd]
-        let y = y.transpose(1, 2)?.reshape((b, t, h * hd))?; // [B, T, H*hd]
+        Ok(causal_attention(
+            &q,
+            &k,
+            &v,
+            1.0 / (hd as f64).sqrt(),
+            offset,
+        )?) // [B, H, T, hd]
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        cache: Option<&mut Option<LayerKv>>,
+        max_seq_len: usize,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (q, k, v) = self.project(x)?;
+        let y = self.attend(&q, &k, &v, rope, cache, max_seq_len)?; // [B, H, T, hd]
+        let y = y
+            .transpose(1, 2)?
+            .reshape((b, t, self.n_heads * self.head_dim))?; // [B, T, H*hd]
+        Ok(linear(&y, &self.wo)?)
+    }
+
+    /// One new position for each of N sequences, `x` `[N, 1, d]`, row `i` continuing
+    /// `caches[i]`: the projections are one matmul for all rows (the weights are read once),
+    /// the attention is per row, over each row's own cache and position.
+    fn forward_rows(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        caches: &mut [&mut Option<LayerKv>],
+        max_seq_len: usize,
+    ) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let (q, k, v) = self.project(x)?; // [N, H, 1, hd] each
+        let mut ys = Vec::with_capacity(n);
+        for (i, slot) in caches.iter_mut().enumerate() {
+            let row = |t: &Tensor| t.narrow(0, i, 1); // [1, H, 1, hd]
+            ys.push(self.attend(
+                &row(&q)?,
+                &row(&k)?,
+                &row(&v)?,
+                rope,
+                Some(slot),
+                max_seq_len,
+            )?);
+        }
+        let y = Tensor::cat(&ys, 0)?; // [N, H, 1, hd]
+        let y = y
+            .transpose(1, 2)?
+            .reshape((n, 1, self.n_heads * self.head_dim))?; // [N, 1, H*hd]
         Ok(linear(&y, &self.wo)?)
     }
 }
@@ -235,6 +295,28 @@ impl Block {
             &rms_norm(x, &self.attn_norm, self.eps)?,
             rope,
             cache,
+            max_seq_len,
+        )?;
+        let x = (x + h)?;
+        let x = (&x + self.mlp.forward(&rms_norm(&x, &self.ffn_norm, self.eps)?)?)?;
+        Ok(x)
+    }
+}
+
+impl Block {
+    /// [`Block::forward`] for one new position of N sequences (see
+    /// [`Attention::forward_rows`]).
+    fn forward_rows(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        caches: &mut [&mut Option<LayerKv>],
+        max_seq_len: usize,
+    ) -> Result<Tensor> {
+        let h = self.attn.forward_rows(
+            &rms_norm(x, &self.attn_norm, self.eps)?,
+            rope,
+            caches,
             max_seq_len,
         )?;
         let x = (x + h)?;
@@ -323,6 +405,42 @@ impl Thau {
         // The LM head and the loss in one op: the [B*T, V] logits are never stored.
         let nll = lm_head_cross_entropy(&hidden, &self.lm_head, &targets)?.sum_all()?; // scalar
         Ok(((nll / counted.max(1) as f64)?, counted))
+    }
+
+    /// One decoding step for N sequences at once: `ids[i]` continues `caches[i]` (each at
+    /// its own position). Logits `[N, V]`, the same as N separate [`Thau::forward_last`]
+    /// calls up to float rounding, with every weight read once instead of N times.
+    pub fn forward_rows(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let n = ids.len();
+        if n == 0 || caches.len() != n {
+            return Err(ModelError::Data(format!(
+                "a batched step needs one cache per token ({n} tokens, {} caches)",
+                caches.len()
+            )));
+        }
+        for c in caches.iter_mut() {
+            if c.len() + 1 > self.cfg.max_seq_len {
+                return Err(ModelError::Data(format!(
+                    "sequence of {} tokens exceeds the model's context of {}",
+                    c.len() + 1,
+                    self.cfg.max_seq_len
+                )));
+            }
+            c.layers.resize(self.blocks.len(), None);
+        }
+        let ids = Tensor::new(ids, self.device())?; // [N]
+        let mut x = self
+            .embed
+            .index_select(&ids, 0)? // [N, d]
+            .reshape((n, 1, self.cfg.d_model))?; // [N, 1, d]
+        for (l, block) in self.blocks.iter().enumerate() {
+            let mut slots: Vec<&mut Option<LayerKv>> =
+                caches.iter_mut().map(|c| &mut c.layers[l]).collect();
+            x = block.forward_rows(&x, &self.rope, &mut slots, self.cfg.max_seq_len)?;
+        }
+        let x = x.reshape((n, self.cfg.d_model))?; // [N, d]
+        let x = rms_norm(&x, &self.norm, self.cfg.rms_eps)?;
+        Ok(linear(&x, &self.lm_head)?) // [N, V]
     }
 
     /// The logits of the last position only: `[B, V]`.
@@ -460,5 +578,47 @@ mod tests {
             .unwrap();
         assert!(diff < 1e-4, "{diff}");
         assert_eq!(cache.len(), 6);
+    }
+
+    #[test]
+    fn a_batched_step_matches_separate_decoding() {
+        let cfg = ModelConfig::tiny(50);
+        let vm = init_weights(&cfg, 2, DType::F32, &Device::Cpu).unwrap();
+        let m = from_varmap(&vm, &cfg, DType::F32, &Device::Cpu).unwrap();
+        // Three sequences at different positions.
+        let prompts: [&[u32]; 3] = [&[3, 7, 11], &[5], &[1, 2, 3, 4, 5, 6, 7]];
+        let next = [9u32, 4, 30];
+        let prefill = |p: &[u32], c: &mut KvCache| {
+            let x = Tensor::new(p, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+            m.forward_last(&x, Some(c)).unwrap();
+        };
+        let mut batched: Vec<KvCache> = (0..3).map(|_| KvCache::new(cfg.n_layers)).collect();
+        let mut single = batched.clone();
+        for (i, p) in prompts.iter().enumerate() {
+            prefill(p, &mut batched[i]);
+            prefill(p, &mut single[i]);
+        }
+        for _ in 0..2 {
+            let mut refs: Vec<&mut KvCache> = batched.iter_mut().collect();
+            let rows = m.forward_rows(&next, &mut refs).unwrap(); // [3, V]
+            assert_eq!(rows.dims(), &[3, 50]);
+            for (i, c) in single.iter_mut().enumerate() {
+                let x = Tensor::new(&[[next[i]]], &Device::Cpu).unwrap();
+                let one = m.forward_last(&x, Some(c)).unwrap().squeeze(0).unwrap();
+                let diff: f32 = (rows.get(i).unwrap() - one)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(diff < 1e-4, "row {i}: {diff}");
+                assert_eq!(batched[i].len(), c.len());
+            }
+        }
+        // A cache per token, and room in the context, or a clear error.
+        let mut one: Vec<&mut KvCache> = batched.iter_mut().take(1).collect();
+        assert!(m.forward_rows(&next, &mut one).is_err());
     }
 }

@@ -1,0 +1,382 @@
+//! [`Engine`]: continuous batching for the native model. Requests ([`Job`]s) from every
+//! session wait in one first-come-first-served queue; a decode thread admits them (a few
+//! prompt prefills per step, so a long prompt never stalls the answers in progress) and
+//! advances every admitted generation by one token per step, all rows of a model in one
+//! forward pass ([`Thau::forward_rows`]): the weights are read once per step instead of
+//! once per session.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Tensor};
+use serde::Serialize;
+
+use super::generate::{Generation, SamplingParams, Sequence};
+use super::tokenizer::ThauTokenizer;
+use super::transformer::{KvCache, Thau};
+use super::{ModelError, Result};
+
+/// Most generations decoded together.
+pub const MAX_BATCH: usize = 32;
+/// Prompts prefilled between two decoding steps.
+const PREFILLS_PER_STEP: usize = 2;
+
+/// A model and its tokenizer, shared by the requests that use it (a hot swap gives new
+/// requests a new one; generations in progress finish on theirs).
+pub struct ServedModel {
+    pub model: Thau,
+    pub tokenizer: ThauTokenizer,
+}
+
+/// One generation request.
+pub struct Job {
+    pub model: Arc<ServedModel>,
+    pub prompt: Vec<u32>,
+    pub params: SamplingParams,
+    /// Each new piece of text; `false` cancels.
+    pub on_text: Box<dyn FnMut(&str) -> bool + Send>,
+    /// Called once with the result.
+    pub done: Box<dyn FnOnce(Result<Generation>) + Send>,
+}
+
+/// Counters of the decode thread.
+#[derive(Debug, Default, Serialize, Clone, Copy)]
+pub struct EngineStats {
+    /// Batched decoding steps run.
+    pub steps: u64,
+    /// Rows decoded in them (rows / steps is the mean batch size).
+    pub rows: u64,
+    /// Prompts prefilled.
+    pub prefills: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    steps: AtomicU64,
+    rows: AtomicU64,
+    prefills: AtomicU64,
+}
+
+/// The queue and its decode thread (which ends when the engine is dropped).
+pub struct Engine {
+    tx: Mutex<Sender<Job>>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Starts the decode thread.
+    pub fn start() -> Result<Engine> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        std::thread::Builder::new()
+            .name("thau-decode".into())
+            .spawn(move || run(rx, &c))
+            .map_err(|e| ModelError::Data(format!("cannot start the decode thread: {e}")))?;
+        Ok(Engine {
+            tx: Mutex::new(tx),
+            counters,
+        })
+    }
+
+    /// Queues a job; its `done` is called when it ends.
+    pub fn submit(&self, job: Job) -> Result<()> {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        tx.send(job)
+            .map_err(|_| ModelError::Data("the decode thread has stopped".into()))
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            steps: self.counters.steps.load(Ordering::Relaxed),
+            rows: self.counters.rows.load(Ordering::Relaxed),
+            prefills: self.counters.prefills.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// An admitted generation.
+struct Running {
+    model: Arc<ServedModel>,
+    seq: Sequence,
+    cache: KvCache,
+    on_text: Box<dyn FnMut(&str) -> bool + Send>,
+    done: Box<dyn FnOnce(Result<Generation>) + Send>,
+    /// Set when a step failed for this generation: it ends with this error.
+    failed: Option<ModelError>,
+}
+
+impl Running {
+    /// Builds the sequence and prefills its prompt; a generation that ends there (or
+    /// fails) is answered at once.
+    fn start(job: Job) -> Option<Running> {
+        let m = &job.model;
+        let stop = [m.tokenizer.special.eot];
+        let seq = match Sequence::new(&job.prompt, &job.params, &stop, m.model.cfg.max_seq_len) {
+            Ok(s) => s,
+            Err(e) => {
+                (job.done)(Err(e));
+                return None;
+            }
+        };
+        let mut r = Running {
+            model: job.model,
+            seq,
+            cache: KvCache::new(0),
+            on_text: job.on_text,
+            done: job.done,
+            failed: None,
+        };
+        if !r.seq.is_done() {
+            let prefill = (|| -> Result<Vec<f32>> {
+                let x = Tensor::new(r.seq.input(), r.model.model.device())?.unsqueeze(0)?; // [1, T]
+                let logits = r.model.model.forward_last(&x, Some(&mut r.cache))?; // [1, V]
+                Ok(logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1()?)
+            })();
+            if let Err(e) = prefill.and_then(|l| r.advance(&l)) {
+                (r.done)(Err(e));
+                return None;
+            }
+        }
+        if r.seq.is_done() {
+            r.finish();
+            return None;
+        }
+        Some(r)
+    }
+
+    fn advance(&mut self, logits: &[f32]) -> Result<()> {
+        let tok = &self.model.tokenizer;
+        self.seq
+            .accept(logits, &|ids| tok.decode(ids), &mut *self.on_text)
+    }
+
+    fn is_over(&self) -> bool {
+        self.seq.is_done() || self.failed.is_some()
+    }
+
+    fn finish(self) {
+        if let Some(e) = self.failed {
+            (self.done)(Err(e));
+            return;
+        }
+        let tok = &self.model.tokenizer;
+        let mut on_text = self.on_text;
+        let r = self.seq.finish(&|ids| tok.decode(ids), &mut *on_text);
+        (self.done)(r);
+    }
+}
+
+/// The decode loop: admit, step, retire, until every sender is gone.
+fn run(rx: Receiver<Job>, counters: &Counters) {
+    let mut waiting: VecDeque<Job> = VecDeque::new();
+    let mut active: Vec<Running> = Vec::new();
+    loop {
+        if active.is_empty() && waiting.is_empty() {
+            match rx.recv() {
+                Ok(j) => waiting.push_back(j),
+                Err(_) => return,
+            }
+        }
+        while let Ok(j) = rx.try_recv() {
+            waiting.push_back(j);
+        }
+        let mut admitted = 0;
+        while active.len() < MAX_BATCH && admitted < PREFILLS_PER_STEP {
+            let Some(job) = waiting.pop_front() else {
+                break;
+            };
+            admitted += 1;
+            counters.prefills.fetch_add(1, Ordering::Relaxed);
+            // A panic in the model fails this request, not the thread.
+            if let Ok(Some(r)) = std::panic::catch_unwind(AssertUnwindSafe(|| Running::start(job)))
+            {
+                active.push(r);
+            }
+        }
+        if active.is_empty() {
+            continue;
+        }
+        let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| step(&mut active, counters)));
+        if stepped.is_err() {
+            tracing::error!("a batched decoding step panicked; its requests failed");
+            for r in active.drain(..) {
+                (r.done)(Err(ModelError::Data("decoding failed (panic)".into())));
+            }
+            continue;
+        }
+        // Retire the finished ones, answering them.
+        let mut i = 0;
+        while i < active.len() {
+            if active[i].is_over() {
+                active.swap_remove(i).finish();
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// One token for every active generation: one forward pass per model in use.
+fn step(active: &mut [Running], counters: &Counters) {
+    let mut models: Vec<Arc<ServedModel>> = Vec::new();
+    for r in active.iter() {
+        if !models.iter().any(|m| Arc::ptr_eq(m, &r.model)) {
+            models.push(r.model.clone());
+        }
+    }
+    for m in models {
+        let mut group: Vec<&mut Running> = active
+            .iter_mut()
+            .filter(|r| Arc::ptr_eq(&r.model, &m))
+            .collect();
+        let ids: Vec<u32> = group.iter().map(|r| r.seq.input()[0]).collect();
+        let logits = (|| -> Result<Vec<Vec<f32>>> {
+            let mut caches: Vec<&mut KvCache> = group.iter_mut().map(|r| &mut r.cache).collect();
+            let l = m.model.forward_rows(&ids, &mut caches)?; // [N, V]
+            Ok(l.to_dtype(DType::F32)?.to_vec2()?)
+        })();
+        counters.steps.fetch_add(1, Ordering::Relaxed);
+        counters.rows.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        match logits {
+            Ok(rows) => {
+                for (r, l) in group.iter_mut().zip(&rows) {
+                    if let Err(e) = r.advance(l) {
+                        r.failed = Some(e);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!("a batched decoding step failed: {e}");
+                for r in group.iter_mut() {
+                    r.failed = Some(ModelError::Data(format!("decoding failed: {e}")));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::generate::generate;
+    use crate::model::transformer::{from_varmap, init_weights};
+    use crate::model::ModelConfig;
+    use candle_core::Device;
+
+    fn served() -> Arc<ServedModel> {
+        let text = "the red fox runs in the snow and the blue whale swims in the sea. ".repeat(20);
+        let tokenizer = ThauTokenizer::train(std::iter::once(text), 300).unwrap();
+        let mut cfg = ModelConfig::tiny(tokenizer.vocab_size());
+        cfg.max_seq_len = 128;
+        let vm = init_weights(&cfg, 3, DType::F32, &Device::Cpu).unwrap();
+        let model = from_varmap(&vm, &cfg, DType::F32, &Device::Cpu).unwrap();
+        Arc::new(ServedModel { model, tokenizer })
+    }
+
+    #[test]
+    fn batched_generations_match_one_at_a_time_and_stream() {
+        let m = served();
+        let engine = Engine::start().unwrap();
+        let prompts = ["the red fox", "the sea", "whale swims in the snow and", "a"];
+        let params = |i: usize| SamplingParams {
+            max_new_tokens: 12 + i,
+            temperature: if i % 2 == 0 { 0.0 } else { 0.9 },
+            seed: i as u64,
+            ..Default::default()
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, p) in prompts.iter().enumerate() {
+            let streamed = Arc::new(Mutex::new(String::new()));
+            let s2 = streamed.clone();
+            let tx = tx.clone();
+            engine
+                .submit(Job {
+                    model: m.clone(),
+                    prompt: m.tokenizer.encode(p).unwrap(),
+                    params: params(i),
+                    on_text: Box::new(move |piece| {
+                        s2.lock().unwrap().push_str(piece);
+                        true
+                    }),
+                    done: Box::new(move |r| {
+                        let streamed = streamed.lock().unwrap().clone();
+                        tx.send((i, r, streamed)).unwrap();
+                    }),
+                })
+                .unwrap();
+        }
+        let mut got: Vec<_> = (0..prompts.len()).map(|_| rx.recv().unwrap()).collect();
+        got.sort_by_key(|g| g.0);
+        for (i, r, streamed) in got {
+            let g = r.unwrap();
+            let ids = m.tokenizer.encode(prompts[i]).unwrap();
+            let alone = generate(
+                &m.model,
+                &m.tokenizer,
+                &ids,
+                &params(i),
+                &[m.tokenizer.special.eot],
+                &mut |_| true,
+            )
+            .unwrap();
+            assert_eq!(g.ids, alone.ids, "prompt {i}");
+            assert_eq!(streamed, g.text, "prompt {i}");
+        }
+        let st = engine.stats();
+        assert_eq!(st.prefills, 4);
+        // Several rows per step: the generations really were decoded together.
+        assert!(st.rows > st.steps, "{st:?}");
+    }
+
+    #[test]
+    fn a_cancelled_or_bad_job_ends_alone() {
+        let m = served();
+        let engine = Engine::start().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t2 = tx.clone();
+        let mut pieces = 0;
+        engine
+            .submit(Job {
+                model: m.clone(),
+                prompt: m.tokenizer.encode("the red fox").unwrap(),
+                params: SamplingParams {
+                    max_new_tokens: 50,
+                    temperature: 0.0,
+                    ..Default::default()
+                },
+                on_text: Box::new(move |_| {
+                    pieces += 1;
+                    pieces < 3
+                }),
+                done: Box::new(move |r| tx.send(r).unwrap()),
+            })
+            .unwrap();
+        engine
+            .submit(Job {
+                model: m.clone(),
+                prompt: Vec::new(),
+                params: SamplingParams::default(),
+                on_text: Box::new(|_| true),
+                done: Box::new(move |r| t2.send(r).unwrap()),
+            })
+            .unwrap();
+        let (a, b) = (rx.recv().unwrap(), rx.recv().unwrap());
+        let (ok, err) = if a.is_ok() { (a, b) } else { (b, a) };
+        let g = ok.unwrap();
+        assert_eq!(g.stop, crate::model::generate::StopReason::Cancelled);
+        assert!(g.ids.len() < 50, "{:?}", g.ids);
+        assert!(err.unwrap_err().to_string().contains("empty prompt"));
+    }
+}
