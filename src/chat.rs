@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::inference::{Generate, Prompt};
+use crate::actors::inference::{generate_batched, Generate, Prompt};
 use crate::actors::short_term_memory::{AddTurn, GetWindow};
 use crate::actors::tool_router::{DetectIntent, HandleOutput, RunTool, ToolResult};
 use crate::actors::ActorError;
@@ -131,15 +131,18 @@ pub async fn chat_turn(
     } else {
         None
     };
+    // Through the batching queue: concurrent sessions decode together.
     let generation = ask(
         "inference",
-        inference
-            .send(Generate {
+        generate_batched(
+            &inference,
+            Generate {
                 prompt: Prompt::Chat(messages),
                 params,
                 stream,
-            })
-            .await,
+            },
+        )
+        .await,
     )?;
     let mut routed = ask(
         "tool_router",

@@ -558,6 +558,9 @@ struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]
     what: BenchKind,
+    /// serve: concurrent sessions of each round.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    sessions: Vec<usize>,
     /// Timed training steps.
     #[arg(long, default_value_t = 5)]
     steps: usize,
@@ -650,6 +653,10 @@ enum BenchKind {
     /// Tool calling of the newest checkpoint on held-out prompts: image requests that get a
     /// schema-valid call (goal ≥ 90%), ordinary prompts that wrongly get one (goal ≤ 5%).
     Tools,
+    /// Concurrent WebSocket chats against a local server (the data directory's model, else
+    /// an untrained age-0 one): aggregate tokens/s and time to first token for each
+    /// `--sessions` count, and the ratio to the first (goal: 32 sessions ≥ 6× one).
+    Serve,
 }
 
 #[derive(Subcommand, Debug)]
@@ -1207,6 +1214,7 @@ continue with: thau train --age {}",
                     }
                     return Ok(());
                 }
+                BenchKind::Serve => return bench_serve(home, config, &args, json),
                 BenchKind::Embed => {
                     use thau::memory::embed::{BertEmbedder, Embedder, HashEmbedder, ThauEmbedder};
                     let set = thau::memory::bench::RetrievalSet::from_qa_dir(&args.qa)?;
@@ -1379,6 +1387,99 @@ fn cli_replay(
         )));
     }
     Ok(())
+}
+
+/// `thau bench serve`: a server on a free local port, then rounds of concurrent chats.
+fn bench_serve(home: Home, mut config: ThauConfig, a: &BenchArgs, json: bool) -> Result<()> {
+    use thau::server::{bench, serve, AppState, ServeOptions};
+    if a.sessions.is_empty() || a.sessions.contains(&0) {
+        return Err(ThauError::Invalid(
+            "--sessions takes counts above 0, e.g. 1,8,32".into(),
+        ));
+    }
+    let tmp = tempfile::tempdir().map_err(|e| ThauError::io(std::env::temp_dir(), e))?;
+    let (home, model) = if thau::model::checkpoint::newest(&home.checkpoints())?.is_some() {
+        (home, "the data directory's newest checkpoint")
+    } else {
+        let fresh = Home::new(tmp.path().join("home"));
+        eprintln!("no model in the data directory: an untrained age-0 model it is");
+        let vocab = config.model.vocab_size;
+        bench::fresh_model(
+            &fresh,
+            &a.corpus,
+            0,
+            vocab,
+            config.model.context_length,
+            config.seed,
+        )?;
+        (fresh, "an untrained age-0 model")
+    };
+    // The benchmark measures decoding, not the admission limits.
+    config.server.max_sessions = a.sessions.iter().max().copied().unwrap_or(1) + 1;
+    config.server.turns_per_minute = 0;
+    let (sessions, tokens) = (a.sessions.clone(), a.tokens);
+    with_runtime(home, config, |rt| async move {
+        let rt = std::sync::Arc::new(rt);
+        let state = AppState::new(rt.clone(), None);
+        let opts = ServeOptions {
+            addr: "127.0.0.1:0"
+                .parse()
+                .map_err(|e| ThauError::Invalid(format!("{e}")))?,
+            api_key: None,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let server = tokio::spawn(async move {
+            serve(
+                state,
+                &opts,
+                move |addr| {
+                    let _ = addr_tx.send(addr);
+                },
+                async move {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+        });
+        let rt2 = rt.clone();
+        let rounds = tokio::task::spawn_blocking(move || {
+            let addr = addr_rx
+                .recv()
+                .map_err(|_| ThauError::Invalid("the server did not start".into()))?;
+            let stats = || rt2.decode_stats();
+            bench::run_rounds(addr, &sessions, tokens, "Tell me about the red fox", &stats)
+        })
+        .await
+        .map_err(|e| ThauError::Invalid(format!("bench: {e}")))?;
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        if let Ok(rt) = std::sync::Arc::try_unwrap(rt) {
+            rt.shutdown().await;
+        }
+        let rounds = rounds?;
+        if json {
+            print_json(&serde_json::json!({ "model": model, "rounds": rounds }));
+        } else {
+            println!("serve bench on {model}: {tokens} tokens per chat, greedy");
+            println!("sessions  tokens  seconds  aggregate tok/s  ratio  per-session tok/s  TTFT p50 ms  p99 ms  batch");
+            for r in &rounds {
+                println!(
+                    "{:>8}  {:>6}  {:>7.2}  {:>15.1}  {:>5.2}  {:>17.1}  {:>11.0}  {:>6.0}  {:>5.1}",
+                    r.sessions,
+                    r.tokens,
+                    r.seconds,
+                    r.aggregate_tokens_per_s,
+                    r.ratio_to_first,
+                    r.per_session_tokens_per_s,
+                    r.ttft_p50_ms,
+                    r.ttft_p99_ms,
+                    r.mean_batch
+                );
+            }
+        }
+        Ok(())
+    })
 }
 
 /// `thau serve`: starts the runtime and the HTTP API; Ctrl-C (or SIGTERM) stops accepting,

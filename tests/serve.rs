@@ -551,3 +551,58 @@ async fn sessions_are_capped_and_turns_rate_limited() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// `thau bench serve`'s rounds against a live server: every session's chat is counted, the
+/// decode thread reports the rows it batched, and the first round is the reference.
+#[actix::test]
+async fn the_serve_bench_measures_concurrent_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_model(dir.path());
+    let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
+    let state = AppState::new(rt.clone(), None);
+    let opts = ServeOptions {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        api_key: None,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let server = tokio::spawn(async move {
+        serve(
+            state,
+            &opts,
+            move |a| addr_tx.send(a).unwrap(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    let rt2 = rt.clone();
+    let rounds = tokio::task::spawn_blocking(move || {
+        let addr = addr_rx.recv().unwrap();
+        let stats = || rt2.decode_stats();
+        thau::server::bench::run_rounds(addr, &[1, 4], 16, "the red fox", &stats)
+    })
+    .await
+    .unwrap();
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let rounds = rounds.unwrap();
+    assert_eq!(rounds.len(), 2);
+    assert_eq!(rounds[0].ratio_to_first, 1.0);
+    for (r, n) in rounds.iter().zip([1, 4]) {
+        assert_eq!(r.sessions, n);
+        assert!(r.tokens >= n && r.tokens <= 16 * n, "{r:?}");
+        assert!(
+            r.aggregate_tokens_per_s > 0.0 && r.mean_batch >= 1.0,
+            "{r:?}"
+        );
+        assert!(
+            r.ttft_p50_ms <= r.ttft_p99_ms && r.ttft_p99_ms <= r.seconds * 1e3,
+            "{r:?}"
+        );
+    }
+    let st = rt.decode_stats().unwrap();
+    // The warm-up chat and the five measured ones were all prefilled by the decode thread.
+    assert_eq!(st.prefills, 6, "{st:?}");
+}

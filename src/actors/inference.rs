@@ -18,11 +18,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
+use crate::model::batch::{Engine, Job, ServedModel};
 use crate::model::checkpoint;
 use crate::model::generate::{generate, score, Generation, SamplingParams};
 use crate::model::gguf::GgufModel;
 use crate::model::tokenizer::{Message as ChatMessage, ThauTokenizer};
-use crate::model::transformer::{from_tensors, Thau};
+use crate::model::transformer::from_tensors;
 use crate::model::ModelConfig;
 use crate::runtime::agents::AgentSpec;
 
@@ -42,6 +43,42 @@ pub struct Generate {
     /// `None` uses the defaults from `agents/inference.toml`.
     pub params: Option<SamplingParams>,
     pub stream: Option<UnboundedSender<String>>,
+}
+
+/// [`Generate`] without holding an Inference thread: the request joins the batching queue
+/// (native models) and the reply is a receiver for its result. Use [`generate`].
+#[derive(Message, Debug)]
+#[rtype(result = "Result<PendingGeneration, ActorError>")]
+pub struct Submit(pub Generate);
+
+/// A generation in progress; await [`PendingGeneration::result`].
+#[derive(Debug)]
+pub struct PendingGeneration(tokio::sync::oneshot::Receiver<Result<Generation, ActorError>>);
+
+impl PendingGeneration {
+    fn ready(r: Result<Generation, ActorError>) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = tx.send(r);
+        PendingGeneration(rx)
+    }
+
+    pub async fn result(self) -> Result<Generation, ActorError> {
+        self.0
+            .await
+            .unwrap_or_else(|_| Err(ActorError::Failed("the decode thread stopped".into())))
+    }
+}
+
+/// Generates through the batching queue: many sessions' requests are decoded together
+/// instead of one after another. The same result as sending [`Generate`].
+pub async fn generate_batched(
+    inference: &Addr<Inference>,
+    g: Generate,
+) -> Result<Result<Generation, ActorError>, MailboxError> {
+    Ok(match inference.send(Submit(g)).await? {
+        Ok(pending) => pending.result().await,
+        Err(e) => Err(e),
+    })
 }
 
 /// Log-probabilities of each token of `continuation` after `prompt`.
@@ -95,9 +132,25 @@ pub struct WeightsCell {
     generation: AtomicU64,
     latest: Mutex<Option<Arc<SwapWeights>>>,
     temperature: Mutex<Option<f64>>,
+    /// The decode thread that batches [`Submit`]ted generations of every session.
+    engine: Option<Engine>,
 }
 
 impl WeightsCell {
+    /// A cell with a batching decode thread (what the runtime gives its Inference).
+    pub fn with_engine() -> Result<Self, ActorError> {
+        let engine = Engine::start().map_err(|e| ActorError::Failed(e.to_string()))?;
+        Ok(WeightsCell {
+            engine: Some(engine),
+            ..Default::default()
+        })
+    }
+
+    /// The decode thread's counters, when there is one.
+    pub fn engine_stats(&self) -> Option<crate::model::batch::EngineStats> {
+        self.engine.as_ref().map(Engine::stats)
+    }
+
     fn temperature(&self) -> Option<f64> {
         *self.temperature.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -133,14 +186,8 @@ pub struct ModelInfo {
 
 /// What serves the requests.
 enum Backend {
-    Native(Box<Native>),
+    Native(Arc<ServedModel>),
     Gguf(Box<GgufModel>),
-}
-
-/// A native THAU checkpoint in memory.
-struct Native {
-    model: Thau,
-    tokenizer: ThauTokenizer,
 }
 
 struct Loaded {
@@ -208,7 +255,7 @@ impl Inference {
         match from_tensors(w.weights.clone(), &w.config, &candle_core::Device::Cpu) {
             Ok(model) => {
                 self.loaded = Some(Loaded {
-                    backend: Backend::Native(Box::new(Native {
+                    backend: Backend::Native(Arc::new(ServedModel {
                         model,
                         tokenizer: w.tokenizer.clone(),
                     })),
@@ -262,7 +309,7 @@ impl Inference {
                 let model = from_tensors(ck.weights, &ck.config, &candle_core::Device::Cpu)
                     .map_err(failed)?;
                 Loaded {
-                    backend: Backend::Native(Box::new(Native {
+                    backend: Backend::Native(Arc::new(ServedModel {
                         model,
                         tokenizer: ck.tokenizer,
                     })),
@@ -284,6 +331,19 @@ impl Inference {
             ActorError::Unavailable(
                 err.unwrap_or_else(|| "no model loaded: train one with `thau train`".into()),
             )
+        })
+    }
+}
+
+impl Inference {
+    /// The request's sampling settings, else the defaults with the Tuner's temperature.
+    fn sampling(&self, p: Option<SamplingParams>) -> SamplingParams {
+        p.unwrap_or_else(|| {
+            let mut p = self.defaults.clone();
+            if let Some(t) = self.swapped.temperature() {
+                p.temperature = t;
+            }
+            p
         })
     }
 }
@@ -332,13 +392,7 @@ impl Handler<Generate> for Inference {
     type Result = Result<Generation, ActorError>;
     fn handle(&mut self, msg: Generate, ctx: &mut SyncContext<Self>) -> Self::Result {
         guarded(self, ctx, "Generate", |me| {
-            let params = msg.params.unwrap_or_else(|| {
-                let mut p = me.defaults.clone();
-                if let Some(t) = me.swapped.temperature() {
-                    p.temperature = t;
-                }
-                p
-            });
+            let params = me.sampling(msg.params.clone());
             let mut on_text = |s: &str| match &msg.stream {
                 // A closed stream means the client went away: stop generating.
                 Some(tx) => tx.send(s.to_string()).is_ok(),
@@ -372,6 +426,50 @@ impl Handler<Generate> for Inference {
                 }
             }
         })
+    }
+}
+
+impl Handler<Submit> for Inference {
+    type Result = Result<PendingGeneration, ActorError>;
+    fn handle(&mut self, m: Submit, ctx: &mut SyncContext<Self>) -> Self::Result {
+        let msg = m.0;
+        let queued = guarded(self, ctx, "Submit", |me| {
+            let cell = me.swapped.clone();
+            let Some(engine) = cell.engine.as_ref() else {
+                return Ok(None);
+            };
+            let params = me.sampling(msg.params.clone());
+            let model = match &me.loaded()?.backend {
+                Backend::Native(n) => n.clone(),
+                // GGUF models decode here, one request at a time.
+                Backend::Gguf(_) => return Ok(None),
+            };
+            let prompt = prompt_ids(&model.tokenizer, &msg.prompt)?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let stream = msg.stream.clone();
+            engine
+                .submit(Job {
+                    model,
+                    prompt,
+                    params,
+                    // A closed stream means the client went away: stop generating.
+                    on_text: Box::new(move |piece| match &stream {
+                        Some(s) => s.send(piece.to_string()).is_ok(),
+                        None => true,
+                    }),
+                    done: Box::new(move |r| {
+                        let _ = tx.send(r.map_err(|e| ActorError::BadRequest(e.to_string())));
+                    }),
+                })
+                .map_err(|e| ActorError::Failed(e.to_string()))?;
+            Ok(Some(PendingGeneration(rx)))
+        })?;
+        match queued {
+            Some(p) => Ok(p),
+            None => Ok(PendingGeneration::ready(
+                <Self as Handler<Generate>>::handle(self, msg, ctx),
+            )),
+        }
     }
 }
 

@@ -292,7 +292,7 @@ mod tests {
         let prompts = ["the red fox", "the sea", "whale swims in the snow and", "a"];
         let params = |i: usize| SamplingParams {
             max_new_tokens: 12 + i,
-            temperature: if i % 2 == 0 { 0.0 } else { 0.9 },
+            temperature: if i.is_multiple_of(2) { 0.0 } else { 0.9 },
             seed: i as u64,
             ..Default::default()
         };

@@ -1024,8 +1024,9 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 
 // ---------------------------------------------------------------- small-batch linear
 
-/// Most rows for which [`small_linear`] beats the general matmul.
-pub const SMALL_LINEAR_ROWS: usize = 4;
+/// Most rows for which [`small_linear`] beats the general matmul (which packs the whole
+/// weight matrix first): a batched decoding step's rows, one per session.
+pub const SMALL_LINEAR_ROWS: usize = 32;
 
 /// Outputs per parallel work item of [`small_linear`].
 const GEMV_CHUNK: usize = 64;
@@ -1079,6 +1080,75 @@ fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
     sum + dot_scalar(&a[i..n], &b[i..n])
 }
 
+/// `out[r][c] = x[r] · w[c]` for four input rows and four weight rows of equal length: each
+/// load feeds four multiply-adds (a 4×4 register block), so the kernel is bound by
+/// arithmetic rather than by loads, as one dot product at a time is.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn dot4x4_avx512(x: [&[f32]; 4], w: [&[f32]; 4]) -> [[f32; 4]; 4] {
+    use std::arch::x86_64::*;
+    let k = x.iter().chain(&w).map(|s| s.len()).min().unwrap_or(0);
+    let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+    let mut i = 0;
+    // SAFETY: every load reads 16 floats at offsets below `k`, inside all eight slices.
+    unsafe {
+        while i + 16 <= k {
+            let wv = [
+                _mm512_loadu_ps(w[0].as_ptr().add(i)),
+                _mm512_loadu_ps(w[1].as_ptr().add(i)),
+                _mm512_loadu_ps(w[2].as_ptr().add(i)),
+                _mm512_loadu_ps(w[3].as_ptr().add(i)),
+            ];
+            for (xr, accr) in x.iter().zip(acc.iter_mut()) {
+                let xv = _mm512_loadu_ps(xr.as_ptr().add(i));
+                for (a, wc) in accr.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(xv, *wc, *a);
+                }
+            }
+            i += 16;
+        }
+    }
+    let mut out = [[0.0f32; 4]; 4];
+    for r in 0..4 {
+        for c in 0..4 {
+            out[r][c] = _mm512_reduce_add_ps(acc[r][c]) + dot_scalar(&x[r][i..k], &w[c][i..k]);
+        }
+    }
+    out
+}
+
+/// Dot products of every row of `x` (`rows` rows of `k`) with each of the weight rows
+/// `w` (`ys.len() / rows` rows of `k`), into `ys` `[outputs, rows]`.
+fn dots(x: &[f32], rows: usize, k: usize, w: &[f32], ys: &mut [f32]) {
+    let outputs = ys.len() / rows;
+    let mut c0 = 0;
+    #[cfg(target_arch = "x86_64")]
+    if rows > 1 && std::arch::is_x86_feature_detected!("avx512f") {
+        let xrow = |r: usize| &x[r.min(rows - 1) * k..(r.min(rows - 1) + 1) * k];
+        while c0 + 4 <= outputs {
+            let wrow = |c: usize| &w[(c0 + c) * k..(c0 + c + 1) * k];
+            for r0 in (0..rows).step_by(4) {
+                // A short last block repeats its last row; the copies are not stored.
+                let xs = [xrow(r0), xrow(r0 + 1), xrow(r0 + 2), xrow(r0 + 3)];
+                // SAFETY: the CPU supports AVX-512F (checked above).
+                let block = unsafe { dot4x4_avx512(xs, [wrow(0), wrow(1), wrow(2), wrow(3)]) };
+                for (r, out_r) in block.iter().enumerate().take(rows - r0) {
+                    for (c, v) in out_r.iter().enumerate() {
+                        ys[(c0 + c) * rows + r0 + r] = *v;
+                    }
+                }
+            }
+            c0 += 4;
+        }
+    }
+    for c in c0..outputs {
+        let wr = &w[c * k..(c + 1) * k];
+        for (r, xr) in x.chunks(k).take(rows).enumerate() {
+            ys[c * rows + r] = dot(xr, wr);
+        }
+    }
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
@@ -1111,14 +1181,24 @@ impl CustomOp2 for SmallLinear {
         if k != k2 {
             bail!("small_linear: x is [{rows}, {k}] but w is [{n}, {k2}]");
         }
-        let mut out = vec![0.0f32; rows * n];
-        for (xr, o) in x.chunks(k).zip(out.chunks_mut(n)) {
-            o.par_chunks_mut(GEMV_CHUNK).enumerate().for_each(|(c, o)| {
-                for (j, y) in o.iter_mut().enumerate() {
-                    let row = (c * GEMV_CHUNK + j) * k;
-                    *y = dot(xr, &w[row..row + k]);
-                }
+        // Outputs-major, `[n, rows]`: each weight row is read from memory once and used
+        // for every input row while it sits in L1 (decoding is bound by reading weights).
+        let mut out_t = vec![0.0f32; n * rows];
+        out_t
+            .par_chunks_mut(GEMV_CHUNK * rows)
+            .enumerate()
+            .for_each(|(c, o)| {
+                let first = c * GEMV_CHUNK * k;
+                dots(x, rows, k, &w[first..first + (o.len() / rows) * k], o);
             });
+        if rows == 1 {
+            return Ok((CpuStorage::F32(out_t), Shape::from((rows, n))));
+        }
+        let mut out = vec![0.0f32; rows * n]; // [rows, n]
+        for (j, ys) in out_t.chunks(rows).enumerate() {
+            for (i, y) in ys.iter().enumerate() {
+                out[i * n + j] = *y;
+            }
         }
         Ok((CpuStorage::F32(out), Shape::from((rows, n))))
     }
@@ -1286,11 +1366,15 @@ mod tests {
 
     #[test]
     fn small_linear_matches_matmul() {
-        let x = det(&[3, 70], 0.3).to_dtype(DType::F32).unwrap();
+        // 4×4 blocks with short row blocks, output chunks with a tail, k with a tail.
         let w = det(&[130, 70], 1.1).to_dtype(DType::F32).unwrap();
-        let ours = small_linear(&x, &w).unwrap().expect("small f32 input");
-        let reference = x.matmul(&w.t().unwrap()).unwrap();
-        assert!(max_diff(&ours, &reference) < 1e-4);
+        for rows in [1, 3, 5, SMALL_LINEAR_ROWS] {
+            let x = det(&[rows, 70], 0.3).to_dtype(DType::F32).unwrap();
+            let ours = small_linear(&x, &w).unwrap().expect("small f32 input");
+            let reference = x.matmul(&w.t().unwrap()).unwrap();
+            assert!(max_diff(&ours, &reference) < 1e-4, "{rows} rows");
+        }
+        let x = det(&[3, 70], 0.3).to_dtype(DType::F32).unwrap();
         let tracked = Var::from_tensor(&w).unwrap();
         assert!(
             small_linear(&x, tracked.as_tensor()).unwrap().is_none(),

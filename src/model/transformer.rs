@@ -301,9 +301,7 @@ impl Block {
         let x = (&x + self.mlp.forward(&rms_norm(&x, &self.ffn_norm, self.eps)?)?)?;
         Ok(x)
     }
-}
 
-impl Block {
     /// [`Block::forward`] for one new position of N sequences (see
     /// [`Attention::forward_rows`]).
     fn forward_rows(

@@ -84,6 +84,8 @@ pub struct Runtime {
     /// The async actors' arbiters, stopped (dropping the actors and closing their stores)
     /// by [`Runtime::shutdown`].
     arbiters: Vec<Arbiter>,
+    /// What the Inference threads share (weights swapped in, the decode thread).
+    inference_cell: Option<Arc<crate::actors::inference::WeightsCell>>,
 }
 
 /// Starts an async actor on its own arbiter under a supervisor.
@@ -181,6 +183,7 @@ impl Runtime {
             specs,
             handles: BTreeMap::new(),
             arbiters: Vec::new(),
+            inference_cell: None,
         };
         let mut arbiters = Vec::new();
         for (&kind, spec) in rt.specs.clone().iter().filter(|(_, s)| s.enabled) {
@@ -206,8 +209,13 @@ impl Runtime {
                 .map(std::path::PathBuf::from);
             match kind {
                 ActorKind::Inference => {
-                    // One cell for all threads, so a weight swap reaches each of them.
-                    let cell = Arc::new(crate::actors::inference::WeightsCell::default());
+                    // One cell for all threads, so a weight swap reaches each of them,
+                    // and one decode thread batching every session's generations.
+                    let cell = Arc::new(
+                        crate::actors::inference::WeightsCell::with_engine()
+                            .map_err(|e| ThauError::Invalid(format!("inference: {e}")))?,
+                    );
+                    rt.inference_cell = Some(cell.clone());
                     let addr = SyncArbiter::start(spec.threads, move || {
                         Inference::new(base.clone(), &spec, checkpoints.clone(), gguf.clone())
                             .with_weights_cell(cell.clone())
@@ -339,6 +347,11 @@ impl Runtime {
     }
 
     /// Names of the running actors.
+    /// The batching decode thread's counters (steps, rows, prefills), when Inference runs.
+    pub fn decode_stats(&self) -> Option<crate::model::batch::EngineStats> {
+        self.inference_cell.as_ref()?.engine_stats()
+    }
+
     pub fn running(&self) -> Vec<&'static str> {
         self.handles.keys().map(|k| k.name()).collect()
     }

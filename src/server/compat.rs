@@ -18,7 +18,7 @@ use warp::Reply;
 use super::chat::ask;
 use super::error::ApiError;
 use super::AppState;
-use crate::actors::inference::{Generate, Prompt};
+use crate::actors::inference::{generate_batched, Generate, Prompt};
 use crate::actors::tool_router::ScanOutput;
 use crate::model::generate::{Generation, SamplingParams, StopReason};
 use crate::model::tokenizer::{Message, Role};
@@ -136,13 +136,15 @@ async fn run(
         .ok_or_else(|| ApiError::unavailable("the Inference actor is not running"))?;
     ask(
         "inference",
-        inference
-            .send(Generate {
+        generate_batched(
+            &inference,
+            Generate {
                 prompt,
                 params: Some(params),
                 stream: pieces,
-            })
-            .await,
+            },
+        )
+        .await,
     )
 }
 

@@ -4,13 +4,15 @@
 //! (one documented function per route), the WebSocket chat in [`ws`], the chat turn they
 //! share in [`chat`], the Ollama- and OpenAI-compatible endpoints in [`compat`], the error
 //! type
-//! and its JSON responses in [`error`], request counters in [`metrics`].
+//! and its JSON responses in [`error`], request counters in [`metrics`], admission limits
+//! in [`limits`], `thau bench serve` in [`bench`].
 //!
 //! Safety: every body is size-limited ([`MAX_BODY_BYTES`]); WebSocket sessions are capped
 //! and chat turns rate-limited per session ([`limits`]); mutating and training routes
 //! need `THAU_API_KEY` when it is set; the server binds 127.0.0.1 unless told otherwise;
 //! pictures are served only if the ImageTool made them (no paths, `..`, or links).
 
+pub mod bench;
 pub mod chat;
 pub mod compat;
 pub mod error;

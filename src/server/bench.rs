@@ -1,0 +1,181 @@
+//! `thau bench serve`: N concurrent WebSocket chats against a server on this machine —
+//! aggregate tokens/s, time to first token (p50/p99) and the ratio to one session, which
+//! the batching decode thread ([`crate::model::batch`]) is there to raise.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::error::{Result, ThauError};
+
+/// How long one chat of the benchmark may take.
+const CHAT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What one round (N sessions at once) measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeRound {
+    pub sessions: usize,
+    pub tokens: usize,
+    pub seconds: f64,
+    /// Tokens of every session over the round's wall time.
+    pub aggregate_tokens_per_s: f64,
+    /// `aggregate_tokens_per_s` over the first round's (one session, when asked first).
+    pub ratio_to_first: f64,
+    pub ttft_p50_ms: f64,
+    pub ttft_p99_ms: f64,
+    pub per_session_tokens_per_s: f64,
+    /// Rows per batched decoding step during the round (how many sessions shared a pass).
+    pub mean_batch: f64,
+}
+
+/// One chat: time to the first streamed piece, and the tokens of the answer.
+fn one_chat(
+    addr: SocketAddr,
+    prompt: &str,
+    tokens: usize,
+    seed: u64,
+    start: &Barrier,
+) -> Result<(Duration, usize)> {
+    let err = |e: &dyn std::fmt::Display| ThauError::Invalid(format!("bench chat: {e}"));
+    let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/ws/chat")).map_err(|e| err(&e))?;
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+        let _ = s.set_read_timeout(Some(CHAT_TIMEOUT));
+    }
+    let read = |ws: &mut tungstenite::WebSocket<_>| -> Result<Value> {
+        loop {
+            if let tungstenite::Message::Text(t) = ws.read().map_err(|e| err(&e))? {
+                return serde_json::from_str(t.as_str()).map_err(|e| err(&e));
+            }
+        }
+    };
+    read(&mut ws)?; // session.created
+    start.wait();
+    let t0 = Instant::now();
+    let msg = json!({
+        "type": "message.create", "message": prompt, "max_tokens": tokens,
+        "temperature": 0.0, "seed": seed,
+    });
+    ws.send(tungstenite::Message::text(msg.to_string()))
+        .map_err(|e| err(&e))?;
+    let mut first = None;
+    loop {
+        let v = read(&mut ws)?;
+        match v["type"].as_str() {
+            Some("response.delta") => {
+                first.get_or_insert_with(|| t0.elapsed());
+            }
+            Some("response.done") => {
+                let n = v["tokens"].as_u64().unwrap_or(0) as usize;
+                let _ = ws.close(None);
+                return Ok((first.unwrap_or_else(|| t0.elapsed()), n));
+            }
+            Some("error") => return Err(err(&v["message"])),
+            _ => {}
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs one round per entry of `sessions` against the server at `addr`, each chat asking
+/// for `tokens` tokens (greedy, so every round decodes the same work per session); `stats`
+/// reads the decode thread's counters. A first, unmeasured chat warms the server up (the
+/// first request pays for page faults and lazy setup).
+pub fn run_rounds(
+    addr: SocketAddr,
+    sessions: &[usize],
+    tokens: usize,
+    prompt: &str,
+    stats: &dyn Fn() -> Option<crate::model::batch::EngineStats>,
+) -> Result<Vec<ServeRound>> {
+    one_chat(addr, prompt, tokens, 0, &Barrier::new(1))?;
+    let mut rounds: Vec<ServeRound> = Vec::new();
+    for &n in sessions {
+        let before = stats().unwrap_or_default();
+        let barrier = Arc::new(Barrier::new(n + 1));
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let b = barrier.clone();
+                let prompt = format!("{prompt} ({i})");
+                std::thread::spawn(move || one_chat(addr, &prompt, tokens, i as u64, &b))
+            })
+            .collect();
+        barrier.wait();
+        let t0 = Instant::now();
+        let mut ttft = Vec::with_capacity(n);
+        let mut total = 0;
+        for h in handles {
+            let (first, toks) = h
+                .join()
+                .map_err(|_| ThauError::Invalid("a bench client panicked".into()))??;
+            ttft.push(first.as_secs_f64() * 1e3);
+            total += toks;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let after = stats().unwrap_or_default();
+        let steps = after.steps.saturating_sub(before.steps);
+        ttft.sort_by(f64::total_cmp);
+        let agg = total as f64 / secs.max(1e-9);
+        let first_agg = rounds.first().map_or(agg, |r| r.aggregate_tokens_per_s);
+        rounds.push(ServeRound {
+            sessions: n,
+            tokens: total,
+            seconds: secs,
+            aggregate_tokens_per_s: agg,
+            ratio_to_first: agg / first_agg.max(1e-9),
+            ttft_p50_ms: percentile(&ttft, 50.0),
+            ttft_p99_ms: percentile(&ttft, 99.0),
+            per_session_tokens_per_s: agg / n as f64,
+            mean_batch: after.rows.saturating_sub(before.rows) as f64 / steps.max(1) as f64,
+        });
+    }
+    Ok(rounds)
+}
+
+/// Writes an untrained age-`age` model (a tokenizer trained on `corpus`, seeded random
+/// weights) into `home`: decoding speed does not depend on what the weights learned.
+pub fn fresh_model(
+    home: &crate::home::Home,
+    corpus: &std::path::Path,
+    age: u32,
+    vocab_size: usize,
+    context: usize,
+    seed: u64,
+) -> Result<()> {
+    use crate::model::transformer::init_weights;
+    home.init()?;
+    let corpus = crate::model::data::Corpus::load(corpus)?;
+    let tok = crate::model::tokenizer::ThauTokenizer::train(
+        corpus.examples.iter().map(|e| e.text()),
+        vocab_size,
+    )?;
+    let cfg = crate::model::ModelConfig::for_age(age, tok.vocab_size(), context)?;
+    let dev = candle_core::Device::Cpu;
+    let vm = init_weights(&cfg, seed, candle_core::DType::F32, &dev)?;
+    let weights: std::collections::HashMap<String, candle_core::Tensor> = vm
+        .data()
+        .lock()
+        .map_err(|_| ThauError::Invalid("weights lock poisoned".into()))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    crate::model::checkpoint::save(
+        &home.age_checkpoint(age),
+        0,
+        &cfg,
+        &tok,
+        &weights,
+        None,
+        None,
+    )?;
+    Ok(())
+}
