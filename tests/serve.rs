@@ -606,3 +606,72 @@ async fn the_serve_bench_measures_concurrent_sessions() {
     // The warm-up chat and the five measured ones were all prefilled by the decode thread.
     assert_eq!(st.prefills, 6, "{st:?}");
 }
+
+/// `response.cancel` stops a long answer mid-way (an untrained age-0 model with a long
+/// context decodes for seconds otherwise), and the connection takes the next message.
+#[actix::test]
+async fn response_cancel_stops_a_long_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/corpus/en");
+    thau::server::bench::fresh_model(&home, &corpus, 0, 1024, 2048, 5).unwrap();
+    let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
+    let state = AppState::new(rt.clone(), None);
+    let opts = ServeOptions {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        api_key: None,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let server = tokio::spawn(async move {
+        serve(
+            state,
+            &opts,
+            move |a| addr_tx.send(a).unwrap(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    let checks = tokio::task::spawn_blocking(move || {
+        let addr = addr_rx.recv().unwrap();
+        let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/ws/chat")).unwrap();
+        assert_eq!(read(&mut ws)["type"], "session.created");
+        let long = 1500;
+        send(&mut ws, json!({"type": "message.create", "message": "tell me everything", "max_tokens": long, "temperature": 0.0}));
+        // The first piece, then stop.
+        loop {
+            let v = read(&mut ws);
+            assert_ne!(v["type"], "response.done", "finished before it could be cancelled: {v}");
+            if v["type"] == "response.delta" {
+                break;
+            }
+        }
+        send(&mut ws, json!({"type": "response.cancel"}));
+        let done = loop {
+            let v = read(&mut ws);
+            if v["type"] == "response.done" {
+                break v;
+            }
+        };
+        assert_eq!(done["cancelled"], true, "{done}");
+        assert!(done["tokens"].as_u64().unwrap() < long / 2, "{done}");
+        // The connection carries on.
+        send(&mut ws, json!({"type": "message.create", "message": "again", "max_tokens": 3}));
+        let next = loop {
+            let v = read(&mut ws);
+            if v["type"] == "response.done" {
+                break v;
+            }
+        };
+        assert_eq!(next["cancelled"], false, "{next}");
+        assert!(next["tokens"].as_u64().unwrap() <= 3);
+    })
+    .await;
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    if let Err(e) = checks {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
