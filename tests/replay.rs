@@ -13,7 +13,8 @@ use thau::home::Home;
 use thau::replay::run::prepare_home;
 use thau::replay::scenario::Scenario;
 use thau::runtime::Runtime;
-use thau::server::{serve, AppState, ServeOptions};
+
+mod common;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -228,24 +229,7 @@ async fn a_replay_through_the_websocket_matches_the_local_one() {
     let home = Home::new(dir.path().join("server-home"));
     prepare_home(&sc, &home, None).unwrap();
     let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
-    let opts = ServeOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        api_key: Some("k".into()),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let state = AppState::new(rt.clone(), Some("k".into()));
-    let server = tokio::spawn(async move {
-        serve(
-            state,
-            &opts,
-            move |a| addr_tx.send(a).unwrap(),
-            async move {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-    });
+    let (addr_rx, server) = common::start_server(rt.clone(), Some("k"));
     let remote_t = dir.path().join("remote.json");
     let (p, t) = (path.clone(), remote_t.clone());
     let out = tokio::task::spawn_blocking(move || {
@@ -264,8 +248,7 @@ async fn a_replay_through_the_websocket_matches_the_local_one() {
     })
     .await
     .unwrap();
-    let _ = stop_tx.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
     assert!(out.status.success(), "{}", text(&out));
     let (local, remote) = (
         std::fs::read_to_string(&local_t).unwrap(),

@@ -10,7 +10,6 @@ use thau::config::ThauConfig;
 use thau::home::Home;
 use thau::model::train::Trainer;
 use thau::runtime::Runtime;
-use thau::server::{serve, AppState, ServeOptions};
 
 mod common;
 
@@ -316,24 +315,7 @@ async fn every_rest_route_over_real_http() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_model(dir.path());
     let rt = Arc::new(Runtime::start(home.clone(), ThauConfig::default()).unwrap());
-    let state = AppState::new(rt.clone(), Some(KEY.into()));
-    let opts = ServeOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        api_key: Some(KEY.into()),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let server = tokio::spawn(async move {
-        serve(
-            state,
-            &opts,
-            move |a| addr_tx.send(a).unwrap(),
-            async move {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-    });
+    let (addr_rx, server) = common::start_server(rt.clone(), Some(KEY));
     let images = home.images();
     let checks = tokio::task::spawn_blocking(move || {
         let addr = addr_rx.recv().unwrap();
@@ -443,8 +425,7 @@ async fn every_rest_route_over_real_http() {
         }
     })
     .await;
-    stop_tx.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
     if let Err(e) = checks {
         std::panic::resume_unwind(e.into_panic());
     }
@@ -465,24 +446,7 @@ async fn sessions_are_capped_and_turns_rate_limited() {
     config.server.max_sessions = 1;
     config.server.turns_per_minute = 2;
     let rt = Arc::new(Runtime::start(home, config).unwrap());
-    let state = AppState::new(rt.clone(), Some(KEY.into()));
-    let opts = ServeOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        api_key: Some(KEY.into()),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let server = tokio::spawn(async move {
-        serve(
-            state,
-            &opts,
-            move |a| addr_tx.send(a).unwrap(),
-            async move {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-    });
+    let (addr_rx, server) = common::start_server(rt.clone(), Some(KEY));
     let checks = tokio::task::spawn_blocking(move || {
         let addr = addr_rx.recv().unwrap();
         let url = format!("ws://{addr}/ws/chat");
@@ -545,8 +509,7 @@ async fn sessions_are_capped_and_turns_rate_limited() {
         assert_eq!(s, 200, "{v}");
     })
     .await;
-    stop_tx.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
     if let Err(e) = checks {
         std::panic::resume_unwind(e.into_panic());
     }
@@ -559,24 +522,7 @@ async fn the_serve_bench_measures_concurrent_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_model(dir.path());
     let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
-    let state = AppState::new(rt.clone(), None);
-    let opts = ServeOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        api_key: None,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let server = tokio::spawn(async move {
-        serve(
-            state,
-            &opts,
-            move |a| addr_tx.send(a).unwrap(),
-            async move {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-    });
+    let (addr_rx, server) = common::start_server(rt.clone(), None);
     let rt2 = rt.clone();
     let rounds = tokio::task::spawn_blocking(move || {
         let addr = addr_rx.recv().unwrap();
@@ -585,8 +531,7 @@ async fn the_serve_bench_measures_concurrent_sessions() {
     })
     .await
     .unwrap();
-    stop_tx.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
     let rounds = rounds.unwrap();
     assert_eq!(rounds.len(), 2);
     assert_eq!(rounds[0].ratio_to_first, 1.0);
@@ -616,24 +561,7 @@ async fn response_cancel_stops_a_long_answer() {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/corpus/en");
     thau::server::bench::fresh_model(&home, &corpus, 0, 1024, 2048, 5).unwrap();
     let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
-    let state = AppState::new(rt.clone(), None);
-    let opts = ServeOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        api_key: None,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let server = tokio::spawn(async move {
-        serve(
-            state,
-            &opts,
-            move |a| addr_tx.send(a).unwrap(),
-            async move {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-    });
+    let (addr_rx, server) = common::start_server(rt.clone(), None);
     let checks = tokio::task::spawn_blocking(move || {
         let addr = addr_rx.recv().unwrap();
         let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/ws/chat")).unwrap();
@@ -669,8 +597,7 @@ async fn response_cancel_stops_a_long_answer() {
         assert!(next["tokens"].as_u64().unwrap() <= 3);
     })
     .await;
-    stop_tx.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
     if let Err(e) = checks {
         std::panic::resume_unwind(e.into_panic());
     }

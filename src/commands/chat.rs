@@ -205,6 +205,23 @@ pub async fn chat(
     Ok(session)
 }
 
+/// The conversation's short-term window.
+async fn window(
+    rt: &Runtime,
+    session: &str,
+) -> std::result::Result<crate::memory::short_term::Window, String> {
+    let short = rt
+        .addrs
+        .short_term_memory
+        .clone()
+        .ok_or("ShortTermMemory is not running")?;
+    ask(
+        "short_term_memory",
+        short.send(GetWindow(session.into())).await,
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Runs a slash command; answers the text to show.
 async fn slash(
     rt: &Runtime,
@@ -216,16 +233,7 @@ async fn slash(
     let e = |e: ChatError| e.to_string();
     match cmd {
         SlashCommand::Memory(None) => {
-            let short = rt
-                .addrs
-                .short_term_memory
-                .clone()
-                .ok_or("ShortTermMemory is not running")?;
-            let w = ask(
-                "short_term_memory",
-                short.send(GetWindow(session.into())).await,
-            )
-            .map_err(e)?;
+            let w = window(rt, session).await?;
             Ok(format!(
                 "short-term window: {} turns, {} tokens (/memory QUERY searches every store)",
                 w.turns.len(),
@@ -298,16 +306,7 @@ async fn slash(
             ))
         }
         SlashCommand::History => {
-            let short = rt
-                .addrs
-                .short_term_memory
-                .clone()
-                .ok_or("ShortTermMemory is not running")?;
-            let w = ask(
-                "short_term_memory",
-                short.send(GetWindow(session.into())).await,
-            )
-            .map_err(e)?;
+            let w = window(rt, session).await?;
             if w.turns.is_empty() {
                 return Ok("(nothing yet)".into());
             }

@@ -113,3 +113,45 @@ pub fn json_server(
     });
     (url, asked)
 }
+
+/// A `thau serve` a test started on a free local port.
+pub struct TestServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<thau::Result<()>>,
+}
+
+/// Serves `rt` (with `api_key` required when given) on 127.0.0.1:0, inside the test's
+/// actix system; the bound address arrives on the returned channel.
+pub fn start_server(
+    rt: std::sync::Arc<thau::runtime::Runtime>,
+    api_key: Option<&str>,
+) -> (std::sync::mpsc::Receiver<std::net::SocketAddr>, TestServer) {
+    use thau::server::{serve, AppState, ServeOptions};
+    let state = AppState::new(rt, api_key.map(str::to_string));
+    let opts = ServeOptions {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        api_key: api_key.map(str::to_string),
+    };
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let task = tokio::spawn(async move {
+        serve(
+            state,
+            &opts,
+            move |a| addr_tx.send(a).unwrap(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    (addr_rx, TestServer { stop, task })
+}
+
+impl TestServer {
+    /// Stops accepting, lets requests in flight finish, and checks the server ended well.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
