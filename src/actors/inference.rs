@@ -1,11 +1,13 @@
 //! Inference: the one owner of the model. Serves [`Generate`] (sampling with optional
-//! token streaming) and [`Score`] (per-token log-probabilities of a given continuation) to
-//! the other actors and the front ends, takes new weights from the Learner as a message
-//! ([`SwapWeights`]: a hot swap, chat never waits on training), and [`Reload`]s from disk on
-//! request. It serves the newest
-//! THAU checkpoint, or — when `model.gguf` is configured — a `llama`-architecture GGUF
-//! file (THAU's export, or a model such as TinyLlama) through `quantized_llama`. Runs on a sync arbiter: decoding is CPU-heavy and must never
-//! block the async arbiters that serve I/O.
+//! token streaming, on the handling thread), [`Submit`] (the same, queued for the shared
+//! decode thread that batches every session's next token; see [`generate_batched`]) and
+//! [`Score`] (per-token log-probabilities of a given continuation) to the other actors and
+//! the front ends, takes new weights from the Learner as a message ([`SwapWeights`]: a hot
+//! swap, chat never waits on training), and [`Reload`]s from disk on request. It serves the
+//! newest THAU checkpoint, or — when `model.gguf` is configured — a `llama`-architecture
+//! GGUF file (THAU's export, or a model such as TinyLlama) through `quantized_llama`. Runs
+//! on a sync arbiter: decoding is CPU-heavy and must never block the async arbiters that
+//! serve I/O.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,7 +48,7 @@ pub struct Generate {
 }
 
 /// [`Generate`] without holding an Inference thread: the request joins the batching queue
-/// (native models) and the reply is a receiver for its result. Use [`generate`].
+/// (native models) and the reply is a receiver for its result. Use [`generate_batched`].
 #[derive(Message, Debug)]
 #[rtype(result = "Result<PendingGeneration, ActorError>")]
 pub struct Submit(pub Generate);
