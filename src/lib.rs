@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod export;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod home;
 pub mod learn;
 pub mod memory;

@@ -312,6 +312,10 @@ struct LearnArgs {
     /// from $THAU_TEACHER_API_KEY or $OPENAI_API_KEY).
     #[arg(long, value_name = "SPEC", value_parser = parse_teacher)]
     teacher: Option<thau::learn::teacher::TeacherSpec>,
+    /// Start a new session even if an interrupted one (killed, crashed) could be resumed;
+    /// by default it is resumed.
+    #[arg(long)]
+    new_session: bool,
 }
 
 fn parse_teacher(s: &str) -> std::result::Result<thau::learn::teacher::TeacherSpec, String> {
@@ -561,6 +565,15 @@ struct BenchArgs {
     /// serve: concurrent sessions of each round.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     sessions: Vec<usize>,
+    /// load: WebSocket sessions held open at once.
+    #[arg(long, default_value_t = 200)]
+    clients: usize,
+    /// load: how long the sessions chat.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// load: tokens of each answer.
+    #[arg(long, default_value_t = 16)]
+    turn_tokens: usize,
     /// Timed training steps.
     #[arg(long, default_value_t = 5)]
     steps: usize,
@@ -657,6 +670,9 @@ enum BenchKind {
     /// an untrained age-0 one): aggregate tokens/s and time to first token for each
     /// `--sessions` count, and the ratio to the first (goal: 32 sessions ≥ 6× one).
     Serve,
+    /// `--clients` WebSocket sessions chatting turn after turn for `--seconds` against a
+    /// local server: sessions held, errors, turns/s and turn latency p50/p99.
+    Load,
 }
 
 #[derive(Subcommand, Debug)]
@@ -1215,6 +1231,7 @@ continue with: thau train --age {}",
                     return Ok(());
                 }
                 BenchKind::Serve => return bench_serve(home, config, &args, json),
+                BenchKind::Load => return bench_load(home, config, &args, json),
                 BenchKind::Embed => {
                     use thau::memory::embed::{BertEmbedder, Embedder, HashEmbedder, ThauEmbedder};
                     let set = thau::memory::bench::RetrievalSet::from_qa_dir(&args.qa)?;
@@ -1296,10 +1313,10 @@ continue with: thau train --age {}",
 }
 
 /// Runs `f` inside an actix system with the runtime started.
-fn with_runtime<F, Fut>(home: Home, config: ThauConfig, f: F) -> Result<()>
+fn with_runtime<F, Fut, T>(home: Home, config: ThauConfig, f: F) -> Result<T>
 where
     F: FnOnce(Runtime) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     let system = actix::System::new();
     let result = system.block_on(async move {
@@ -1389,14 +1406,23 @@ fn cli_replay(
     Ok(())
 }
 
-/// `thau bench serve`: a server on a free local port, then rounds of concurrent chats.
-fn bench_serve(home: Home, mut config: ThauConfig, a: &BenchArgs, json: bool) -> Result<()> {
+/// Runs `client` on a blocking thread against a server on a free local port, over the
+/// data directory's newest model (else an untrained age-0 one), admitting
+/// `max_sessions` sessions with no turn rate limit (the benchmarks measure the server,
+/// not its admission limits). Returns what the client measured and which model it was.
+fn with_bench_server<T: Send + 'static>(
+    home: Home,
+    mut config: ThauConfig,
+    corpus: &std::path::Path,
+    max_sessions: usize,
+    client: impl FnOnce(
+            std::net::SocketAddr,
+            &dyn Fn() -> Option<thau::model::batch::EngineStats>,
+        ) -> Result<T>
+        + Send
+        + 'static,
+) -> Result<(T, &'static str)> {
     use thau::server::{bench, serve, AppState, ServeOptions};
-    if a.sessions.is_empty() || a.sessions.contains(&0) {
-        return Err(ThauError::Invalid(
-            "--sessions takes counts above 0, e.g. 1,8,32".into(),
-        ));
-    }
     let tmp = tempfile::tempdir().map_err(|e| ThauError::io(std::env::temp_dir(), e))?;
     let (home, model) = if thau::model::checkpoint::newest(&home.checkpoints())?.is_some() {
         (home, "the data directory's newest checkpoint")
@@ -1406,7 +1432,7 @@ fn bench_serve(home: Home, mut config: ThauConfig, a: &BenchArgs, json: bool) ->
         let vocab = config.model.vocab_size;
         bench::fresh_model(
             &fresh,
-            &a.corpus,
+            corpus,
             0,
             vocab,
             config.model.context_length,
@@ -1414,10 +1440,8 @@ fn bench_serve(home: Home, mut config: ThauConfig, a: &BenchArgs, json: bool) ->
         )?;
         (fresh, "an untrained age-0 model")
     };
-    // The benchmark measures decoding, not the admission limits.
-    config.server.max_sessions = a.sessions.iter().max().copied().unwrap_or(1) + 1;
+    config.server.max_sessions = max_sessions;
     config.server.turns_per_minute = 0;
-    let (sessions, tokens) = (a.sessions.clone(), a.tokens);
     with_runtime(home, config, |rt| async move {
         let rt = std::sync::Arc::new(rt);
         let state = AppState::new(rt.clone(), None);
@@ -1443,12 +1467,11 @@ fn bench_serve(home: Home, mut config: ThauConfig, a: &BenchArgs, json: bool) ->
             .await
         });
         let rt2 = rt.clone();
-        let rounds = tokio::task::spawn_blocking(move || {
+        let measured = tokio::task::spawn_blocking(move || {
             let addr = addr_rx
                 .recv()
                 .map_err(|_| ThauError::Invalid("the server did not start".into()))?;
-            let stats = || rt2.decode_stats();
-            bench::run_rounds(addr, &sessions, tokens, "Tell me about the red fox", &stats)
+            client(addr, &|| rt2.decode_stats())
         })
         .await
         .map_err(|e| ThauError::Invalid(format!("bench: {e}")))?;
@@ -1457,29 +1480,89 @@ fn bench_serve(home: Home, mut config: ThauConfig, a: &BenchArgs, json: bool) ->
         if let Ok(rt) = std::sync::Arc::try_unwrap(rt) {
             rt.shutdown().await;
         }
-        let rounds = rounds?;
-        if json {
-            print_json(&serde_json::json!({ "model": model, "rounds": rounds }));
-        } else {
-            println!("serve bench on {model}: {tokens} tokens per chat, greedy");
-            println!("sessions  tokens  seconds  aggregate tok/s  ratio  per-session tok/s  TTFT p50 ms  p99 ms  batch");
-            for r in &rounds {
-                println!(
-                    "{:>8}  {:>6}  {:>7.2}  {:>15.1}  {:>5.2}  {:>17.1}  {:>11.0}  {:>6.0}  {:>5.1}",
-                    r.sessions,
-                    r.tokens,
-                    r.seconds,
-                    r.aggregate_tokens_per_s,
-                    r.ratio_to_first,
-                    r.per_session_tokens_per_s,
-                    r.ttft_p50_ms,
-                    r.ttft_p99_ms,
-                    r.mean_batch
-                );
-            }
-        }
-        Ok(())
+        Ok((measured?, model))
     })
+}
+
+/// `thau bench serve`: a server on a free local port, then rounds of concurrent chats.
+fn bench_serve(home: Home, config: ThauConfig, a: &BenchArgs, json: bool) -> Result<()> {
+    use thau::server::bench;
+    if a.sessions.is_empty() || a.sessions.contains(&0) {
+        return Err(ThauError::Invalid(
+            "--sessions takes counts above 0, e.g. 1,8,32".into(),
+        ));
+    }
+    let (sessions, tokens) = (a.sessions.clone(), a.tokens);
+    let most = sessions.iter().max().copied().unwrap_or(1) + 1;
+    let (rounds, model) = with_bench_server(home, config, &a.corpus, most, move |addr, stats| {
+        bench::run_rounds(addr, &sessions, tokens, "Tell me about the red fox", stats)
+    })?;
+    if json {
+        print_json(&serde_json::json!({ "model": model, "rounds": rounds }));
+    } else {
+        println!("serve bench on {model}: {tokens} tokens per chat, greedy");
+        println!("sessions  tokens  seconds  aggregate tok/s  ratio  per-session tok/s  TTFT p50 ms  p99 ms  batch");
+        for r in &rounds {
+            println!(
+                "{:>8}  {:>6}  {:>7.2}  {:>15.1}  {:>5.2}  {:>17.1}  {:>11.0}  {:>6.0}  {:>5.1}",
+                r.sessions,
+                r.tokens,
+                r.seconds,
+                r.aggregate_tokens_per_s,
+                r.ratio_to_first,
+                r.per_session_tokens_per_s,
+                r.ttft_p50_ms,
+                r.ttft_p99_ms,
+                r.mean_batch
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `thau bench load`: `--clients` sessions chatting for `--seconds` against a local
+/// server. Exits 1 (after printing the figures) if any session saw an error.
+fn bench_load(home: Home, config: ThauConfig, a: &BenchArgs, json: bool) -> Result<()> {
+    use thau::server::bench;
+    if a.clients == 0 || a.turn_tokens == 0 || !a.seconds.is_finite() || a.seconds <= 0.0 {
+        return Err(ThauError::Invalid(
+            "--clients, --turn-tokens and --seconds must be above 0".into(),
+        ));
+    }
+    let (clients, tokens) = (a.clients, a.turn_tokens);
+    let duration = std::time::Duration::from_secs_f64(a.seconds);
+    let (r, model) = with_bench_server(home, config, &a.corpus, clients, move |addr, _| {
+        bench::run_load(addr, clients, duration, tokens)
+    })?;
+    if json {
+        print_json(&serde_json::json!({ "model": model, "load": r }));
+    } else {
+        println!(
+            "load bench on {model}: {} WebSocket sessions for {:.0} s, {tokens} tokens per answer",
+            r.sessions, a.seconds
+        );
+        println!(
+            "sessions held {}/{} · errors {} · {} turns ({:.1}/s) · turn latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            r.held,
+            r.sessions,
+            r.errors,
+            r.turns,
+            r.turns_per_s,
+            r.latency_p50_ms,
+            r.latency_p99_ms,
+            r.latency_max_ms
+        );
+        for e in &r.error_samples {
+            println!("error: {e}");
+        }
+    }
+    if r.errors > 0 {
+        return Err(ThauError::Failed(format!(
+            "{} sessions saw errors",
+            r.errors
+        )));
+    }
+    Ok(())
 }
 
 /// `thau serve`: starts the runtime and the HTTP API; Ctrl-C (or SIGTERM) stops accepting,
@@ -1543,6 +1626,7 @@ fn cli_learn(home: Home, config: ThauConfig, a: LearnArgs, json: bool) -> Result
         corpus: a.corpus,
         seed: a.seed.unwrap_or(config.seed),
         teacher: a.teacher,
+        resume: !a.new_session,
     };
     let bar = indicatif::ProgressBar::hidden();
     if !json {

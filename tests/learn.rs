@@ -2,12 +2,11 @@
 //! the GapDetector opens gaps from real scores and closes them only on held-out
 //! paraphrases, and a whole session runs several iterations through the actors' messages.
 
-use std::path::Path;
-
 mod common;
 use std::sync::atomic::AtomicBool;
 
-use candle_core::Device;
+use common::learning::{corpus, prepared, settings, tiny_checkpoint};
+
 use thau::actors::episodic_memory::ListEpisodes;
 use thau::actors::gap_detector::{GapStatus, Probe};
 use thau::actors::learner::StartStudy;
@@ -15,114 +14,10 @@ use thau::commands::learn::{learn, LearnRequest};
 use thau::config::ThauConfig;
 use thau::home::Home;
 use thau::learn::source::{KnowledgeBase, Templates};
-use thau::learn::study::{probe_loss, replay_corpus, LearnSettings, Study};
+use thau::learn::study::{probe_loss, Study};
 use thau::memory::episodic::EpisodeFilter;
 use thau::memory::EpisodeKind;
-use thau::model::tokenizer::ThauTokenizer;
-use thau::model::train::{TrainOptions, Trainer};
-use thau::model::ModelConfig;
 use thau::runtime::Runtime;
-
-/// A small corpus: facts with paraphrases, and two passages.
-fn corpus(dir: &Path) {
-    let en = dir.join("en");
-    std::fs::create_dir_all(&en).unwrap();
-    let colours = [
-        "red", "blue", "green", "yellow", "black", "white", "pink", "grey",
-    ];
-    let things = [
-        "apple", "sky", "grass", "sun", "night", "snow", "rose", "stone",
-    ];
-    let mut qa = String::new();
-    for (i, (c, t)) in colours.iter().zip(things).enumerate() {
-        for k in 0..3 {
-            let topic = if k == 0 { "colours" } else { "things" };
-            qa.push_str(&format!(
-                "{{\"question\":\"What colour is the {t} number {k}{i}?\",\"answer\":\"The {t} number {k}{i} is {c}.\",\"topic\":\"{topic}\",\"paraphrases\":[\"Which colour has the {t} number {k}{i}?\"]}}\n"
-            ));
-        }
-    }
-    std::fs::write(en.join("qa.jsonl"), qa).unwrap();
-    std::fs::write(
-        en.join("colours.md"),
-        "# Colours\n\nColours are what the eye sees when light falls on things.\n\nRed, blue and green mix into every other colour.",
-    )
-    .unwrap();
-}
-
-/// A tiny model saved as a training checkpoint, so that the Learner resumes it.
-fn tiny_checkpoint(home: &Home, corpus_dir: &Path, settings: &LearnSettings) {
-    let kb = KnowledgeBase::load(corpus_dir, &Templates::default()).unwrap();
-    let replay = replay_corpus(&kb);
-    let texts: Vec<String> = replay.examples.iter().map(|e| e.text()).collect();
-    let tok = ThauTokenizer::train(texts.into_iter(), 400).unwrap();
-    let mut cfg = ModelConfig::tiny(tok.vocab_size());
-    cfg.max_seq_len = 64;
-    let opts = TrainOptions {
-        batch_size: settings.batch_size,
-        seq_len: settings.seq_len,
-        lr: settings.lr,
-        warmup: 2,
-        heldout: 0.0,
-        ..Default::default()
-    };
-    let t = Trainer::new(cfg, tok, &replay, opts, &Device::Cpu).unwrap();
-    t.save(&home.age_checkpoint(0)).unwrap();
-}
-
-fn settings() -> LearnSettings {
-    LearnSettings {
-        steps_per_round: 3,
-        batch_size: 4,
-        replay_ratio: 0.5,
-        items_per_round: 2,
-        lr: 5e-3,
-        seq_len: 32,
-        checkpoint_every: 2,
-        ..Default::default()
-    }
-}
-
-/// agents/ with tiny learning settings and a quick Questioner.
-fn agents(home: &Home) {
-    let dir = home.agents();
-    let learner = std::fs::read_to_string(dir.join("learner.toml")).unwrap();
-    let learner = learner
-        .replace("steps_per_round = 6", "steps_per_round = 3")
-        .replace("batch_size = 8", "batch_size = 4")
-        .replace("items_per_round = 4", "items_per_round = 2")
-        .replace("lr = 0.001", "lr = 0.005")
-        .replace("seq_len = 128", "seq_len = 32")
-        .replace("checkpoint_every = 5", "checkpoint_every = 2");
-    std::fs::write(dir.join("learner.toml"), learner).unwrap();
-    let q = std::fs::read_to_string(dir.join("questioner.toml")).unwrap();
-    std::fs::write(
-        dir.join("questioner.toml"),
-        // The test's questions share a template: only exact repeats count as duplicates.
-        q.replace("interval_ms = 1000", "interval_ms = 30")
-            .replace("max_similarity = 0.7", "max_similarity = 0.9999"),
-    )
-    .unwrap();
-    // Every answer of an untrained model is a gap (floor 0, low percentile).
-    let g = std::fs::read_to_string(dir.join("gap_detector.toml")).unwrap();
-    std::fs::write(
-        dir.join("gap_detector.toml"),
-        g.replace("percentile = 60.0", "percentile = 20.0")
-            .replace("floor = 1.0", "floor = 0.0"),
-    )
-    .unwrap();
-}
-
-/// A temp dir with the corpus and an initialised home with the tiny agent settings.
-fn prepared() -> (tempfile::TempDir, std::path::PathBuf, Home) {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus_dir = dir.path().join("corpus");
-    corpus(&corpus_dir);
-    let home = Home::new(dir.path().join("home"));
-    home.init().unwrap();
-    agents(&home);
-    (dir, corpus_dir, home)
-}
 
 #[test]
 fn study_rounds_lower_the_loss_on_gap_items_and_keep_replaying() {
@@ -206,6 +101,7 @@ async fn a_session_runs_the_loop_through_the_actors() {
         corpus: corpus_dir.clone(),
         seed: 3,
         teacher: None,
+        resume: true,
     };
     let stop = AtomicBool::new(false);
     let mut ticks = 0;
@@ -367,6 +263,7 @@ async fn a_session_keeps_going_when_the_teacher_fails_or_is_filtered() {
         corpus: corpus_dir.clone(),
         seed: 5,
         teacher: Some(format!("ollama:m@{url}").parse().unwrap()),
+        resume: true,
     };
     let r = learn(&rt, &req, &AtomicBool::new(false), &mut |_| {})
         .await

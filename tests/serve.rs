@@ -552,6 +552,39 @@ async fn the_serve_bench_measures_concurrent_sessions() {
     assert_eq!(st.prefills, 6, "{st:?}");
 }
 
+/// `thau bench load` against a live server admitting six sessions: eight clients chat
+/// for a moment; six are held with turns answered, the two refused are counted as errors.
+#[actix::test]
+async fn the_load_bench_counts_held_sessions_errors_and_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_model(dir.path());
+    let mut config = ThauConfig::default();
+    config.server.max_sessions = 6;
+    let rt = Arc::new(Runtime::start(home, config).unwrap());
+    let (addr_rx, server) = common::start_server(rt.clone(), None);
+    let r = tokio::task::spawn_blocking(move || {
+        let addr = addr_rx.recv().unwrap();
+        thau::server::bench::run_load(addr, 8, std::time::Duration::from_millis(1500), 4)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    server.stop().await;
+    assert_eq!((r.sessions, r.held, r.errors), (8, 6, 2), "{r:?}");
+    assert!(
+        r.error_samples.iter().all(|e| e.contains("503")),
+        "{:?}",
+        r.error_samples
+    );
+    assert!(r.turns >= 6, "{r:?}");
+    assert!(
+        0.0 < r.latency_p50_ms
+            && r.latency_p50_ms <= r.latency_p99_ms
+            && r.latency_p99_ms <= r.latency_max_ms,
+        "{r:?}"
+    );
+}
+
 /// `response.cancel` stops a long answer mid-way (an untrained age-0 model with a long
 /// context decodes for seconds otherwise), and the connection takes the next message.
 #[actix::test]

@@ -6,7 +6,8 @@
 //! Receives [`Probe`] (from the Questioner), [`Trained`] (from the Learner),
 //! [`ConnectLoop`] (wiring by the runtime), [`GapStatus`] and the common messages. Sends
 //! [`Score`] to Inference, [`LearnItems`] to the Learner, [`GapsChanged`] to the
-//! Questioner and [`Remember`] (gap, gap closed) to EpisodicMemory. Runs on its own async
+//! Questioner, [`Remember`] (gap, gap closed) to EpisodicMemory and [`Memorize`] (each
+//! closed gap's fact, source [`LEARNED_SOURCE`]) to LongTermMemory. Runs on its own async
 //! arbiter under a `Supervisor`.
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::episodic_memory::Remember;
 use crate::actors::inference::{Prompt, Score, Scored};
+use crate::actors::long_term_memory::{Memorize, NewMemory};
 use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
 use crate::learn::gaps::{GapScore, ThresholdConfig, Thresholds};
 use crate::learn::source::KnowledgeItem;
@@ -65,6 +67,9 @@ pub struct Trained {
     pub report: RoundReport,
 }
 
+/// The long-term memory source of the facts learned by closing gaps.
+pub const LEARNED_SOURCE: &str = "learned";
+
 /// Who the GapDetector talks to (sent by the runtime once every actor has started).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
@@ -73,6 +78,8 @@ pub struct ConnectLoop {
     pub learner: Option<Recipient<LearnItems>>,
     pub questioner: Option<Recipient<GapsChanged>>,
     pub episodic: Option<Recipient<Remember>>,
+    /// Where closed gaps go as learned facts.
+    pub long_term: Option<Recipient<Memorize>>,
 }
 
 /// Counts of open and closed gaps.
@@ -110,6 +117,7 @@ pub struct GapDetector {
     learner: Option<Recipient<LearnItems>>,
     questioner: Option<Recipient<GapsChanged>>,
     episodic: Option<Recipient<Remember>>,
+    long_term: Option<Recipient<Memorize>>,
 }
 
 /// The chat prompt an item's question is scored under.
@@ -134,6 +142,7 @@ impl GapDetector {
             learner: None,
             questioner: None,
             episodic: None,
+            long_term: None,
         }
     }
 
@@ -261,6 +270,7 @@ impl Handler<ConnectLoop> for GapDetector {
         self.learner = m.learner;
         self.questioner = m.questioner;
         self.episodic = m.episodic;
+        self.long_term = m.long_term;
     }
 }
 
@@ -369,6 +379,14 @@ impl Handler<Trained> for GapDetector {
                             item: id.clone(),
                             topic: topic.clone(),
                         });
+                        if let Some(long) = &me.long_term {
+                            // What was learned becomes recallable knowledge.
+                            long.do_send(Memorize(vec![NewMemory {
+                                text: format!("{} {}", g.item.question, g.item.answer),
+                                source: LEARNED_SOURCE.into(),
+                                importance: 0.6,
+                            }]));
+                        }
                         me.remember(
                             Episode::new(
                                 &m.session,

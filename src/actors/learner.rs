@@ -8,6 +8,7 @@
 //! sync arbiter: training is CPU-heavy and must never block the async arbiters.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 use serde::Serialize;
@@ -81,12 +82,15 @@ pub struct StudySummary {
     pub checkpoint: Option<PathBuf>,
 }
 
-/// Who the Learner talks to.
+/// Who the Learner talks to, and the session a restarted Learner picks up again.
 #[derive(Clone, Default)]
 pub struct LearnerLinks {
     pub inference: Option<Recipient<SwapWeights>>,
     pub gap_detector: Option<Recipient<Trained>>,
     pub episodic: Option<Recipient<Remember>>,
+    /// The running session, shared by every Learner the sync arbiter builds: after a
+    /// panic the fresh instance reopens it from the newest checkpoint on its next message.
+    pub current: Arc<Mutex<Option<StartStudy>>>,
 }
 
 /// `[params]` of `agents/learner.toml`: the growth policy, and `[params.learn]`.
@@ -158,9 +162,64 @@ impl Learner {
     }
 
     fn session(&mut self) -> Result<&mut Session, ActorError> {
+        if self.session.is_none() {
+            // A Learner rebuilt after a panic: pick the session up from its checkpoint.
+            let current = self
+                .links
+                .current
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(spec) = current {
+                self.open(&spec)?;
+                tracing::warn!(
+                    actor = self.base.name,
+                    session = spec.session,
+                    "reopened the session from its newest checkpoint after a restart"
+                );
+            }
+        }
         self.session
             .as_mut()
             .ok_or_else(|| ActorError::Unavailable("no study started (send StartStudy)".into()))
+    }
+
+    /// Opens (or creates) the model for session `m` and hands it to Inference.
+    fn open(&mut self, m: &StartStudy) -> Result<StudyInfo, ActorError> {
+        let failed = |e: crate::model::ModelError| ActorError::Failed(e.to_string());
+        let kb = KnowledgeBase::load(&m.corpus, &Templates::default())
+            .map_err(|e| ActorError::BadRequest(e.to_string()))?;
+        let fresh = crate::model::checkpoint::newest(&self.checkpoints)
+            .map_err(failed)?
+            .is_none();
+        let study =
+            Study::open(&self.checkpoints, &kb, self.settings.clone(), m.seed).map_err(failed)?;
+        if fresh {
+            // Give Inference (and later runs) a model to start from.
+            study.save().map_err(failed)?;
+        }
+        let probes = probe_set(&kb, PROBE_ITEMS, m.seed);
+        self.session = Some(Session {
+            name: m.session.clone(),
+            study,
+            probes,
+            corpus: m.corpus.clone(),
+            heldout: Vec::new(),
+        });
+        self.swap(format!("learner session {}", m.session))?;
+        let probe = self.probe_loss()?;
+        let s = self.session()?;
+        let t = &s.study.trainer;
+        Ok(StudyInfo {
+            age: t.config.age,
+            params: t.config.param_count(),
+            step: t.state.step,
+            probe_loss: probe,
+            probe_items: s.probes.len(),
+            knowledge_items: kb.items.len(),
+            passages: kb.passages.len(),
+            fresh,
+        })
     }
 
     /// Hands the current weights to Inference.
@@ -339,41 +398,9 @@ impl Handler<StartStudy> for Learner {
     type Result = Result<StudyInfo, ActorError>;
     fn handle(&mut self, m: StartStudy, ctx: &mut SyncContext<Self>) -> Self::Result {
         guarded(self, ctx, "StartStudy", |me| {
-            let kb = KnowledgeBase::load(&m.corpus, &Templates::default())
-                .map_err(|e| ActorError::BadRequest(e.to_string()))?;
-            let fresh = crate::model::checkpoint::newest(&me.checkpoints)
-                .map_err(|e| ActorError::Failed(e.to_string()))?
-                .is_none();
-            let study = Study::open(&me.checkpoints, &kb, me.settings.clone(), m.seed)
-                .map_err(|e| ActorError::Failed(e.to_string()))?;
-            if fresh {
-                // Give Inference (and later runs) a model to start from.
-                study
-                    .save()
-                    .map_err(|e| ActorError::Failed(e.to_string()))?;
-            }
-            let probes = probe_set(&kb, PROBE_ITEMS, m.seed);
-            me.session = Some(Session {
-                name: m.session.clone(),
-                study,
-                probes,
-                corpus: m.corpus.clone(),
-                heldout: Vec::new(),
-            });
-            me.swap(format!("learner session {}", m.session))?;
-            let probe = me.probe_loss()?;
-            let s = me.session()?;
-            let t = &s.study.trainer;
-            Ok(StudyInfo {
-                age: t.config.age,
-                params: t.config.param_count(),
-                step: t.state.step,
-                probe_loss: probe,
-                probe_items: s.probes.len(),
-                knowledge_items: kb.items.len(),
-                passages: kb.passages.len(),
-                fresh,
-            })
+            let info = me.open(&m)?;
+            *me.links.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
+            Ok(info)
         })
     }
 }

@@ -51,6 +51,9 @@ pub struct StartQuestioning {
     pub seed: u64,
     /// An LLM that proposes new items (`None`: the corpus only).
     pub teacher: Option<TeacherSpec>,
+    /// Items this session asked before it was interrupted: not asked again, and counted
+    /// against `limit`.
+    pub already_asked: Vec<String>,
 }
 
 /// Stop asking; answers how many questions were asked.
@@ -83,7 +86,9 @@ struct Asking {
     picker: Picker,
     limit: Option<usize>,
     asked: usize,
-    timer: SpawnHandle,
+    /// The asking timer; `None` after a restart dropped it with the old context.
+    timer: Option<SpawnHandle>,
+    interval: Duration,
     teacher: Option<Arc<HttpTeacher>>,
     filter: QualityFilter,
     teacher_busy: bool,
@@ -138,6 +143,16 @@ impl Questioner {
                 reason: reason.clone(),
             });
             self.idle = Some(reason);
+        }
+    }
+
+    /// Starts the asking timer of the session if it has none (a new session, or one that
+    /// outlived a restart).
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        if let Some(a) = self.asking.as_mut() {
+            if a.timer.is_none() {
+                a.timer = Some(ctx.run_interval(a.interval, |me, ctx| me.tick(ctx)));
+            }
         }
     }
 
@@ -288,8 +303,12 @@ impl ThauActor for Questioner {
         }
     }
     fn reset(&mut self) {
-        // The timer died with the old context; a restarted Questioner waits for a new start.
-        self.asking = None;
+        // The timer and the probes in flight died with the old context; the session
+        // itself (what was asked, the limit) is kept, and the next message re-arms the
+        // timer (the session polls the Questioner's status every tick).
+        if let Some(a) = self.asking.as_mut() {
+            a.timer = None;
+        }
         self.in_flight = 0;
     }
 }
@@ -304,18 +323,21 @@ impl Handler<StartQuestioning> for Questioner {
             KnowledgeBase::load(&m.corpus, &templates)
                 .map_err(|e| ActorError::BadRequest(e.to_string()))
         })?;
-        if let Some(old) = self.asking.take() {
-            ctx.cancel_future(old.timer);
+        if let Some(old) = self.asking.take().and_then(|a| a.timer) {
+            ctx.cancel_future(old);
         }
         let n = kb.items.len();
         let interval = Duration::from_millis(self.params.ask.interval_ms.max(1));
-        let timer = ctx.run_interval(interval, |me, ctx| me.tick(ctx));
+        let mut picker = Picker::new(kb.items, self.params.ask.clone(), m.seed);
+        let asked = m.already_asked.len();
+        picker.mark_asked(m.already_asked);
         self.asking = Some(Asking {
             session: m.session,
-            picker: Picker::new(kb.items, self.params.ask.clone(), m.seed),
+            picker,
             limit: m.limit,
-            asked: 0,
-            timer,
+            asked,
+            timer: None,
+            interval,
             teacher: m.teacher.map(|spec| Arc::new(HttpTeacher::new(spec))),
             filter: QualityFilter::default(),
             teacher_busy: false,
@@ -323,6 +345,7 @@ impl Handler<StartQuestioning> for Questioner {
             teacher_rejected: BTreeMap::new(),
         });
         self.idle = None;
+        self.arm(ctx);
         Ok(n)
     }
 }
@@ -333,7 +356,9 @@ impl Handler<StopQuestioning> for Questioner {
         let _ = guarded(self, ctx, "StopQuestioning", |_| Ok(()));
         Ok(match self.asking.take() {
             Some(a) => {
-                ctx.cancel_future(a.timer);
+                if let Some(t) = a.timer {
+                    ctx.cancel_future(t);
+                }
                 a.asked
             }
             None => 0,
@@ -343,16 +368,18 @@ impl Handler<StopQuestioning> for Questioner {
 
 impl Handler<GapsChanged> for Questioner {
     type Result = ();
-    fn handle(&mut self, m: GapsChanged, _: &mut Context<Self>) {
+    fn handle(&mut self, m: GapsChanged, ctx: &mut Context<Self>) {
         if let Some(a) = self.asking.as_mut() {
             a.picker.set_open_gaps(m.0);
         }
+        self.arm(ctx);
     }
 }
 
 impl Handler<QuestionerStatus> for Questioner {
     type Result = Result<QuestionerReport, ActorError>;
     fn handle(&mut self, _: QuestionerStatus, ctx: &mut Context<Self>) -> Self::Result {
+        self.arm(ctx);
         guarded(self, ctx, "QuestionerStatus", |me| {
             Ok(QuestionerReport {
                 active: me.asking.is_some(),

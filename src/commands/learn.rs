@@ -2,6 +2,12 @@
 //! watches it — the Learner opens (or creates) the model, the Questioner starts asking, and
 //! the loop runs on the actors' own messages — then stops them, collects a summary and
 //! records the session under `<home>/runs/learn/` (what `thau stats` reads).
+//!
+//! A running session keeps a [`Journal`] beside the reports; if the process dies (a
+//! crash, SIGKILL, a power cut), the next `thau learn` resumes that session: the same id,
+//! the model from its newest checkpoint, the questions already asked (read back from
+//! EpisodicMemory) not asked again, the gaps still open re-probed, and the time and
+//! question budgets counted from where it stopped.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,12 +15,16 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::gap_detector::{GapReport, GapStatus};
+use crate::actors::episodic_memory::ListEpisodes;
+use crate::actors::gap_detector::{GapReport, GapStatus, Probe};
 use crate::actors::learner::{FinishStudy, StartStudy, StudyInfo, StudySummary};
 use crate::actors::questioner::{QuestionerStatus, StartQuestioning, StopQuestioning};
 use crate::actors::ActorError;
 use crate::error::{Result, ThauError};
+use crate::learn::source::{KnowledgeBase, Templates};
 use crate::learn::LearnEvent;
+use crate::memory::episodic::EpisodeFilter;
+use crate::memory::EpisodeKind;
 use crate::runtime::events::EventKind;
 use crate::runtime::Runtime;
 
@@ -24,6 +34,10 @@ const TICK: Duration = Duration::from_millis(500);
 const SETTLE_POLL: Duration = Duration::from_millis(20);
 /// How long the Learner may take to finish its last round and save.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(600);
+/// How a session's journal is named: `<session>.open.json`.
+const JOURNAL_SUFFIX: &str = ".open.json";
+/// Episodes read per page when a resumed session looks up what it did.
+const EPISODE_PAGE: usize = 500;
 
 /// What `thau learn` was asked to do.
 #[derive(Debug, Clone)]
@@ -34,6 +48,110 @@ pub struct LearnRequest {
     pub seed: u64,
     /// `ollama:MODEL@URL` or `openai:MODEL@URL`.
     pub teacher: Option<crate::learn::teacher::TeacherSpec>,
+    /// Resume an interrupted session if there is one (`false`: drop it, start anew).
+    pub resume: bool,
+}
+
+/// A session in progress (`<home>/runs/learn/<session>.open.json`): written when it
+/// starts and on every tick, removed once its report is written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journal {
+    pub session: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub corpus: PathBuf,
+    pub seed: u64,
+    /// Seconds the session has run, over all its runs.
+    pub elapsed_s: f64,
+    /// How many times it was resumed.
+    pub resumes: u32,
+    pub fresh_model: bool,
+    pub step_before: u64,
+    pub probe_loss_before: f64,
+}
+
+impl Journal {
+    fn path(home: &crate::home::Home, session: &str) -> PathBuf {
+        home.runs()
+            .join("learn")
+            .join(format!("{session}{JOURNAL_SUFFIX}"))
+    }
+
+    fn save(&self, home: &crate::home::Home) -> Result<()> {
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| ThauError::Invalid(e.to_string()))?;
+        crate::fsutil::atomic_write(&Self::path(home, &self.session), &bytes)
+    }
+}
+
+/// The journals of interrupted sessions, oldest first.
+pub fn interrupted(home: &crate::home::Home) -> Result<Vec<Journal>> {
+    let dir = home.runs().join("learn");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path();
+        if !p.to_string_lossy().ends_with(JOURNAL_SUFFIX) {
+            continue;
+        }
+        let bytes = std::fs::read(&p).map_err(|e| ThauError::io(&p, e))?;
+        let j: Journal = serde_json::from_slice(&bytes).map_err(|e| {
+            ThauError::Invalid(format!(
+                "{}: unreadable session journal ({e}); remove it or run with --new-session",
+                p.display()
+            ))
+        })?;
+        out.push(j);
+    }
+    out.sort_by_key(|j| j.started_at);
+    Ok(out)
+}
+
+/// Every episode of `kind` in `session`, oldest page first.
+async fn session_episodes(
+    rt: &Runtime,
+    session: &str,
+    kind: EpisodeKind,
+) -> Result<Vec<crate::memory::Episode>> {
+    let Some(ep) = rt.addrs.episodic_memory.clone() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    loop {
+        let page = flat(
+            "episodic_memory",
+            ep.send(ListEpisodes {
+                filter: EpisodeFilter {
+                    session: Some(session.to_string()),
+                    kind: Some(kind),
+                },
+                limit: EPISODE_PAGE,
+                offset: out.len(),
+            })
+            .await,
+        )?;
+        let n = page.len();
+        out.extend(page);
+        if n < EPISODE_PAGE {
+            return Ok(out);
+        }
+    }
+}
+
+/// The `item` ids in episodes' metadata.
+fn item_ids(episodes: &[crate::memory::Episode]) -> Vec<String> {
+    episodes
+        .iter()
+        .filter_map(|e| e.metadata.get("item")?.as_str().map(str::to_string))
+        .collect()
+}
+
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// Live counters, for the progress line.
@@ -91,6 +209,10 @@ pub struct LearnReport {
     pub teacher_accepted: usize,
     #[serde(default)]
     pub teacher_rejected: std::collections::BTreeMap<String, u64>,
+    /// How many times the session was resumed after an interruption (its gap counters
+    /// cover the last run).
+    #[serde(default)]
+    pub resumes: u32,
 }
 
 fn actor_err(actor: &str, e: impl std::fmt::Display) -> ThauError {
@@ -134,8 +256,32 @@ pub async fn learn(
             "learning needs the Inference actor enabled".into(),
         ));
     }
-    let started_at = chrono::Utc::now();
-    let session = format!("learn-{}", started_at.format("%Y%m%d-%H%M%S"));
+    let mut waiting = interrupted(&rt.home)?;
+    if !req.resume {
+        for j in waiting.drain(..) {
+            let p = Journal::path(&rt.home, &j.session);
+            std::fs::remove_file(&p).map_err(|e| ThauError::io(&p, e))?;
+            tracing::info!(session = j.session, "dropped an interrupted session");
+        }
+    }
+    let resumed = waiting.pop();
+    if let Some(j) = &resumed {
+        if !same_dir(&j.corpus, &req.corpus) {
+            return Err(ThauError::Invalid(format!(
+                "the interrupted session {} learns from {}; resume it with --corpus {0} or start anew with --new-session",
+                j.session,
+                j.corpus.display()
+            )));
+        }
+    }
+    let started_at = resumed
+        .as_ref()
+        .map_or_else(chrono::Utc::now, |j| j.started_at);
+    let session = resumed.as_ref().map_or_else(
+        || format!("learn-{}", started_at.format("%Y%m%d-%H%M%S")),
+        |j| j.session.clone(),
+    );
+    let seed = resumed.as_ref().map_or(req.seed, |j| j.seed);
     let mut events = rt.events.subscribe();
     let info: StudyInfo = flat(
         "learner",
@@ -143,10 +289,44 @@ pub async fn learn(
             .send(StartStudy {
                 session: session.clone(),
                 corpus: req.corpus.clone(),
-                seed: req.seed,
+                seed,
             })
             .await,
     )?;
+    let mut journal = match resumed {
+        Some(j) => Journal {
+            resumes: j.resumes + 1,
+            ..j
+        },
+        None => Journal {
+            session: session.clone(),
+            started_at,
+            corpus: req.corpus.clone(),
+            seed,
+            elapsed_s: 0.0,
+            resumes: 0,
+            fresh_model: info.fresh,
+            step_before: info.step,
+            probe_loss_before: info.probe_loss,
+        },
+    };
+    journal.save(&rt.home)?;
+    let (already_asked, still_open) = if journal.resumes > 0 {
+        let asked = item_ids(&session_episodes(rt, &session, EpisodeKind::Question).await?);
+        let opened = item_ids(&session_episodes(rt, &session, EpisodeKind::Gap).await?);
+        let closed = item_ids(&session_episodes(rt, &session, EpisodeKind::GapClosed).await?);
+        let open: Vec<String> = opened.into_iter().filter(|i| !closed.contains(i)).collect();
+        tracing::info!(
+            session,
+            resumes = journal.resumes,
+            asked = asked.len(),
+            open = open.len(),
+            "resuming an interrupted session"
+        );
+        (asked, open)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     flat(
         "questioner",
         questioner
@@ -154,15 +334,38 @@ pub async fn learn(
                 session: session.clone(),
                 corpus: req.corpus.clone(),
                 limit: req.questions,
-                seed: req.seed,
+                seed,
                 teacher: req.teacher.clone(),
+                already_asked,
             })
             .await,
     )?;
+    if !still_open.is_empty() {
+        // The gaps open when the session stopped: probe them again (the GapDetector keeps
+        // its gaps in memory), so the Learner goes on with them.
+        let kb = KnowledgeBase::load(&req.corpus, &Templates::default())
+            .map_err(|e| ThauError::Invalid(e.to_string()))?;
+        let probes = kb
+            .items
+            .into_iter()
+            .filter(|i| still_open.contains(&i.id))
+            .map(|item| {
+                gaps.send(Probe {
+                    session: session.clone(),
+                    item,
+                })
+            });
+        for r in futures_util::future::join_all(probes).await {
+            if let Err(e) = flat("gap_detector", r) {
+                tracing::warn!(error = %e, "re-probing an open gap failed");
+            }
+        }
+    }
     let start = Instant::now();
+    let before = Duration::from_secs_f64(journal.elapsed_s.max(0.0));
     let deadline = req
         .minutes
-        .map(|m| Duration::from_secs_f64(m.max(0.0) * 60.0));
+        .map(|m| Duration::from_secs_f64(m.max(0.0) * 60.0).saturating_sub(before));
     let mut p = Progress {
         step: info.step,
         age: info.age,
@@ -178,13 +381,15 @@ pub async fn learn(
                     if let EventKind::Learning { event } = ev.kind {
                         match event {
                             LearnEvent::Round(r) => {
-                                p.rounds = r.round;
+                                // Counted here, not by the Learner: a Learner restarted
+                                // after a panic starts counting again.
+                                p.rounds += 1;
                                 p.step = r.step;
                                 p.loss = Some(r.loss);
                                 p.tokens_per_s = Some(r.tokens_per_s);
                                 p.age = r.age;
                                 curve.push(CurvePoint {
-                                    elapsed_s: start.elapsed().as_secs_f64(),
+                                    elapsed_s: (before + start.elapsed()).as_secs_f64(),
                                     step: r.step,
                                     loss: r.loss,
                                     gaps_open: p.gaps_open,
@@ -206,7 +411,9 @@ pub async fn learn(
                 }
             }
             _ = tick.tick() => {
-                p.elapsed_s = start.elapsed().as_secs_f64();
+                p.elapsed_s = (before + start.elapsed()).as_secs_f64();
+                journal.elapsed_s = p.elapsed_s;
+                journal.save(&rt.home)?;
                 if let Ok(Ok(q)) = questioner.send(QuestionerStatus).await {
                     p.asked = q.asked;
                     p.idle = q.idle.clone();
@@ -235,13 +442,13 @@ pub async fn learn(
         }
     };
     let asked = flat("questioner", questioner.send(StopQuestioning).await)?;
-    // The last questions may still be in scoring: wait until every one was probed, so
-    // their gaps reach the Learner before the session's final round and the report is
-    // the same from run to run.
+    // The last questions may still be in scoring: wait until every probe was answered
+    // (scored, failed, or dropped by a restart), so their gaps reach the Learner before
+    // the session's final round and the report is the same from run to run.
     let settle = Instant::now();
     while settle.elapsed() < FINISH_TIMEOUT {
-        let probed = flat("gap_detector", gaps.send(GapStatus).await)?.probed;
-        if probed >= asked as u64 {
+        let in_flight = flat("questioner", questioner.send(QuestionerStatus).await)?.in_flight;
+        if in_flight == 0 {
             break;
         }
         tokio::time::sleep(SETTLE_POLL).await;
@@ -261,28 +468,32 @@ pub async fn learn(
     let report = LearnReport {
         session: session.clone(),
         started_at,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds: (before + start.elapsed()).as_secs_f64(),
         stopped_by: stopped_by.to_string(),
-        fresh_model: info.fresh,
+        fresh_model: journal.fresh_model,
         age: summary.age,
         params: info.params,
         questions_asked: asked,
         gaps: gap_report,
-        rounds: summary.rounds,
-        step_before: info.step,
+        rounds: p.rounds.max(summary.rounds),
+        step_before: journal.step_before,
         step_after: summary.step,
-        probe_loss_before: info.probe_loss,
+        probe_loss_before: journal.probe_loss_before,
         probe_loss_after: summary.probe_loss,
         probe_items: info.probe_items,
         checkpoint: summary.checkpoint,
         curve,
         teacher_accepted: teacher.0,
         teacher_rejected: teacher.1,
+        resumes: journal.resumes,
     };
     let path = rt.home.runs().join("learn").join(format!("{session}.json"));
     let bytes =
         serde_json::to_vec_pretty(&report).map_err(|e| ThauError::Invalid(e.to_string()))?;
     crate::fsutil::atomic_write(&path, &bytes)?;
+    // The report is durable: the session is over and nothing is left to resume.
+    let j = Journal::path(&rt.home, &session);
+    std::fs::remove_file(&j).map_err(|e| ThauError::io(&j, e))?;
     Ok(report)
 }
 
@@ -296,6 +507,7 @@ pub fn sessions(home: &crate::home::Home) -> Result<Vec<LearnReport>> {
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| !p.to_string_lossy().ends_with(JOURNAL_SUFFIX))
         .collect();
     files.sort();
     for f in files {

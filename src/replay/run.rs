@@ -350,6 +350,8 @@ async fn run_step(
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_LEARN_CORPUS)),
                 seed: sc.seed,
                 teacher: None,
+                // A scenario's step is a session of its own.
+                resume: false,
             };
             let stop = AtomicBool::new(false);
             let r = crate::commands::learn::learn(rt, &req, &stop, &mut |_| {}).await?;

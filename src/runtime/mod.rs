@@ -228,6 +228,7 @@ impl Runtime {
                         inference: rt.addrs.inference.clone().map(|a| a.recipient()),
                         gap_detector: rt.addrs.gap_detector.clone().map(|a| a.recipient()),
                         episodic: rt.addrs.episodic_memory.clone().map(|a| a.recipient()),
+                        current: Default::default(),
                     };
                     let addr = SyncArbiter::start(spec.threads, move || {
                         Learner::new(base.clone(), &spec, checkpoints.clone(), links.clone())
@@ -340,6 +341,7 @@ impl Runtime {
                 learner: rt.addrs.learner.clone().map(|a| a.recipient()),
                 questioner: rt.addrs.questioner.clone().map(|a| a.recipient()),
                 episodic: rt.addrs.episodic_memory.clone().map(|a| a.recipient()),
+                long_term: rt.addrs.long_term_memory.clone().map(|a| a.recipient()),
             });
         }
         rt.arbiters = arbiters;

@@ -1,6 +1,7 @@
 //! `thau bench serve`: N concurrent WebSocket chats against a server on this machine —
 //! aggregate tokens/s, time to first token (p50/p99) and the ratio to one session, which
-//! the batching decode thread ([`crate::model::batch`]) is there to raise.
+//! the batching decode thread ([`crate::model::batch`]) is there to raise — and `thau bench
+//! load` ([`run_load`]): many sessions chatting for a while, with errors and p50/p99 latency.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
@@ -178,4 +179,138 @@ pub fn fresh_model(
         None,
     )?;
     Ok(())
+}
+
+/// What `thau bench load` measured: many sessions chatting at once for a while.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// Sessions opened.
+    pub sessions: usize,
+    /// Sessions still connected and answering when the time was up.
+    pub held: usize,
+    pub seconds: f64,
+    /// Turns answered in full.
+    pub turns: usize,
+    /// Failed connects, error replies and dropped connections.
+    pub errors: usize,
+    /// The first few errors, for the report.
+    pub error_samples: Vec<String>,
+    pub turns_per_s: f64,
+    /// Latency of one whole turn (message sent → `response.done`).
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+}
+
+/// Errors kept verbatim in a [`LoadReport`].
+const ERROR_SAMPLES: usize = 5;
+
+/// One session of the load: connects, waits for the others, then chats turn after turn
+/// until `until`. Returns the turn latencies, and the error that ended it early.
+fn load_session(
+    addr: SocketAddr,
+    id: usize,
+    tokens: usize,
+    start: &Barrier,
+    until: &std::sync::OnceLock<Instant>,
+) -> (Vec<f64>, Option<String>) {
+    let mut lat = Vec::new();
+    let conn = tungstenite::connect(format!("ws://{addr}/ws/chat"));
+    start.wait();
+    let mut ws = match conn {
+        Ok((ws, _)) => ws,
+        Err(e) => return (lat, Some(format!("connect: {e}"))),
+    };
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+        let _ = s.set_read_timeout(Some(CHAT_TIMEOUT));
+    }
+    let until = *until.wait();
+    let mut turn = 0u64;
+    while Instant::now() < until {
+        let t0 = Instant::now();
+        let msg = json!({
+            "type": "message.create", "message": format!("Tell me about the fox number {id}"),
+            "max_tokens": tokens, "temperature": 0.0, "seed": turn,
+        });
+        if let Err(e) = ws.send(tungstenite::Message::text(msg.to_string())) {
+            return (lat, Some(format!("send: {e}")));
+        }
+        turn += 1;
+        loop {
+            let v: Value = match ws.read() {
+                Ok(tungstenite::Message::Text(t)) => match serde_json::from_str(t.as_str()) {
+                    Ok(v) => v,
+                    Err(e) => return (lat, Some(format!("bad frame: {e}"))),
+                },
+                Ok(tungstenite::Message::Close(c)) => {
+                    return (lat, Some(format!("closed by the server: {c:?}")))
+                }
+                Ok(_) => continue,
+                Err(e) => return (lat, Some(format!("read: {e}"))),
+            };
+            match v["type"].as_str() {
+                Some("response.done") => break,
+                Some("error") => return (lat, Some(format!("error reply: {}", v["message"]))),
+                _ => {}
+            }
+        }
+        lat.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let _ = ws.close(None);
+    (lat, None)
+}
+
+/// Opens `sessions` WebSocket chats to `addr` at once and keeps each chatting (turns of
+/// `tokens` tokens, one after another) for `duration`.
+pub fn run_load(
+    addr: SocketAddr,
+    sessions: usize,
+    duration: Duration,
+    tokens: usize,
+) -> Result<LoadReport> {
+    let barrier = Arc::new(Barrier::new(sessions + 1));
+    let until = Arc::new(std::sync::OnceLock::new());
+    let handles: Vec<_> = (0..sessions)
+        .map(|i| {
+            let (b, u) = (barrier.clone(), until.clone());
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || load_session(addr, i, tokens, &b, &u))
+                .map_err(|e| ThauError::Invalid(format!("bench thread: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    // Every session is connected (or failed to): the clock starts now.
+    barrier.wait();
+    let t0 = Instant::now();
+    let _ = until.set(t0 + duration);
+    let (mut lat, mut errors, mut samples, mut held) = (Vec::new(), 0, Vec::new(), 0);
+    for h in handles {
+        let (l, e) = h
+            .join()
+            .map_err(|_| ThauError::Invalid("a bench client panicked".into()))?;
+        lat.extend(l);
+        match e {
+            None => held += 1,
+            Some(e) => {
+                errors += 1;
+                if samples.len() < ERROR_SAMPLES {
+                    samples.push(e);
+                }
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    Ok(LoadReport {
+        sessions,
+        held,
+        seconds: secs,
+        turns: lat.len(),
+        errors,
+        error_samples: samples,
+        turns_per_s: lat.len() as f64 / secs.max(1e-9),
+        latency_p50_ms: percentile(&lat, 50.0),
+        latency_p99_ms: percentile(&lat, 99.0),
+        latency_max_ms: lat.last().copied().unwrap_or(0.0),
+    })
 }

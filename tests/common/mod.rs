@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+pub mod learning;
+
 use thau::model::data::Corpus;
 use thau::model::tokenizer::ThauTokenizer;
 use thau::model::train::TrainOptions;

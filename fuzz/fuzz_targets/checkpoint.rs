@@ -1,0 +1,5 @@
+#![no_main]
+//! `cargo fuzz run checkpoint`: see `thau::fuzzing::checkpoint`.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| thau::fuzzing::checkpoint(data));

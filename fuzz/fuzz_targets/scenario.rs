@@ -1,0 +1,5 @@
+#![no_main]
+//! `cargo fuzz run scenario`: see `thau::fuzzing::scenario`.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| thau::fuzzing::scenario(data));
