@@ -24,6 +24,15 @@ use crate::tools::parser::{ParseEvent, ToolCallParser};
 /// Every target's name, as `cargo fuzz run NAME` knows it.
 pub const TARGETS: [&str; 5] = ["tool_calls", "scenario", "config", "checkpoint", "gguf"];
 
+/// Called once by each libFuzzer target before the first input. libfuzzer-sys installs a
+/// panic hook that aborts at once, so that even a panic the code under test catches on
+/// purpose (third-party parsers run under `catch_unwind`, which turns their panics into
+/// errors) would count as a crash. This hook only prints: a panic that escapes the target
+/// still aborts, in libfuzzer-sys's own wrapper, and is reported as a crash.
+pub fn init() {
+    std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
+}
+
 /// Runs target `name` on `data`; `false` if there is no such target.
 pub fn run(name: &str, data: &[u8]) -> bool {
     match name {

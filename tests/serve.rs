@@ -72,6 +72,15 @@ impl Client {
         let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
         (r.status().as_u16(), v)
     }
+    fn delete(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+        let mut req = self.agent.delete(format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let mut r = req.call().unwrap();
+        let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+        (r.status().as_u16(), v)
+    }
     /// A POST answered with a stream: status, content type, the whole text.
     fn post_text(&self, path: &str, body: Value) -> (u16, String, String) {
         let mut r = self
@@ -550,6 +559,176 @@ async fn the_serve_bench_measures_concurrent_sessions() {
     let st = rt.decode_stats().unwrap();
     // The warm-up chat and the five measured ones were all prefilled by the decode thread.
     assert_eq!(st.prefills, 6, "{st:?}");
+}
+
+/// The memory inspector's routes: list, search, show and forget in every store, and the
+/// runtime event stream as server-sent events.
+#[actix::test]
+async fn memory_items_can_be_listed_searched_shown_and_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_model(dir.path());
+    let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
+    let episode = thau::memory::Episode::new(
+        "inspect-1",
+        "test",
+        thau::memory::EpisodeKind::ChatTurn,
+        "We talked about Peru and its capital",
+    );
+    let remember = thau::actors::episodic_memory::Remember(vec![episode]);
+    let episodic = rt.addrs.episodic_memory.clone().unwrap();
+    episodic.send(remember).await.unwrap().unwrap();
+    let (addr_rx, server) = common::start_server(rt.clone(), Some(KEY));
+    let rt2 = rt.clone();
+    let checks = tokio::task::spawn_blocking(move || {
+        let addr = addr_rx.recv().unwrap();
+        let c = Client::new(format!("http://{addr}"));
+        let fact = br#"{"text": "The capital of Peru is Lima.", "source": "test"}"#;
+        let (s, v) = c.post("/memory/store", Some(KEY), fact);
+        assert_eq!(s, 201, "{v}");
+        let (s, v) = c.post(
+            "/chat/message",
+            Some(KEY),
+            br#"{"session": "inspect-1", "message": "Tell me about Peru"}"#,
+        );
+        assert_eq!(s, 200, "{v}");
+
+        // Memory contents are private: the key is needed to read them.
+        assert_eq!(c.get_json("/memory/long/items").0, 401);
+        assert_eq!(c.get_json("/events").0, 401);
+
+        // Long-term: listed, found by meaning, shown without its vector, forgotten.
+        let (s, v) = c.get_json(&format!("/memory/long/items?api_key={KEY}"));
+        assert_eq!(s, 200, "{v}");
+        let items = v["items"].as_array().unwrap();
+        let id = items
+            .iter()
+            .find(|p| p["text"] == "The capital of Peru is Lima.")
+            .unwrap_or_else(|| panic!("{v}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (s, v) = c.get_json(&format!(
+            "/memory/long/items?q=capital%20of%20Peru&limit=3&api_key={KEY}"
+        ));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["hits"][0]["point"]["id"], id.as_str(), "{v}");
+        let (s, v) = c.get_json(&format!("/memory/long/items/{id}?api_key={KEY}"));
+        assert_eq!(
+            (s, v["text"].as_str()),
+            (200, Some("The capital of Peru is Lima."))
+        );
+        assert!(v.get("vector").is_none(), "{v}");
+        let (s, _) = c.delete(&format!("/memory/long/items/{id}"), None);
+        assert_eq!(s, 401, "forgetting needs the API key");
+        let (s, v) = c.delete(&format!("/memory/long/items/{id}"), Some(KEY));
+        assert_eq!(
+            (s, v["forgotten"].as_str()),
+            (200, Some(id.as_str())),
+            "{v}"
+        );
+        let (s, v) = c.get_json(&format!("/memory/long/items/{id}?api_key={KEY}"));
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{v}"
+        );
+
+        // Short-term: the chat's window, its turns, then gone.
+        let (s, v) = c.get_json(&format!("/memory/short/items?api_key={KEY}"));
+        assert_eq!(s, 200, "{v}");
+        assert!(
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["conversation"] == "inspect-1"),
+            "{v}"
+        );
+        let (s, v) = c.get_json(&format!("/memory/short/items/inspect-1?api_key={KEY}"));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["turns"][0]["content"], "Tell me about Peru", "{v}");
+        let (s, v) = c.get_json(&format!("/memory/short/items?q=Peru&api_key={KEY}"));
+        assert_eq!(s, 200, "{v}");
+        assert!(!v["hits"].as_array().unwrap().is_empty(), "{v}");
+        assert_eq!(c.delete("/memory/short/items/inspect-1", Some(KEY)).0, 200);
+        assert_eq!(
+            c.get_json(&format!("/memory/short/items/inspect-1?api_key={KEY}"))
+                .0,
+            404
+        );
+
+        // Episodic: an episode can be found, shown and forgotten.
+        let (s, v) = c.get_json(&format!("/memory/episodic/items?q=Peru&api_key={KEY}"));
+        assert_eq!(s, 200, "{v}");
+        let ep = v["hits"][0]["episode"]["id"].as_str().unwrap().to_string();
+        let (s, v) = c.get_json(&format!("/memory/episodic/items?limit=5&api_key={KEY}"));
+        assert!(
+            s == 200 && !v["items"].as_array().unwrap().is_empty(),
+            "{v}"
+        );
+        assert_eq!(
+            c.get_json(&format!("/memory/episodic/items/{ep}?api_key={KEY}"))
+                .0,
+            200
+        );
+        assert_eq!(
+            c.delete(&format!("/memory/episodic/items/{ep}"), Some(KEY))
+                .0,
+            200
+        );
+        assert_eq!(
+            c.get_json(&format!("/memory/episodic/items/{ep}?api_key={KEY}"))
+                .0,
+            404
+        );
+
+        // Bad input: an unknown store, a malformed id, an unknown query field.
+        let (s, v) = c.get_json(&format!("/memory/nowhere/items?api_key={KEY}"));
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{v}"
+        );
+        assert_eq!(
+            c.get_json(&format!("/memory/long/items/not-a-uuid?api_key={KEY}"))
+                .0,
+            400
+        );
+        assert_eq!(
+            c.get_json(&format!("/memory/long/items?bogus=1&api_key={KEY}"))
+                .0,
+            400
+        );
+
+        // The event stream: a restart shows up as a server-sent event.
+        use std::io::{BufRead, BufReader, Write};
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            sock,
+            "GET /events?api_key={KEY} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        let mut lines = BufReader::new(sock).lines();
+        let status = lines.next().unwrap().unwrap();
+        assert!(status.contains("200"), "{status}");
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = rt.block_on(rt2.inject_fault("tuner"));
+        });
+        let seen = lines
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("event:") && l.contains("actor_restarted"));
+        assert!(seen.is_some(), "no actor_restarted event");
+    });
+    let r = checks.await;
+    server.stop().await;
+    r.unwrap();
 }
 
 /// `thau bench load` against a live server admitting six sessions: eight clients chat

@@ -2,4 +2,4 @@
 //! `cargo fuzz run checkpoint`: see `thau::fuzzing::checkpoint`.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| thau::fuzzing::checkpoint(data));
+fuzz_target!(init: thau::fuzzing::init(), |data: &[u8]| thau::fuzzing::checkpoint(data));

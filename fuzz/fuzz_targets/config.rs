@@ -2,4 +2,4 @@
 //! `cargo fuzz run config`: see `thau::fuzzing::config`.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| thau::fuzzing::config(data));
+fuzz_target!(init: thau::fuzzing::init(), |data: &[u8]| thau::fuzzing::config(data));

@@ -2,4 +2,4 @@
 //! `cargo fuzz run scenario`: see `thau::fuzzing::scenario`.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| thau::fuzzing::scenario(data));
+fuzz_target!(init: thau::fuzzing::init(), |data: &[u8]| thau::fuzzing::scenario(data));

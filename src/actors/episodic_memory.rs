@@ -55,7 +55,9 @@ pub struct EpisodicStatsRequest;
 
 /// Turns a store error into the actor's reply: bad input stays a bad request.
 pub(crate) fn memory_reply(e: MemoryError) -> ActorError {
-    if e.is_user_error() {
+    if matches!(e, MemoryError::NotFound { .. }) {
+        ActorError::NotFound(e.to_string())
+    } else if e.is_user_error() {
         ActorError::BadRequest(e.to_string())
     } else {
         ActorError::Failed(e.to_string())

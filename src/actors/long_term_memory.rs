@@ -2,7 +2,7 @@
 //! embedder — memorises texts as vectors and recalls the nearest ones.
 //!
 //! Receives [`Memorize`], [`RecallLong`], [`GetMemory`], [`ForgetMemory`],
-//! [`LongStatsRequest`] and the common messages ([`crate::actors::Flush`] flushes the
+//! [`ListMemories`], [`LongStatsRequest`] and the common messages ([`crate::actors::Flush`] flushes the
 //! store). The embedded shard admits one owner per directory, and this actor is it. Runs
 //! on its own async arbiter under a `Supervisor`: a restart keeps the open store.
 
@@ -45,6 +45,15 @@ pub struct RecallLong {
     pub query: String,
     pub limit: usize,
     pub filter: PayloadFilter,
+}
+
+/// A page of memories in id order (without vectors), starting after `after`; answers the
+/// page and the cursor of the next one.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<(Vec<MemoryPoint>, Option<Uuid>), ActorError>")]
+pub struct ListMemories {
+    pub after: Option<Uuid>,
+    pub limit: usize,
 }
 
 /// One memory with its vector.
@@ -203,6 +212,18 @@ impl Handler<LongStatsRequest> for LongTermMemory {
     fn handle(&mut self, _: LongStatsRequest, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, "LongStats", |me| {
             me.open()?.store.stats().map_err(memory_reply)
+        })
+    }
+}
+
+impl Handler<ListMemories> for LongTermMemory {
+    type Result = Result<(Vec<MemoryPoint>, Option<Uuid>), ActorError>;
+    fn handle(&mut self, m: ListMemories, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, "ListMemories", |me| {
+            me.open()?
+                .store
+                .scroll(m.after, m.limit, false)
+                .map_err(memory_reply)
         })
     }
 }

@@ -44,6 +44,9 @@ pub enum ActorError {
     /// The request itself is invalid.
     #[error("invalid request: {0}")]
     BadRequest(String),
+    /// The request names something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Live counters of one actor, shared with the runtime (they survive restarts).

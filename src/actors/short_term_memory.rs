@@ -1,8 +1,8 @@
 //! ShortTermMemory: keeps one window of recent turns per conversation
 //! ([`ShortTermStore`]) and files the turns that overflow a window as episodes.
 //!
-//! Receives [`AddTurn`], [`GetWindow`], [`SearchShort`], [`CloseConversation`] and the
-//! common messages; sends [`Remember`] to EpisodicMemory for every evicted turn. Runs on its
+//! Receives [`AddTurn`], [`GetWindow`], [`SearchShort`], [`CloseConversation`],
+//! [`ListWindows`], [`ForgetWindow`] and the common messages; sends [`Remember`] to EpisodicMemory for every evicted turn. Runs on its
 //! own async arbiter under a `Supervisor`.
 
 use std::path::Path;
@@ -14,7 +14,7 @@ use crate::actors::episodic_memory::{memory_reply, Remember};
 use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
 use crate::memory::recall::RecallHit;
 use crate::memory::short_term::{
-    ConversationTurn, ShortTermStore, TokenCounter, Window, WordCounter,
+    ConversationTurn, ShortTermStore, TokenCounter, Window, WindowInfo, WordCounter,
 };
 use crate::memory::{Episode, EpisodeKind};
 use crate::model::tokenizer::{Role, ThauTokenizer};
@@ -59,6 +59,16 @@ pub struct SearchShort {
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<usize, ActorError>")]
 pub struct CloseConversation(pub String);
+
+/// Every conversation's window: its size and last turn.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<Vec<WindowInfo>, ActorError>")]
+pub struct ListWindows;
+
+/// Drop a conversation's window without filing its turns; answers how many were dropped.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<usize, ActorError>")]
+pub struct ForgetWindow(pub String);
 
 /// The ShortTermMemory actor's state.
 pub struct ShortTermMemory {
@@ -225,6 +235,27 @@ impl Handler<CloseConversation> for ShortTermMemory {
             }
             let turns = me.store()?.forget(&m.0).map_err(memory_reply)?;
             Ok(me.file(turns).0)
+        })
+    }
+}
+
+impl Handler<ListWindows> for ShortTermMemory {
+    type Result = Result<Vec<WindowInfo>, ActorError>;
+    fn handle(&mut self, _: ListWindows, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, "ListWindows", |me| Ok(me.store()?.windows()))
+    }
+}
+
+impl Handler<ForgetWindow> for ShortTermMemory {
+    type Result = Result<usize, ActorError>;
+    fn handle(&mut self, m: ForgetWindow, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, "ForgetWindow", |me| {
+            let store = me.store()?;
+            if store.window(&m.0).is_none() {
+                return Err(ActorError::NotFound(format!("no conversation `{}`", m.0)));
+            }
+            let turns = store.forget(&m.0).map_err(memory_reply)?;
+            Ok(turns.len())
         })
     }
 }

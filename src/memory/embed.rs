@@ -247,8 +247,8 @@ impl BertEmbedder {
                     .map_err(|e| MemoryError::Embed(format!("{}: {e}", config_path.display())))
             })?;
         let tok_path = file("tokenizer.json")?;
-        let mut tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
-            .map_err(|e| MemoryError::Embed(format!("{}: {e}", tok_path.display())))?;
+        let mut tokenizer = crate::model::tokenizer::load_tokenizer_file(&tok_path)
+            .map_err(|e| MemoryError::Embed(e.to_string()))?;
         tokenizer
             .with_truncation(Some(tokenizers::TruncationParams {
                 max_length: config.max_position_embeddings,

@@ -107,6 +107,39 @@ fn tokenizer_from_metadata(
     Ok(tok)
 }
 
+/// Checks that every tensor's size can be computed and that its bytes lie inside the file,
+/// before candle reads them: candle multiplies the dimensions unchecked (found by fuzzing:
+/// an overflow panics in debug builds and wraps into a wrong read in release ones).
+fn check_tensor_infos(content: &gguf_file::Content, file_len: u64, path: &Path) -> Result<()> {
+    for (name, info) in &content.tensor_infos {
+        let (block, size) = (info.ggml_dtype.block_size(), info.ggml_dtype.type_size());
+        let end = info
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|n| block > 0 && n % block == 0)
+            .and_then(|n| (n / block).checked_mul(size))
+            .and_then(|bytes| {
+                content
+                    .tensor_data_offset
+                    .checked_add(info.offset)?
+                    .checked_add(u64::try_from(bytes).ok()?)
+            });
+        if end.is_none_or(|e| e > file_len) {
+            return Err(ModelError::file(
+                path,
+                format!(
+                    "tensor `{name}` ({:?}, shape {:?}) does not fit in the file",
+                    info.ggml_dtype,
+                    info.shape.dims()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl GgufModel {
     /// Loads `path` (and `tokenizer.json` beside it, if present).
     pub fn load(path: &Path) -> Result<GgufModel> {
@@ -122,7 +155,7 @@ impl GgufModel {
         }
         let beside = path.with_file_name("tokenizer.json");
         let tokenizer = if beside.is_file() {
-            Tokenizer::from_file(&beside).map_err(|e| ModelError::file(&beside, e))?
+            super::tokenizer::load_tokenizer_file(&beside)?
         } else {
             tokenizer_from_metadata(&md, path)?
         };
@@ -137,6 +170,8 @@ impl GgufModel {
         let context = meta_u32(&md, "llama.context_length").unwrap_or(2048) as usize;
         let name = meta_str(&md, "general.name").unwrap_or_else(|| "gguf model".into());
         let template = meta_str(&md, "tokenizer.chat_template");
+        let file_len = f.metadata().map_err(|e| ModelError::file(path, e))?.len();
+        check_tensor_infos(&content, file_len, path)?;
         let weights = ModelWeights::from_gguf(content, &mut f, &Device::Cpu)
             .map_err(|e| ModelError::file(path, e))?;
         Ok(GgufModel {

@@ -78,6 +78,19 @@ pub struct ThauTokenizer {
     pub special: SpecialIds,
 }
 
+/// Reads a `tokenizer.json` with the `tokenizers` crate. Its deserialiser panics on some
+/// malformed files (found by fuzzing: a truncated `decoder` section trips an `expect`);
+/// here that is an error naming the file, as for any other malformed input.
+pub fn load_tokenizer_file(path: &Path) -> Result<Tokenizer> {
+    let bytes = std::fs::read(path).map_err(|e| ModelError::file(path, e))?;
+    let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(&bytes));
+    match parsed {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(ModelError::file(path, e)),
+        Err(_) => Err(ModelError::file(path, "malformed tokenizer file")),
+    }
+}
+
 fn tok_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::Tokenizer(e.to_string())
 }
@@ -136,8 +149,7 @@ impl ThauTokenizer {
 
     /// Loads `tokenizer.json`.
     pub fn load(path: &Path) -> Result<Self> {
-        let inner = Tokenizer::from_file(path).map_err(|e| ModelError::file(path, e))?;
-        Self::from_inner(inner)
+        Self::from_inner(load_tokenizer_file(path)?)
     }
 
     /// The tokenizer as JSON (what [`Self::load`] reads).

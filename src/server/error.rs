@@ -53,6 +53,7 @@ impl ApiError {
     pub fn from_actor(actor: &str, e: ActorError) -> Self {
         match e {
             ActorError::BadRequest(m) => Self::bad_request(m),
+            ActorError::NotFound(m) => Self::not_found(m),
             ActorError::Unavailable(m) => Self::unavailable(format!("{actor}: {m}")),
             other => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,6 +93,8 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
             "unsupported_media_type",
             "send the body as application/json",
         )
+    } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
+        ApiError::bad_request(e.to_string())
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -104,8 +107,6 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
             "length_required",
             "send a Content-Length header",
         )
-    } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
-        ApiError::bad_request(e.to_string())
     } else {
         tracing::warn!(rejection = ?r, "unhandled rejection");
         ApiError::new(

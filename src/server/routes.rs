@@ -36,7 +36,7 @@ pub fn all(
     };
     let key = st.api_key.clone();
     let ws = warp::path!("ws" / "chat")
-        .and(authorized_ws(key.clone()))
+        .and(authorized_query(key.clone()))
         .and(warp::ws())
         .and(state.clone())
         .and_then(|ws: warp::ws::Ws, st: AppState| async move {
@@ -128,6 +128,30 @@ pub fn all(
         .and(state.clone())
         .and(json_body())
         .and_then(super::compat::openai_chat);
+    // Memory contents and the event stream are private too: the key, in a header or (for
+    // a browser's EventSource) in the query.
+    let items = warp::path!("memory" / String / "items")
+        .and(warp::get())
+        .and(authorized_query(st.api_key.clone()))
+        .and(warp::query::<ItemsQuery>())
+        .and(state.clone())
+        .and_then(memory_items);
+    let item = warp::path!("memory" / String / "items" / String)
+        .and(warp::get())
+        .and(authorized_query(st.api_key.clone()))
+        .and(state.clone())
+        .and_then(memory_item);
+    let forget = warp::path!("memory" / String / "items" / String)
+        .and(warp::delete())
+        .and(authorized(st.api_key.clone()))
+        .and(state.clone())
+        .and_then(memory_forget);
+    let events = warp::path!("events")
+        .and(warp::get())
+        .and(authorized_query(st.api_key.clone()))
+        .and(warp::query::<EventsQuery>())
+        .and(state.clone())
+        .map(events);
     let vision_stats = warp::path!("vision" / "stats")
         .and(warp::get())
         .and(state)
@@ -153,6 +177,14 @@ pub fn all(
         .or(memory_stats)
         .unify()
         .boxed();
+    let inspect = items
+        .or(item)
+        .unify()
+        .or(forget)
+        .unify()
+        .or(events)
+        .unify()
+        .boxed();
     let vision = generate
         .or(vision_chat)
         .unify()
@@ -170,6 +202,8 @@ pub fn all(
         .unify()
         .boxed();
     core.or(learn_memory)
+        .unify()
+        .or(inspect)
         .unify()
         .or(vision)
         .unify()
@@ -212,9 +246,9 @@ fn authorized(
         .untuple_one()
 }
 
-/// [`authorized`] for the WebSocket, whose browser clients cannot set headers: the key may
-/// also come as `?api_key=KEY`.
-fn authorized_ws(
+/// [`authorized`] for routes that browsers open without setting headers (the WebSocket,
+/// an EventSource, links): the key may also come as `?api_key=KEY`.
+fn authorized_query(
     key: Option<std::sync::Arc<str>>,
 ) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     let query = warp::query::<std::collections::HashMap<String, String>>()
@@ -425,6 +459,237 @@ async fn memory_recall(st: AppState, b: RecallBody) -> Resp {
     Ok(json(&serde_json::json!({ "hits": hits })))
 }
 
+/// Most items in one page of a memory listing.
+const MAX_ITEMS: usize = 200;
+/// Items in a page when the request does not say.
+const DEFAULT_ITEMS: usize = 50;
+
+/// The query of `GET /memory/{store}/items`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemsQuery {
+    /// Only the items that match this text, best first.
+    q: Option<String>,
+    limit: Option<usize>,
+    /// Episodic listing: items to skip (newest first).
+    offset: Option<usize>,
+    /// Long-term listing: the id after which the page starts (`next` of the last page).
+    after: Option<uuid::Uuid>,
+    /// Read by the key check.
+    #[allow(dead_code)]
+    api_key: Option<String>,
+}
+
+/// The store a path names.
+fn store_kind(name: &str) -> Result<crate::memory::StoreKind, ApiError> {
+    use crate::memory::StoreKind;
+    match name {
+        "short" => Ok(StoreKind::Short),
+        "episodic" => Ok(StoreKind::Episodic),
+        "long" => Ok(StoreKind::Long),
+        other => Err(ApiError::not_found(format!(
+            "no memory store `{other}` (short, episodic or long)"
+        ))),
+    }
+}
+
+fn parse_id(id: &str) -> Result<uuid::Uuid, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request(format!("`{id}` is not a memory id (a UUID)")))
+}
+
+fn actor<A>(a: &Option<A>, name: &str) -> Result<A, ApiError>
+where
+    A: Clone,
+{
+    a.clone()
+        .ok_or_else(|| ApiError::unavailable(format!("{name} is not running")))
+}
+
+/// `GET /memory/{store}/items[?q=TEXT][&limit=N][&offset=N | &after=ID]`: what a store
+/// holds — episodes newest first, long-term memories in id order (`next` is the cursor of
+/// the following page), short-term conversation windows — or, with `q`, what matches it,
+/// best first. This is what the web page's memory inspector reads.
+async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> Resp {
+    use crate::actors::episodic_memory::{ListEpisodes, SearchEpisodes};
+    use crate::actors::long_term_memory::{ListMemories, RecallLong};
+    use crate::actors::short_term_memory::{ListWindows, SearchShort};
+    use crate::memory::StoreKind;
+    let kind = store_kind(&store)?;
+    let limit = q.limit.unwrap_or(DEFAULT_ITEMS).clamp(1, MAX_ITEMS);
+    let text = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let a = &st.rt.addrs;
+    let body = match (kind, text) {
+        (StoreKind::Episodic, Some(t)) => {
+            let e = actor(&a.episodic_memory, "EpisodicMemory")?;
+            let hits = e.send(SearchEpisodes {
+                query: t.to_string(),
+                filter: Default::default(),
+                limit,
+            });
+            serde_json::json!({ "store": store, "hits": ask("episodic_memory", hits.await)? })
+        }
+        (StoreKind::Episodic, None) => {
+            let e = actor(&a.episodic_memory, "EpisodicMemory")?;
+            let page = e.send(ListEpisodes {
+                filter: Default::default(),
+                limit,
+                offset: q.offset.unwrap_or(0),
+            });
+            serde_json::json!({ "store": store, "items": ask("episodic_memory", page.await)? })
+        }
+        (StoreKind::Long, Some(t)) => {
+            let l = actor(&a.long_term_memory, "LongTermMemory")?;
+            let hits = l.send(RecallLong {
+                query: t.to_string(),
+                limit,
+                filter: Default::default(),
+            });
+            serde_json::json!({ "store": store, "hits": ask("long_term_memory", hits.await)? })
+        }
+        (StoreKind::Long, None) => {
+            let l = actor(&a.long_term_memory, "LongTermMemory")?;
+            let page = l.send(ListMemories {
+                after: q.after,
+                limit,
+            });
+            let (items, next) = ask("long_term_memory", page.await)?;
+            serde_json::json!({ "store": store, "items": items, "next": next })
+        }
+        (StoreKind::Short, Some(t)) => {
+            let s = actor(&a.short_term_memory, "ShortTermMemory")?;
+            let hits = s.send(SearchShort {
+                query: t.to_string(),
+                limit,
+            });
+            serde_json::json!({ "store": store, "hits": ask("short_term_memory", hits.await)? })
+        }
+        (StoreKind::Short, None) => {
+            let s = actor(&a.short_term_memory, "ShortTermMemory")?;
+            let mut windows = ask("short_term_memory", s.send(ListWindows).await)?;
+            windows.truncate(limit);
+            serde_json::json!({ "store": store, "items": windows })
+        }
+    };
+    Ok(json(&body))
+}
+
+/// `GET /memory/{store}/items/{id}`: one episode or long-term memory by id, or one
+/// conversation's short-term window by its name.
+async fn memory_item(store: String, id: String, st: AppState) -> Resp {
+    use crate::actors::episodic_memory::GetEpisode;
+    use crate::actors::long_term_memory::GetMemory;
+    use crate::actors::short_term_memory::{GetWindow, ListWindows};
+    use crate::memory::StoreKind;
+    let a = &st.rt.addrs;
+    let body = match store_kind(&store)? {
+        StoreKind::Episodic => {
+            let e = actor(&a.episodic_memory, "EpisodicMemory")?;
+            serde_json::to_value(ask(
+                "episodic_memory",
+                e.send(GetEpisode(parse_id(&id)?)).await,
+            )?)
+        }
+        StoreKind::Long => {
+            let l = actor(&a.long_term_memory, "LongTermMemory")?;
+            let mut p = ask("long_term_memory", l.send(GetMemory(parse_id(&id)?)).await)?;
+            // The vector is hundreds of numbers no reader wants.
+            p.vector.clear();
+            serde_json::to_value(p)
+        }
+        StoreKind::Short => {
+            let s = actor(&a.short_term_memory, "ShortTermMemory")?;
+            let known = ask("short_term_memory", s.send(ListWindows).await)?;
+            if !known.iter().any(|w| w.conversation == id) {
+                return Err(ApiError::not_found(format!("no conversation `{id}`")).into());
+            }
+            let w = ask("short_term_memory", s.send(GetWindow(id.clone())).await)?;
+            Ok(serde_json::json!({ "conversation": id, "turns": w.messages() }))
+        }
+    }
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(json(&body))
+}
+
+/// `DELETE /memory/{store}/items/{id}` (API key): forgets one episode, long-term memory or
+/// conversation window for good.
+async fn memory_forget(store: String, id: String, st: AppState) -> Resp {
+    use crate::actors::episodic_memory::ForgetEpisode;
+    use crate::actors::long_term_memory::ForgetMemory;
+    use crate::actors::short_term_memory::ForgetWindow;
+    use crate::memory::StoreKind;
+    let a = &st.rt.addrs;
+    match store_kind(&store)? {
+        StoreKind::Episodic => {
+            let e = actor(&a.episodic_memory, "EpisodicMemory")?;
+            ask(
+                "episodic_memory",
+                e.send(ForgetEpisode(parse_id(&id)?)).await,
+            )?;
+        }
+        StoreKind::Long => {
+            let l = actor(&a.long_term_memory, "LongTermMemory")?;
+            ask(
+                "long_term_memory",
+                l.send(ForgetMemory(parse_id(&id)?)).await,
+            )?;
+        }
+        StoreKind::Short => {
+            let s = actor(&a.short_term_memory, "ShortTermMemory")?;
+            ask("short_term_memory", s.send(ForgetWindow(id.clone())).await)?;
+        }
+    }
+    Ok(json(
+        &serde_json::json!({ "store": store, "forgotten": id }),
+    ))
+}
+
+/// The query of `GET /events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Also the `message` events (one per message an actor handles: many).
+    all: Option<bool>,
+    /// Read by the key check.
+    #[allow(dead_code)]
+    api_key: Option<String>,
+}
+
+/// `GET /events[?all=true]`: the runtime's event stream as server-sent events, one JSON
+/// [`crate::runtime::events::RuntimeEvent`] each (event name: its `kind`) — learning steps,
+/// restarts, reports — from the moment of the request. The web page's learning dashboard
+/// listens to it. A client too slow to keep up loses the oldest events, not the stream.
+fn events(q: EventsQuery, st: AppState) -> warp::reply::Response {
+    use crate::runtime::events::EventKind;
+    use futures_util::StreamExt;
+    let all = q.all.unwrap_or(false);
+    let rx = st.rt.events.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => return Some((ev, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter(move |ev| {
+        let keep = all || !matches!(ev.kind, EventKind::Message { .. });
+        async move { keep }
+    })
+    .map(|ev| {
+        let name = serde_json::to_value(&ev)
+            .ok()
+            .and_then(|v| v["kind"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "event".into());
+        warp::sse::Event::default()
+            .event(name)
+            .json_data(&ev)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    });
+    warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response()
+}
+
 /// `GET /memory/stats`: the episodic and long-term stores' figures.
 async fn memory_stats(st: AppState) -> Resp {
     let a = &st.rt.addrs;
@@ -516,6 +781,30 @@ pub fn openapi() -> serde_json::Value {
             "/memory/store": { "post": op("Remember a text (long-term)", Some("StoreBody")) },
             "/memory/recall": { "post": op("Recall from every store", Some("RecallBody")) },
             "/memory/stats": { "get": op("Memory stores' figures", None) },
+            "/memory/{store}/items": { "get": {
+                "summary": "List a store (short, episodic, long), or search it with q",
+                "parameters": [
+                    {"name": "store", "in": "path", "required": true, "schema": {"type": "string", "enum": ["short", "episodic", "long"]}},
+                    {"name": "q", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ITEMS}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "after", "in": "query", "schema": {"type": "string", "format": "uuid"}}],
+                "responses": {"200": {"description": "OK (JSON)"}, "404": {"description": "no such store"}}}},
+            "/memory/{store}/items/{id}": {
+                "get": { "summary": "One item: an episode or memory by id, a conversation window by name",
+                    "parameters": [
+                        {"name": "store", "in": "path", "required": true, "schema": {"type": "string"}},
+                        {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "OK (JSON)"}, "404": {"description": "no such item"}}},
+                "delete": { "summary": "Forget one item (API key)",
+                    "parameters": [
+                        {"name": "store", "in": "path", "required": true, "schema": {"type": "string"}},
+                        {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "OK (JSON)"}, "404": {"description": "no such item"}}}},
+            "/events": { "get": {
+                "summary": "The runtime event stream (server-sent events; message events only with all=true)",
+                "parameters": [{"name": "all", "in": "query", "schema": {"type": "boolean"}}],
+                "responses": {"200": {"description": "text/event-stream"}}}},
             "/api/tags": { "get": op("Ollama: the models served", None) },
             "/api/generate": { "post": op("Ollama: complete a prompt (NDJSON stream unless stream is false)", None) },
             "/api/chat": { "post": op("Ollama: the next chat message (NDJSON stream unless stream is false)", None) },

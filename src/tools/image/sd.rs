@@ -434,8 +434,8 @@ impl StableDiffusionBackend {
         let vae_file: VaeFile = read_json(&dir.join("vae/config.json"))?;
         let sched: SchedulerFile = read_json(&dir.join("scheduler/scheduler_config.json"))?;
         let tok_path = dir.join(TOKENIZER);
-        let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
-            .map_err(|e| err(format!("{}: {e}", tok_path.display())))?;
+        let tokenizer = crate::model::tokenizer::load_tokenizer_file(&tok_path)
+            .map_err(|e| err(e.to_string()))?;
         let weights = |rel: &str| -> Result<VarBuilder<'static>, ImageError> {
             let p = dir.join(rel);
             if !p.is_file() {
