@@ -814,3 +814,46 @@ async fn response_cancel_stops_a_long_answer() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// The web page and its assets are served from the binary, with a strict content policy;
+/// `/train/stats` gives the dashboard the model's age and size.
+#[actix::test]
+async fn the_web_page_is_served_with_its_assets() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_model(dir.path());
+    let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
+    let (addr_rx, server) = common::start_server(rt.clone(), Some(KEY));
+    let checks = tokio::task::spawn_blocking(move || {
+        let addr = addr_rx.recv().unwrap();
+        let c = Client::new(format!("http://{addr}"));
+        let (s, ct, body) = c.get("/");
+        assert_eq!((s, ct.as_str()), (200, "text/html; charset=utf-8"));
+        let html = String::from_utf8(body).unwrap();
+        for needle in [
+            "/static/app.js",
+            "/static/app.css",
+            r#"<label for="chat-input">"#,
+            r#"id="memory-store""#,
+            r#"id="loss-chart""#,
+        ] {
+            assert!(html.contains(needle), "the page lacks {needle}");
+        }
+        // Nothing is loaded from elsewhere.
+        assert!(!html.contains("http://") && !html.contains("https://"));
+        let (s, ct, js) = c.get("/static/app.js");
+        assert_eq!((s, ct.as_str()), (200, "text/javascript; charset=utf-8"));
+        assert!(String::from_utf8(js).unwrap().contains("/ws/chat"));
+        assert_eq!(c.get("/static/app.css").0, 200);
+        assert_eq!(c.get("/static/../Cargo.toml").0, 404);
+        assert_eq!(c.get("/static/nope.js").0, 404);
+        // A POST-only route still says so to a GET.
+        assert_eq!(c.get("/chat/message").0, 405);
+        let (s, v) = c.get_json("/train/stats");
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["model"]["age"], 0, "{v}");
+        assert!(v["model"]["params"].as_u64().unwrap() > 0, "{v}");
+    });
+    let r = checks.await;
+    server.stop().await;
+    r.unwrap();
+}

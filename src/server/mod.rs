@@ -19,6 +19,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
+pub mod web;
 pub mod ws;
 
 use std::net::SocketAddr;

@@ -205,6 +205,8 @@ pub fn all(
         .unify()
         .or(inspect)
         .unify()
+        .or(super::web::routes())
+        .unify()
         .or(vision)
         .unify()
         .or(compat)
@@ -375,7 +377,8 @@ async fn train_interaction(st: AppState, i: Interaction) -> Resp {
     Ok(json(&out))
 }
 
-/// `GET /train/stats`: the learning sessions and the tuning state.
+/// `GET /train/stats`: the learning sessions (with their loss curves), the newest model's
+/// age and size, and the tuning state.
 async fn train_stats(st: AppState) -> Resp {
     let sessions = crate::commands::learn::sessions(&st.rt.home)
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
@@ -393,11 +396,19 @@ async fn train_stats(st: AppState) -> Resp {
                 "questions": s.questions_asked, "gaps_opened": s.gaps.opened,
                 "gaps_closed": s.gaps.closed, "rounds": s.rounds,
                 "probe_loss_before": s.probe_loss_before, "probe_loss_after": s.probe_loss_after,
+                "curve": s.curve,
             })
         })
         .collect();
+    // The model as the newest checkpoint describes it (what Inference serves once loaded).
+    let model = crate::model::checkpoint::newest(&st.rt.home.checkpoints())
+        .ok()
+        .flatten()
+        .and_then(|dir| std::fs::read(dir.join(crate::model::checkpoint::CONFIG)).ok())
+        .and_then(|b| serde_json::from_slice::<crate::model::ModelConfig>(&b).ok())
+        .map(|c| serde_json::json!({ "age": c.age, "params": c.param_count(), "d_model": c.d_model, "layers": c.n_layers }));
     Ok(json(
-        &serde_json::json!({ "sessions": summary, "tuning": tuning }),
+        &serde_json::json!({ "sessions": summary, "tuning": tuning, "model": model }),
     ))
 }
 
@@ -766,6 +777,8 @@ pub fn openapi() -> serde_json::Value {
         "openapi": "3.0.3",
         "info": { "title": "THAU", "version": env!("CARGO_PKG_VERSION") },
         "paths": {
+            "/": { "get": { "summary": "The web page (text/html; its assets under /static/)",
+                "responses": {"200": {"description": "HTML"}}}},
             "/health": { "get": op("Actors' health", None) },
             "/metrics": { "get": op("Prometheus metrics (text)", None) },
             "/chat/message": { "post": op("One chat turn", Some("ChatRequest")) },
@@ -777,7 +790,7 @@ pub fn openapi() -> serde_json::Value {
                 "responses": {"200": {"description": "PNG"}, "404": {"description": "no such picture"}}}},
             "/vision/stats": { "get": op("Pictures made, backend, device", None) },
             "/train/interaction": { "post": op("Feedback on a chat turn (auto-tuning)", Some("Interaction")) },
-            "/train/stats": { "get": op("Learning sessions and tuning", None) },
+            "/train/stats": { "get": op("Learning sessions with loss curves, the model's age and size, tuning", None) },
             "/memory/store": { "post": op("Remember a text (long-term)", Some("StoreBody")) },
             "/memory/recall": { "post": op("Recall from every store", Some("RecallBody")) },
             "/memory/stats": { "get": op("Memory stores' figures", None) },

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 pub mod learning;
+pub mod webdriver;
 
 use thau::model::data::Corpus;
 use thau::model::tokenizer::ThauTokenizer;
