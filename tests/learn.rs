@@ -386,3 +386,57 @@ async fn the_tuner_moves_knobs_on_feedback_and_gap_signals_logs_and_reverts() {
     let back = thau::commands::tune::revert(&home, &specs, t.log[1].id).unwrap();
     assert_eq!(back.to, 20.0);
 }
+
+/// An interrupted session is resumed only from its own corpus; `--new-session` (resume
+/// off) drops it and starts anew.
+#[actix::test]
+async fn an_interrupted_session_is_resumed_only_from_its_corpus() {
+    use thau::commands::learn::{interrupted, Journal};
+    let (_dir, corpus_dir, home) = prepared();
+    tiny_checkpoint(&home, &corpus_dir, &settings());
+    let old = Journal {
+        session: "learn-old".into(),
+        started_at: chrono::Utc::now(),
+        corpus: "/elsewhere".into(),
+        seed: 1,
+        elapsed_s: 3.0,
+        resumes: 0,
+        fresh_model: false,
+        step_before: 0,
+        probe_loss_before: 5.0,
+    };
+    let runs = home.runs().join("learn");
+    std::fs::create_dir_all(&runs).unwrap();
+    std::fs::write(
+        runs.join("learn-old.open.json"),
+        serde_json::to_vec(&old).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(interrupted(&home).unwrap().len(), 1);
+    let rt = Runtime::start(home.clone(), ThauConfig::default()).unwrap();
+    let mut req = LearnRequest {
+        minutes: None,
+        questions: Some(4),
+        corpus: corpus_dir.clone(),
+        seed: 3,
+        teacher: None,
+        resume: true,
+    };
+    let stop = AtomicBool::new(false);
+    let err = learn(&rt, &req, &stop, &mut |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("learn-old")
+            && err.contains("--corpus /elsewhere")
+            && err.contains("--new-session"),
+        "{err}"
+    );
+    req.resume = false;
+    let r = learn(&rt, &req, &stop, &mut |_| {}).await.unwrap();
+    assert_eq!((r.resumes, r.questions_asked), (0, 4));
+    assert_ne!(r.session, "learn-old");
+    assert!(interrupted(&home).unwrap().is_empty());
+    rt.shutdown().await;
+}

@@ -268,9 +268,9 @@ pub async fn learn(
     if let Some(j) = &resumed {
         if !same_dir(&j.corpus, &req.corpus) {
             return Err(ThauError::Invalid(format!(
-                "the interrupted session {} learns from {}; resume it with --corpus {0} or start anew with --new-session",
+                "the interrupted session {} learns from {corpus}; resume it with --corpus {corpus} or start anew with --new-session",
                 j.session,
-                j.corpus.display()
+                corpus = j.corpus.display()
             )));
         }
     }
