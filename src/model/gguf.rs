@@ -140,6 +140,40 @@ fn check_tensor_infos(content: &gguf_file::Content, file_len: u64, path: &Path) 
     Ok(())
 }
 
+/// Largest attention head accepted (real models use 64 to 256).
+const MAX_HEAD_DIM: u32 = 512;
+/// Largest head count accepted.
+const MAX_HEADS: u32 = 1024;
+
+/// Checks the `llama.*` shape keys before candle builds the model from them: candle sizes
+/// its RoPE tables by `llama.rope.dimension_count` without a bound (found by fuzzing: one
+/// flipped byte there made loading allocate gigabytes).
+fn check_hyperparameters(md: &std::collections::HashMap<String, Value>, path: &Path) -> Result<()> {
+    let get = |k: &str| {
+        meta_u32(md, k).ok_or_else(|| {
+            ModelError::file(path, format!("metadata `{k}` is missing or not an integer"))
+        })
+    };
+    let heads = get("llama.attention.head_count")?;
+    let kv_heads = get("llama.attention.head_count_kv")?;
+    let embedding = get("llama.embedding_length")?;
+    let rope = get("llama.rope.dimension_count")?;
+    let bad = |why: String| Err(ModelError::file(path, why));
+    if heads == 0 || heads > MAX_HEADS || kv_heads == 0 || heads % kv_heads != 0 {
+        return bad(format!(
+            "{heads} attention heads with {kv_heads} key/value heads"
+        ));
+    }
+    if embedding % heads != 0 || embedding / heads > MAX_HEAD_DIM {
+        return bad(format!("embedding length {embedding} over {heads} heads"));
+    }
+    let head_dim = embedding / heads;
+    if rope == 0 || rope % 2 != 0 || rope > head_dim {
+        return bad(format!("RoPE dimension {rope} for heads of {head_dim}"));
+    }
+    Ok(())
+}
+
 impl GgufModel {
     /// Loads `path` (and `tokenizer.json` beside it, if present).
     pub fn load(path: &Path) -> Result<GgufModel> {
@@ -172,6 +206,7 @@ impl GgufModel {
         let template = meta_str(&md, "tokenizer.chat_template");
         let file_len = f.metadata().map_err(|e| ModelError::file(path, e))?.len();
         check_tensor_infos(&content, file_len, path)?;
+        check_hyperparameters(&md, path)?;
         let weights = ModelWeights::from_gguf(content, &mut f, &Device::Cpu)
             .map_err(|e| ModelError::file(path, e))?;
         Ok(GgufModel {
