@@ -146,9 +146,11 @@ const MAX_HEAD_DIM: u32 = 512;
 const MAX_HEADS: u32 = 1024;
 
 /// Checks the `llama.*` shape keys before candle builds the model from them: candle sizes
-/// its RoPE tables by `llama.rope.dimension_count` without a bound (found by fuzzing: one
-/// flipped byte there made loading allocate gigabytes).
-fn check_hyperparameters(md: &std::collections::HashMap<String, Value>, path: &Path) -> Result<()> {
+/// its RoPE tables by `llama.rope.dimension_count` and its layer list by
+/// `llama.block_count` without a bound (found by fuzzing: one flipped byte in either made
+/// loading allocate gigabytes or abort).
+fn check_hyperparameters(content: &gguf_file::Content, path: &Path) -> Result<()> {
+    let md = &content.metadata;
     let get = |k: &str| {
         meta_u32(md, k).ok_or_else(|| {
             ModelError::file(path, format!("metadata `{k}` is missing or not an integer"))
@@ -158,6 +160,7 @@ fn check_hyperparameters(md: &std::collections::HashMap<String, Value>, path: &P
     let kv_heads = get("llama.attention.head_count_kv")?;
     let embedding = get("llama.embedding_length")?;
     let rope = get("llama.rope.dimension_count")?;
+    let blocks = get("llama.block_count")?;
     let bad = |why: String| Err(ModelError::file(path, why));
     if heads == 0 || heads > MAX_HEADS || kv_heads == 0 || heads % kv_heads != 0 {
         return bad(format!(
@@ -170,6 +173,12 @@ fn check_hyperparameters(md: &std::collections::HashMap<String, Value>, path: &P
     let head_dim = embedding / heads;
     if rope == 0 || rope % 2 != 0 || rope > head_dim {
         return bad(format!("RoPE dimension {rope} for heads of {head_dim}"));
+    }
+    // candle reserves room for every block up front (found by fuzzing: a huge count
+    // aborted on the allocation): each block must have its tensors in the file.
+    let last = format!("blk.{}.attn_norm.weight", blocks.saturating_sub(1));
+    if blocks == 0 || !content.tensor_infos.contains_key(&last) {
+        return bad(format!("{blocks} blocks, but no tensor `{last}`"));
     }
     Ok(())
 }
@@ -206,7 +215,7 @@ impl GgufModel {
         let template = meta_str(&md, "tokenizer.chat_template");
         let file_len = f.metadata().map_err(|e| ModelError::file(path, e))?.len();
         check_tensor_infos(&content, file_len, path)?;
-        check_hyperparameters(&md, path)?;
+        check_hyperparameters(&content, path)?;
         let weights = ModelWeights::from_gguf(content, &mut f, &Device::Cpu)
             .map_err(|e| ModelError::file(path, e))?;
         Ok(GgufModel {
