@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/fuzz.sh [--dev] [--allow-slow] [SECONDS] [TARGET...]
+# scripts/fuzz.sh [--dev] [--allow-slow] [--seed N] [SECONDS] [TARGET...]
 #
 # Runs every cargo-fuzz target (fuzz/) for SECONDS each (default 60), seeding each corpus
 # from fuzz/seeds/ (for the file loaders, a selector byte 0x80-0x83 alone means "the
@@ -13,8 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=()
 slow=()
-while [ "${1:-}" = "--dev" ] || [ "${1:-}" = "--allow-slow" ]; do
+seed=()
+while [ "${1:-}" = "--dev" ] || [ "${1:-}" = "--allow-slow" ] || [ "${1:-}" = "--seed" ]; do
   case "$1" in
+    # A fixed seed makes the run repeatable: the same inputs in the same order, cut by
+    # the time limit (CI: a result that does not change from run to run).
+    --seed) seed=(-seed="$2"); shift ;;
     --dev) profile=(--dev) ;;
     # A unit over the 20 s timeout ends that target's run without failing the script (CI:
     # the unoptimised build is ~10x slower, and a slow input is a finding, not a crash);
@@ -49,7 +53,7 @@ for t in "${targets[@]}"; do
   echo "== fuzzing $t for ${secs}s"
   log="fuzz/corpus/$t.log"
   if ! "${fuzz[@]}" run "${profile[@]}" --sanitizer none "$t" "$corpus" -- \
-    -max_total_time="$secs" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 "${slow[@]}" >"$log" 2>&1; then
+    -max_total_time="$secs" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 "${slow[@]}" "${seed[@]}" >"$log" 2>&1; then
     tail -n 40 "$log"
     echo "fuzz target $t crashed: the input is under fuzz/artifacts/$t/"
     exit 1
