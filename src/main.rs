@@ -1501,10 +1501,10 @@ fn bench_serve(home: Home, config: ThauConfig, a: &BenchArgs, json: bool) -> Res
         print_json(&serde_json::json!({ "model": model, "rounds": rounds }));
     } else {
         println!("serve bench on {model}: {tokens} tokens per chat, greedy");
-        println!("sessions  tokens  seconds  aggregate tok/s  ratio  per-session tok/s  TTFT p50 ms  p99 ms  batch");
+        println!("sessions  tokens  seconds  aggregate tok/s  ratio  per-session tok/s  TTFT p50 ms  p99 ms  batch  steps s  prompt tok");
         for r in &rounds {
             println!(
-                "{:>8}  {:>6}  {:>7.2}  {:>15.1}  {:>5.2}  {:>17.1}  {:>11.0}  {:>6.0}  {:>5.1}",
+                "{:>8}  {:>6}  {:>7.2}  {:>15.1}  {:>5.2}  {:>17.1}  {:>11.0}  {:>6.0}  {:>5.1}  {:>7.2}  {:>10.0}",
                 r.sessions,
                 r.tokens,
                 r.seconds,
@@ -1513,7 +1513,9 @@ fn bench_serve(home: Home, config: ThauConfig, a: &BenchArgs, json: bool) -> Res
                 r.per_session_tokens_per_s,
                 r.ttft_p50_ms,
                 r.ttft_p99_ms,
-                r.mean_batch
+                r.mean_batch,
+                r.step_seconds,
+                r.mean_prompt_tokens
             );
         }
     }

@@ -1,9 +1,10 @@
 //! [`Engine`]: continuous batching for the native model. Requests ([`Job`]s) from every
 //! session wait in one first-come-first-served queue; a decode thread admits them (a few
-//! prompt prefills per step, so a long prompt never stalls the answers in progress) and
-//! advances every admitted generation by one token per step, all rows of a model in one
-//! forward pass ([`Thau::forward_rows`]): the weights are read once per step instead of
-//! once per session.
+//! per step, so that a burst of long prompts never stalls the answers in progress) and
+//! advances every admitted generation by one token per step, all sequences of a model in
+//! one forward pass ([`Thau::forward_seqs`]): a newly admitted prompt is prefilled in the
+//! same pass as the other sessions' next tokens, and the weights are read once per step
+//! instead of once per session.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 use serde::Serialize;
 
 use super::generate::{Generation, SamplingParams, Sequence};
@@ -21,8 +22,11 @@ use super::{ModelError, Result};
 
 /// Most generations decoded together.
 pub const MAX_BATCH: usize = 32;
-/// Prompts prefilled between two decoding steps.
-const PREFILLS_PER_STEP: usize = 2;
+/// Prompt tokens admitted (and prefilled by the next step) per decoding step: enough for
+/// a burst of short chat prompts to join at once, few enough that a burst of long ones
+/// delays the answers in progress by a handful of steps' worth of work, not by all of it.
+/// The first waiting prompt is always admitted, however long.
+const PREFILL_TOKENS_PER_STEP: usize = 256;
 
 /// A model and its tokenizer, shared by the requests that use it (a hot swap gives new
 /// requests a new one; generations in progress finish on theirs).
@@ -51,6 +55,10 @@ pub struct EngineStats {
     pub rows: u64,
     /// Prompts prefilled.
     pub prefills: u64,
+    /// Prompt tokens in them.
+    pub prefill_tokens: u64,
+    /// Time spent in batched steps (prefills included), in seconds.
+    pub step_seconds: f64,
 }
 
 #[derive(Default)]
@@ -58,6 +66,14 @@ struct Counters {
     steps: AtomicU64,
     rows: AtomicU64,
     prefills: AtomicU64,
+    prefill_tokens: AtomicU64,
+    step_nanos: AtomicU64,
+}
+
+/// Adds the time since `t0` to a nanosecond counter.
+fn add_elapsed(counter: &AtomicU64, t0: std::time::Instant) {
+    let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    counter.fetch_add(ns, Ordering::Relaxed);
 }
 
 /// The queue and its decode thread (which ends when the engine is dropped).
@@ -102,6 +118,8 @@ impl Engine {
             steps: self.counters.steps.load(Ordering::Relaxed),
             rows: self.counters.rows.load(Ordering::Relaxed),
             prefills: self.counters.prefills.load(Ordering::Relaxed),
+            prefill_tokens: self.counters.prefill_tokens.load(Ordering::Relaxed),
+            step_seconds: self.counters.step_nanos.load(Ordering::Relaxed) as f64 * 1e-9,
         }
     }
 }
@@ -118,8 +136,8 @@ struct Running {
 }
 
 impl Running {
-    /// Builds the sequence and prefills its prompt; a generation that ends there (or
-    /// fails) is answered at once.
+    /// Builds the sequence (its prompt is prefilled by the next step); a generation that
+    /// ends before its first token (or fails) is answered at once.
     fn start(job: Job) -> Option<Running> {
         let m = &job.model;
         let stop = [m.tokenizer.special.eot];
@@ -130,7 +148,7 @@ impl Running {
                 return None;
             }
         };
-        let mut r = Running {
+        let r = Running {
             model: job.model,
             seq,
             cache: KvCache::new(0),
@@ -138,17 +156,6 @@ impl Running {
             done: job.done,
             failed: None,
         };
-        if !r.seq.is_done() {
-            let prefill = (|| -> Result<Vec<f32>> {
-                let x = Tensor::new(r.seq.input(), r.model.model.device())?.unsqueeze(0)?; // [1, T]
-                let logits = r.model.model.forward_last(&x, Some(&mut r.cache))?; // [1, V]
-                Ok(logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1()?)
-            })();
-            if let Err(e) = prefill.and_then(|l| r.advance(&l)) {
-                (r.done)(Err(e));
-                return None;
-            }
-        }
         if r.seq.is_done() {
             r.finish();
             return None;
@@ -193,13 +200,20 @@ fn run(rx: Receiver<Job>, counters: &Counters) {
             waiting.push_back(j);
         }
         let mut admitted = 0;
-        while active.len() < MAX_BATCH && admitted < PREFILLS_PER_STEP {
+        while active.len() < MAX_BATCH {
+            let fits =
+                |j: &Job| admitted == 0 || admitted + j.prompt.len() <= PREFILL_TOKENS_PER_STEP;
+            if !waiting.front().is_some_and(fits) {
+                break;
+            }
             let Some(job) = waiting.pop_front() else {
                 break;
             };
-            admitted += 1;
+            admitted += job.prompt.len();
             counters.prefills.fetch_add(1, Ordering::Relaxed);
-            // A panic in the model fails this request, not the thread.
+            let prompt = job.prompt.len() as u64;
+            counters.prefill_tokens.fetch_add(prompt, Ordering::Relaxed);
+            // A panic fails this request, not the thread.
             if let Ok(Some(r)) = std::panic::catch_unwind(AssertUnwindSafe(|| Running::start(job)))
             {
                 active.push(r);
@@ -208,7 +222,9 @@ fn run(rx: Receiver<Job>, counters: &Counters) {
         if active.is_empty() {
             continue;
         }
+        let t0 = std::time::Instant::now();
         let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| step(&mut active, counters)));
+        add_elapsed(&counters.step_nanos, t0);
         if stepped.is_err() {
             tracing::error!("a batched decoding step panicked; its requests failed");
             for r in active.drain(..) {
@@ -241,14 +257,18 @@ fn step(active: &mut [Running], counters: &Counters) {
             .iter_mut()
             .filter(|r| Arc::ptr_eq(&r.model, &m))
             .collect();
-        let ids: Vec<u32> = group.iter().map(|r| r.seq.input()[0]).collect();
+        // A new sequence's whole prompt, the others' last token.
+        let inputs: Vec<Vec<u32>> = group.iter().map(|r| r.seq.input().to_vec()).collect();
         let logits = (|| -> Result<Vec<Vec<f32>>> {
             let mut caches: Vec<&mut KvCache> = group.iter_mut().map(|r| &mut r.cache).collect();
-            let l = m.model.forward_rows(&ids, &mut caches)?; // [N, V]
+            let tokens: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
+            let l = m.model.forward_seqs(&mut caches, &tokens)?; // [N, V]
             Ok(l.to_dtype(DType::F32)?.to_vec2()?)
         })();
         counters.steps.fetch_add(1, Ordering::Relaxed);
-        counters.rows.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        counters
+            .rows
+            .fetch_add(inputs.len() as u64, Ordering::Relaxed);
         match logits {
             Ok(rows) => {
                 for (r, l) in group.iter_mut().zip(&rows) {

@@ -25,6 +25,7 @@ pub mod gguf;
 pub mod growth;
 pub mod ops;
 pub mod optim;
+pub mod packed;
 pub mod policy;
 pub mod tokenizer;
 pub mod train;

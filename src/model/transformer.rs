@@ -10,15 +10,18 @@
 //! `blk.N.attn_q.weight`, …) so export is a rename-free copy.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
 
 use super::config::ModelConfig;
 use super::ops::{causal_attention, lm_head_cross_entropy, rms_norm, rope_i, small_linear, swiglu};
+use super::packed::{attend_one, rms_norm_rows, rotate_pairs, swiglu_rows, PackedLinear};
 use super::{ModelError, Result};
 
 /// Standard deviation of the initial weights.
@@ -72,13 +75,74 @@ impl Rope {
     }
 }
 
-/// Keys and values of one layer, in buffers preallocated for the whole context (no
-/// concatenation, no reallocation per token).
+/// Positions a layer's KV buffers hold at first; they double when full (up to the
+/// context). Small, because a buffer of the whole context per layer and sequence (18 MB
+/// for age 0 at 1,024 positions) made every new chat session fault in and zero fresh
+/// pages: a sixth of a 32-session decoding run went to the kernel clearing pages.
+const KV_INITIAL_CAPACITY: usize = 128;
+
+/// Keys and values of one layer, in buffers with room for more positions (no
+/// concatenation per token; a full buffer is copied once into one twice its size).
 #[derive(Debug, Clone)]
 struct LayerKv {
-    k: Tensor, // [B, H, max_seq_len, hd]
-    v: Tensor, // [B, H, max_seq_len, hd]
+    k: Tensor, // [B, H, capacity, hd]
+    v: Tensor, // [B, H, capacity, hd]
     len: usize,
+}
+
+impl LayerKv {
+    /// A layer's cache with room for at least `needed` positions of keys and values
+    /// shaped `[B, H, _, hd]`, keeping what `old` holds.
+    fn with_room(
+        old: Option<LayerKv>,
+        (b, h, hd): (usize, usize, usize),
+        needed: usize,
+        max_seq_len: usize,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<LayerKv> {
+        let capacity = needed
+            .max(KV_INITIAL_CAPACITY)
+            .next_power_of_two()
+            .min(max_seq_len.max(needed));
+        let k = Tensor::zeros((b, h, capacity, hd), dtype, dev)?;
+        let v = k.zeros_like()?;
+        let len = match old {
+            Some(o) if o.len > 0 => {
+                k.slice_set(&o.k.narrow(2, 0, o.len)?.contiguous()?, 2, 0)?;
+                v.slice_set(&o.v.narrow(2, 0, o.len)?.contiguous()?, 2, 0)?;
+                o.len
+            }
+            _ => 0,
+        };
+        Ok(LayerKv { k, v, len })
+    }
+
+    /// Positions the buffers hold.
+    fn capacity(&self) -> usize {
+        self.k.dims()[2]
+    }
+
+    /// The cache in `slot`, grown to hold `extra` more positions.
+    fn reserve<'a>(
+        slot: &'a mut Option<LayerKv>,
+        shape: (usize, usize, usize),
+        extra: usize,
+        max_seq_len: usize,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<&'a mut LayerKv> {
+        let len = slot.as_ref().map_or(0, |kv| kv.len);
+        if slot.as_ref().is_none_or(|kv| len + extra > kv.capacity()) {
+            let grown =
+                LayerKv::with_room(slot.take(), shape, len + extra, max_seq_len, dtype, dev)?;
+            *slot = Some(grown);
+        }
+        match slot {
+            Some(kv) => Ok(kv),
+            None => candle_core::bail!("KV cache slot empty after reserve"),
+        }
+    }
 }
 
 /// Keys and values of the positions seen so far, per layer.
@@ -160,17 +224,7 @@ impl Attention {
         let v = v.contiguous()?;
         let (k, v) = match cache {
             Some(slot) => {
-                let kv = match slot {
-                    Some(kv) => kv,
-                    None => {
-                        let zeros = Tensor::zeros((b, h, max_seq_len, hd), k.dtype(), k.device())?;
-                        slot.insert(LayerKv {
-                            k: zeros.clone(),
-                            v: zeros.zeros_like()?,
-                            len: 0,
-                        })
-                    }
-                };
+                let kv = LayerKv::reserve(slot, (b, h, hd), t, max_seq_len, k.dtype(), k.device())?;
                 kv.k.slice_set(&k, 2, kv.len)?;
                 kv.v.slice_set(&v, 2, kv.len)?;
                 kv.len += t;
@@ -236,6 +290,77 @@ impl Attention {
             .reshape((n, 1, self.n_heads * self.head_dim))?; // [N, 1, H*hd]
         Ok(linear(&y, &self.wo)?)
     }
+
+    /// The attention of new positions on host values: sequence `i` continues `caches[i]`
+    /// by `counts[i]` tokens, whose rows follow each other in `qkv` `[R, 3·H·hd]`
+    /// (queries, keys, values, before RoPE; R = Σ counts). The rows are rotated in place,
+    /// their keys and values appended to the caches, and each row attends to its cache up
+    /// to its own position (causal): `[R, H·hd]`.
+    fn attend_rows_host(
+        &self,
+        qkv: &mut [f32],
+        caches: &mut [&mut Option<LayerKv>],
+        counts: &[usize],
+        max_seq_len: usize,
+        tables: &RopeTables,
+        dev: &Device,
+    ) -> Result<Vec<f32>> {
+        let (h, hd) = (self.n_heads, self.head_dim);
+        let (a, half) = (h * hd, hd / 2);
+        // Per row: its sequence's cache buffers and the positions it may see.
+        let mut rows: Vec<(Tensor, Tensor, usize)> = Vec::with_capacity(counts.iter().sum());
+        let mut first = 0;
+        for (slot, &m) in caches.iter_mut().zip(counts) {
+            let block = &mut qkv[first * 3 * a..(first + m) * 3 * a]; // [m, 3a]
+            first += m;
+            let start = slot.as_ref().map_or(0, |kv| kv.len);
+            let mut k_new = vec![0.0f32; m * a]; // [H, m, hd], the cache's layout
+            let mut v_new = vec![0.0f32; m * a]; // [H, m, hd]
+            for (j, row) in block.chunks_exact_mut(3 * a).enumerate() {
+                let angles = (start + j) * half..(start + j + 1) * half;
+                let (cos, sin) = (&tables.cos[angles.clone()], &tables.sin[angles]);
+                for head in row[..2 * a].chunks_exact_mut(hd) {
+                    rotate_pairs(head, cos, sin);
+                }
+                for head in 0..h {
+                    let at = (head * m + j) * hd;
+                    k_new[at..at + hd].copy_from_slice(&row[a + head * hd..][..hd]);
+                    v_new[at..at + hd].copy_from_slice(&row[2 * a + head * hd..][..hd]);
+                }
+            }
+            let kv = LayerKv::reserve(slot, (1, h, hd), m, max_seq_len, DType::F32, dev)?;
+            kv.k.slice_set(&Tensor::from_vec(k_new, (1, h, m, hd), dev)?, 2, kv.len)?;
+            kv.v.slice_set(&Tensor::from_vec(v_new, (1, h, m, hd), dev)?, 2, kv.len)?;
+            kv.len += m;
+            rows.extend((1..=m).map(|j| (kv.k.clone(), kv.v.clone(), start + j)));
+        }
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut y = vec![0.0f32; rows.len() * a]; // [R, H, hd]
+        let qkv = &*qkv;
+        y.par_chunks_mut(hd)
+            .enumerate()
+            .try_for_each(|(j, out)| -> candle_core::Result<()> {
+                let (i, head) = (j / h, j % h);
+                let (k, v, len) = &rows[i];
+                let q = &qkv[i * 3 * a + head * hd..][..hd];
+                let cap = k.dims()[2];
+                let span = head * cap * hd..(head * cap + len) * hd;
+                let (ks, kl) = k.storage_and_layout();
+                let (vs, vl) = v.storage_and_layout();
+                let (kc, vc) = (cpu_f32(&ks, kl)?, cpu_f32(&vs, vl)?);
+                attend_one(q, &kc[span.clone()], &vc[span], scale, out);
+                Ok(())
+            })?;
+        Ok(y)
+    }
+}
+
+/// The contiguous f32 values of a CPU tensor's storage.
+fn cpu_f32<'a>(s: &'a Storage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("KV cache: expected contiguous f32 on the CPU"),
+    }
 }
 
 /// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
@@ -261,6 +386,47 @@ impl Mlp {
         let u = linear(x, &self.up)?; // [.., d_ff]
         Ok(linear(&swiglu(&g, &u)?, &self.down)?)
     }
+}
+
+/// A block's weights packed for batched decoding ([`PackedLinear`]).
+#[derive(Debug, Clone)]
+struct PackedBlock {
+    qkv: PackedLinear,     // [3·H·hd, d]
+    o: PackedLinear,       // [d, H·hd]
+    gate_up: PackedLinear, // [2·d_ff, d]
+    down: PackedLinear,    // [d, d_ff]
+    attn_norm: Vec<f32>,   // [d]
+    ffn_norm: Vec<f32>,    // [d]
+}
+
+impl PackedBlock {
+    fn pack(b: &Block) -> candle_core::Result<Self> {
+        let (a, m) = (&b.attn, &b.mlp);
+        Ok(PackedBlock {
+            qkv: PackedLinear::pack(&[&a.wq, &a.wk, &a.wv])?,
+            o: PackedLinear::pack(&[&a.wo])?,
+            gate_up: PackedLinear::pack(&[&m.gate, &m.up])?,
+            down: PackedLinear::pack(&[&m.down])?,
+            attn_norm: b.attn_norm.to_dtype(DType::F32)?.to_vec1()?,
+            ffn_norm: b.ffn_norm.to_dtype(DType::F32)?.to_vec1()?,
+        })
+    }
+}
+
+/// The RoPE angles on the host, f32: `[max_seq_len, head_dim / 2]` each.
+#[derive(Debug)]
+struct RopeTables {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+/// Every weight matrix of the model packed for batched decoding.
+#[derive(Debug)]
+struct DecodeWeights {
+    blocks: Vec<PackedBlock>,
+    lm_head: PackedLinear, // [V, d]
+    norm: Vec<f32>,        // [d]
+    rope: RopeTables,
 }
 
 /// One pre-norm decoder block.
@@ -321,6 +487,39 @@ impl Block {
         let x = (&x + self.mlp.forward(&rms_norm(&x, &self.ffn_norm, self.eps)?)?)?;
         Ok(x)
     }
+
+    /// [`Block::forward_rows`] on host values `x` `[R, d]` (updated in place) through the
+    /// packed weights, sequence `i` continuing `caches[i]` by `counts[i]` rows: five
+    /// parallel passes per block (three matmuls, the attention, the MLP's second matmul)
+    /// and no candle op but the cache writes, because at 32 rows the per-op dispatch and
+    /// thread wake-ups of the tensor path cost as much as the maths.
+    fn forward_rows_host(
+        &self,
+        x: &mut [f32],
+        caches: &mut [&mut Option<LayerKv>],
+        counts: &[usize],
+        max_seq_len: usize,
+        (p, tables): (&PackedBlock, &RopeTables),
+        dev: &Device,
+    ) -> Result<()> {
+        let r = counts.iter().sum();
+        let f = self.mlp.gate.dim(0)?;
+        let mut qkv = p.qkv.matmul(&rms_norm_rows(x, &p.attn_norm, self.eps), r)?; // [R, 3a]
+        let y = self
+            .attn
+            .attend_rows_host(&mut qkv, caches, counts, max_seq_len, tables, dev)?; // [R, a]
+        add_into(x, &p.o.matmul(&y, r)?); // x += o(y)
+        let gu = p
+            .gate_up
+            .matmul(&rms_norm_rows(x, &p.ffn_norm, self.eps), r)?; // [R, 2f]
+        add_into(x, &p.down.matmul(&swiglu_rows(&gu, f), r)?); // x += down(act)
+        Ok(())
+    }
+}
+
+/// `x += y`, element by element.
+fn add_into(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
 }
 
 /// The THAU decoder.
@@ -332,6 +531,9 @@ pub struct Thau {
     norm: Tensor,    // [d]
     lm_head: Tensor, // [V, d]
     rope: Rope,
+    /// The weights packed for batched decoding, built on the first batched step (shared
+    /// by clones, which share the weights too).
+    packed: Arc<OnceLock<Option<DecodeWeights>>>,
 }
 
 impl Thau {
@@ -348,7 +550,42 @@ impl Thau {
             norm: vb.get(cfg.d_model, "output_norm.weight")?,
             lm_head: vb.get((cfg.vocab_size, cfg.d_model), "output.weight")?,
             rope: Rope::new(cfg, vb.dtype(), vb.device())?,
+            packed: Arc::default(),
         })
+    }
+
+    /// The packed decoding weights: only for f32 CPU weights that are not trained in
+    /// place (a `Var` changes under a packed copy), else `None` (the plain path).
+    fn decode_weights(&self) -> Option<&DecodeWeights> {
+        self.packed
+            .get_or_init(|| {
+                let plain = self.embed.device().is_cpu()
+                    && self.embed.dtype() == DType::F32
+                    && !self.lm_head.is_variable()
+                    && !self.blocks.iter().any(|b| b.attn.wq.is_variable());
+                if !plain {
+                    return None;
+                }
+                let packed = || -> candle_core::Result<DecodeWeights> {
+                    Ok(DecodeWeights {
+                        blocks: self
+                            .blocks
+                            .iter()
+                            .map(PackedBlock::pack)
+                            .collect::<candle_core::Result<_>>()?,
+                        lm_head: PackedLinear::pack(&[&self.lm_head])?,
+                        norm: self.norm.to_dtype(DType::F32)?.to_vec1()?,
+                        rope: RopeTables {
+                            cos: self.rope.cos.flatten_all()?.to_vec1()?,
+                            sin: self.rope.sin.flatten_all()?.to_vec1()?,
+                        },
+                    })
+                };
+                packed()
+                    .inspect_err(|e| tracing::warn!("packing the decoding weights failed: {e}"))
+                    .ok()
+            })
+            .as_ref()
     }
 
     pub fn device(&self) -> &Device {
@@ -426,6 +663,10 @@ impl Thau {
             }
             c.layers.resize(self.blocks.len(), None);
         }
+        if self.decode_weights().is_some() {
+            let tokens: Vec<&[u32]> = ids.chunks(1).collect();
+            return self.forward_seqs(caches, &tokens);
+        }
         let ids = Tensor::new(ids, self.device())?; // [N]
         let mut x = self
             .embed
@@ -439,6 +680,84 @@ impl Thau {
         let x = x.reshape((n, self.cfg.d_model))?; // [N, d]
         let x = rms_norm(&x, &self.norm, self.cfg.rms_eps)?;
         Ok(linear(&x, &self.lm_head)?) // [N, V]
+    }
+
+    /// The logits `[N, V]` of the last token of each of N sequences, sequence `i`
+    /// continuing `caches[i]` by `tokens[i]` (a whole prompt, or the one token of a
+    /// decoding step; prompts and steps may share one pass). Through the packed weights
+    /// when the model has them (f32 on the CPU, not trainable); else one forward pass per
+    /// sequence.
+    pub fn forward_seqs(&self, caches: &mut [&mut KvCache], tokens: &[&[u32]]) -> Result<Tensor> {
+        let n = tokens.len();
+        if n == 0 || caches.len() != n || tokens.iter().any(|t| t.is_empty()) {
+            return Err(ModelError::Data(format!(
+                "forward_seqs needs one cache and at least one token per sequence ({n} \
+                 sequences, {} caches)",
+                caches.len()
+            )));
+        }
+        for (c, t) in caches.iter_mut().zip(tokens) {
+            if c.len() + t.len() > self.cfg.max_seq_len {
+                return Err(ModelError::Data(format!(
+                    "sequence of {} tokens exceeds the model's context of {}",
+                    c.len() + t.len(),
+                    self.cfg.max_seq_len
+                )));
+            }
+            c.layers.resize(self.blocks.len(), None);
+        }
+        let dev = self.device();
+        let Some(p) = self.decode_weights() else {
+            // The tensor path: the one-token sequences in one batched step, each prompt in
+            // a pass of its own.
+            let (single, ones): (Vec<usize>, Vec<u32>) = (0..n)
+                .filter(|&i| tokens[i].len() == 1)
+                .map(|i| (i, tokens[i][0]))
+                .unzip();
+            let mut out: Vec<Option<Tensor>> = vec![None; n];
+            if !single.is_empty() {
+                let mut cs: Vec<&mut KvCache> = caches
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| tokens[*i].len() == 1)
+                    .map(|(_, c)| &mut **c)
+                    .collect();
+                let l = self.forward_rows(&ones, &mut cs)?; // [S, V]
+                for (j, &i) in single.iter().enumerate() {
+                    out[i] = Some(l.narrow(0, j, 1)?);
+                }
+            }
+            for (i, c) in caches.iter_mut().enumerate() {
+                if tokens[i].len() > 1 {
+                    let ids = Tensor::new(tokens[i], dev)?.unsqueeze(0)?; // [1, T]
+                    out[i] = Some(self.forward_last(&ids, Some(&mut **c))?); // [1, V]
+                }
+            }
+            let out: Vec<Tensor> = out.into_iter().flatten().collect();
+            return Ok(Tensor::cat(&out, 0)?); // [N, V]
+        };
+        let counts: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
+        let ids: Vec<u32> = tokens.concat();
+        let ids = Tensor::new(ids.as_slice(), dev)?; // [R]
+        let mut x: Vec<f32> = self.embed.index_select(&ids, 0)?.flatten_all()?.to_vec1()?; // [R, d]
+        for (l, block) in self.blocks.iter().enumerate() {
+            let mut slots: Vec<&mut Option<LayerKv>> =
+                caches.iter_mut().map(|c| &mut c.layers[l]).collect();
+            let packed = (&p.blocks[l], &p.rope);
+            let max = self.cfg.max_seq_len;
+            block.forward_rows_host(&mut x, &mut slots, &counts, max, packed, dev)?;
+        }
+        // Only each sequence's last row goes through the LM head.
+        let d = self.cfg.d_model;
+        let mut last = Vec::with_capacity(n * d);
+        let mut end = 0;
+        for m in &counts {
+            end += m;
+            last.extend_from_slice(&x[(end - 1) * d..end * d]);
+        }
+        let last = rms_norm_rows(&last, &p.norm, self.cfg.rms_eps);
+        let logits = p.lm_head.matmul(&last, n)?; // [N, V]
+        Ok(Tensor::from_vec(logits, (n, self.cfg.vocab_size), dev)?)
     }
 
     /// The logits of the last position only: `[B, V]`.
@@ -618,5 +937,76 @@ mod tests {
         // A cache per token, and room in the context, or a clear error.
         let mut one: Vec<&mut KvCache> = batched.iter_mut().take(1).collect();
         assert!(m.forward_rows(&next, &mut one).is_err());
+    }
+
+    #[test]
+    fn the_packed_path_matches_the_tensor_path_for_prompts_and_steps_together() {
+        let mut cfg = ModelConfig::tiny(50);
+        cfg.max_seq_len = 512;
+        let vm = init_weights(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
+        let trainable = from_varmap(&vm, &cfg, DType::F32, &Device::Cpu).unwrap();
+        let weights: HashMap<String, Tensor> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        let plain = from_tensors(weights, &cfg, &Device::Cpu).unwrap();
+        assert!(
+            plain.decode_weights().is_some(),
+            "plain f32 weights are packed"
+        );
+        assert!(
+            trainable.decode_weights().is_none(),
+            "trainable weights never are"
+        );
+        // A prompt longer than the first KV buffer, one that outgrows it in the next
+        // pass, and a sequence that joins later: prompts and single tokens share passes.
+        let long: Vec<u32> = (0..140).map(|i| (i * 7 % 50) as u32).collect();
+        let near: Vec<u32> = (0..KV_INITIAL_CAPACITY - 2)
+            .map(|i| (i * 3 % 50) as u32)
+            .collect();
+        let script: [Vec<Vec<u32>>; 3] = [
+            vec![long.clone(), near],
+            vec![vec![9], vec![5, 6, 7, 8], vec![2]],
+            vec![vec![11], vec![12], vec![13]],
+        ];
+        let mut ours: Vec<KvCache> = (0..3).map(|_| KvCache::new(cfg.n_layers)).collect();
+        let mut theirs = ours.clone();
+        for step in &script {
+            let n = step.len();
+            let tokens: Vec<&[u32]> = step.iter().map(Vec::as_slice).collect();
+            let mut a: Vec<&mut KvCache> = ours.iter_mut().take(n).collect();
+            let got = plain.forward_seqs(&mut a, &tokens).unwrap(); // [n, V]
+            let mut b: Vec<&mut KvCache> = theirs.iter_mut().take(n).collect();
+            let want = trainable.forward_seqs(&mut b, &tokens).unwrap(); // [n, V]
+            assert_eq!(got.dims(), &[n, 50]);
+            let diff: f32 = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(diff < 1e-4, "{diff}");
+            for (x, y) in ours.iter().zip(&theirs) {
+                assert_eq!(x.len(), y.len());
+            }
+        }
+        assert_eq!(ours[0].len(), 142);
+        assert_eq!(
+            ours[1].len(),
+            KV_INITIAL_CAPACITY + 3,
+            "grown past its first buffer"
+        );
+        // An empty sequence, a missing cache or an overflowing context is an error.
+        let mut one: Vec<&mut KvCache> = ours.iter_mut().take(1).collect();
+        assert!(plain.forward_seqs(&mut one, &[&[]]).is_err());
+        assert!(plain.forward_seqs(&mut one, &[&[1], &[2]]).is_err());
+        assert!(plain.forward_seqs(&mut one, &[&[1u32; 400]]).is_err());
     }
 }

@@ -30,6 +30,11 @@ pub struct ServeRound {
     pub per_session_tokens_per_s: f64,
     /// Rows per batched decoding step during the round (how many sessions shared a pass).
     pub mean_batch: f64,
+    /// Seconds the decode thread spent in batched steps (prompt prefills included)
+    /// during the round.
+    pub step_seconds: f64,
+    /// Mean length of the round's prompts, in tokens.
+    pub mean_prompt_tokens: f64,
 }
 
 /// One chat: time to the first streamed piece, and the tokens of the answer.
@@ -137,6 +142,9 @@ pub fn run_rounds(
             ttft_p99_ms: percentile(&ttft, 99.0),
             per_session_tokens_per_s: agg / n as f64,
             mean_batch: after.rows.saturating_sub(before.rows) as f64 / steps.max(1) as f64,
+            step_seconds: after.step_seconds - before.step_seconds,
+            mean_prompt_tokens: after.prefill_tokens.saturating_sub(before.prefill_tokens) as f64
+                / after.prefills.saturating_sub(before.prefills).max(1) as f64,
         });
     }
     Ok(rounds)

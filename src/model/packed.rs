@@ -1,0 +1,464 @@
+//! Inference-only linear layers for batched decoding: [`PackedLinear`] holds a weight
+//! matrix `[n, k]` repacked once into panels of [`PANEL`] outputs stored k-major, and
+//! computes `x · wᵀ` for up to a few dozen rows (one per session) with a register-blocked
+//! AVX-512 kernel.
+//!
+//! Why a second layout: the row-by-row dot products of [`small_linear`](super::ops::small_linear)
+//! need a horizontal reduction per output and read the weights in rows, so a 32-row step
+//! stays far from the CPU's multiply-add rate. Here a block of up to [`ROW_BLOCK`] rows
+//! broadcasts one input value at a time against 32 consecutive outputs held in two
+//! registers ([`ROW_BLOCK`] × 2 accumulators, no reductions), the gemm "microkernel"
+//! shape, and each panel is read once per row block while it sits in the L2 cache.
+//! The packed copy costs as much memory as the weights it mirrors; it is built lazily by
+//! the inference model on its first batched step and never for trainable weights.
+
+use std::sync::Arc;
+
+use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Outputs per panel: two AVX-512 registers of f32.
+pub const PANEL: usize = 32;
+/// Input rows computed together against one panel (2 × 8 accumulators of 32 registers).
+const ROW_BLOCK: usize = 8;
+
+/// A weight matrix `[n, k]` as panels: panel `p` holds `w[p·32 + j][i]` at `[p][i][j]`
+/// (zero-padded past `n`).
+#[derive(Debug, Clone)]
+pub struct PackedLinear {
+    data: Arc<Vec<f32>>,
+    n: usize,
+    k: usize,
+}
+
+impl PackedLinear {
+    /// Packs the rows of one or more `[n_i, k]` matrices as one `[Σ n_i, k]` matrix (e.g.
+    /// the query, key and value projections, computed in one pass).
+    pub fn pack(ws: &[&Tensor]) -> Result<PackedLinear> {
+        let mut rows: Vec<f32> = Vec::new();
+        let mut k = None;
+        let mut n = 0;
+        for w in ws {
+            let (wn, wk) = w.dims2()?;
+            if *k.get_or_insert(wk) != wk {
+                bail!(
+                    "packed linear: matrices of {} and {wk} columns",
+                    k.unwrap_or(0)
+                );
+            }
+            rows.extend(w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+            n += wn;
+        }
+        let k = k.unwrap_or(0);
+        let panels = n.div_ceil(PANEL);
+        let mut data = vec![0.0f32; panels * k * PANEL];
+        for (c, row) in rows.chunks(k.max(1)).enumerate().take(n) {
+            let (p, j) = (c / PANEL, c % PANEL);
+            for (i, v) in row.iter().enumerate() {
+                data[(p * k + i) * PANEL + j] = *v;
+            }
+        }
+        Ok(PackedLinear {
+            data: Arc::new(data),
+            n,
+            k,
+        })
+    }
+
+    /// Outputs.
+    pub fn out_dim(&self) -> usize {
+        self.n
+    }
+
+    /// `x · wᵀ` for `x` `[rows, k]` (f32, CPU): `[rows, n]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.contiguous()?.apply_op1_no_bwd(self)
+    }
+
+    /// `x · wᵀ` on host values: `x` is `rows` rows of `k`, the result `rows` rows of `n`.
+    pub fn matmul(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let (n, k) = (self.n, self.k);
+        if x.len() != rows * k {
+            bail!(
+                "packed linear: {} values are not {rows} rows of {k}",
+                x.len()
+            );
+        }
+        let mut out = vec![0.0f32; rows * n];
+        let (panels, blocks) = (n.div_ceil(PANEL), rows.div_ceil(ROW_BLOCK));
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        // One task per (panel, row block), panel-major so that neighbouring tasks (which
+        // rayon tends to give the same thread) reuse a panel from cache; fine-grained so
+        // that a 384-output matrix still splits evenly over the threads.
+        (0..panels * blocks).into_par_iter().for_each(|task| {
+            let (p, b) = (task / blocks, task % blocks);
+            let panel = &self.data[p * k * PANEL..(p + 1) * k * PANEL];
+            let cols = PANEL.min(n - p * PANEL);
+            let r0 = b * ROW_BLOCK;
+            let r = ROW_BLOCK.min(rows - r0);
+            // SAFETY: this task alone writes columns `p·32 .. p·32 + cols` of rows
+            // `r0 .. r0 + r`, which lie inside `out` ([rows, n]).
+            unsafe {
+                let o = out_ptr.at(r0 * n + p * PANEL);
+                block(&x[r0 * k..(r0 + r) * k], r, k, panel, o, n, cols);
+            }
+        });
+        Ok(out)
+    }
+}
+
+impl CustomOp1 for PackedLinear {
+    fn name(&self) -> &'static str {
+        "thau-packed-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(d), Some((a, b))) => &d[a..b],
+            _ => bail!("packed linear: x must be contiguous f32"),
+        };
+        let (rows, k) = l.shape().dims2()?;
+        if k != self.k {
+            bail!(
+                "packed linear: x is [{rows}, {k}] but w has {} columns",
+                self.k
+            );
+        }
+        let out = self.matmul(x, rows)?;
+        Ok((CpuStorage::F32(out), Shape::from((rows, self.n))))
+    }
+}
+
+/// The output buffer, shared by the tasks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: the tasks write disjoint columns (see `cpu_fwd`), and the buffer outlives them.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `offset` must be inside the buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}
+
+/// `out[r][j] = Σ_i x[r][i] · panel[i][j]` for `r < rows` (≤ [`ROW_BLOCK`]), `j < cols`.
+///
+/// # Safety
+/// `out` must be valid for writes at `r · ostride + j` for those `r` and `j`.
+unsafe fn block(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    panel: &[f32],
+    out: *mut f32,
+    ostride: usize,
+    cols: usize,
+) {
+    debug_assert!(x.len() >= rows * k && panel.len() >= k * PANEL);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // Unrolled per row count: the accumulators must be a fixed-size register array.
+        macro_rules! rows {
+            ($($r:literal)*) => {
+                match rows {
+                    $($r => return block_avx512::<$r>(x, k, panel, out, ostride, cols),)*
+                    _ => {}
+                }
+            };
+        }
+        if rows == 1 {
+            return row_avx512(x, k, panel, out, cols);
+        }
+        rows!(2 3 4 5 6 7 8);
+    }
+    for r in 0..rows {
+        let xr = &x[r * k..(r + 1) * k];
+        for j in 0..cols {
+            let mut s = 0.0f32;
+            for (i, xv) in xr.iter().enumerate() {
+                s += xv * panel[i * PANEL + j];
+            }
+            *out.add(r * ostride + j) = s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_avx512<const R: usize>(
+    x: &[f32],
+    k: usize,
+    panel: &[f32],
+    out: *mut f32,
+    ostride: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+    for i in 0..k {
+        let w0 = _mm512_loadu_ps(wp.add(i * PANEL));
+        let w1 = _mm512_loadu_ps(wp.add(i * PANEL + 16));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xb = _mm512_set1_ps(*xp.add(r * k + i));
+            a[0] = _mm512_fmadd_ps(xb, w0, a[0]);
+            a[1] = _mm512_fmadd_ps(xb, w1, a[1]);
+        }
+    }
+    // Masks for a last panel narrower than 32 outputs.
+    let mask = |lo: usize| -> __mmask16 {
+        let c = cols.saturating_sub(lo).min(16);
+        ((1u32 << c) - 1) as __mmask16
+    };
+    let (m0, m1) = (mask(0), mask(16));
+    for (r, a) in acc.iter().enumerate() {
+        let o = out.add(r * ostride);
+        _mm512_mask_storeu_ps(o, m0, a[0]);
+        _mm512_mask_storeu_ps(o.add(16), m1, a[1]);
+    }
+}
+
+/// RMSNorm of each `d`-wide row of `x` with gain `alpha` (as `ops::rms_norm`).
+pub fn rms_norm_rows(x: &[f32], alpha: &[f32], eps: f64) -> Vec<f32> {
+    let d = alpha.len();
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(d) {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let r = 1.0 / (ms + eps as f32).sqrt();
+        out.extend(row.iter().zip(alpha).map(|(v, a)| v * r * a));
+    }
+    out
+}
+
+/// `silu(gate) · up` for rows laid out `[gate (f) | up (f)]`: `rows` rows of `f`.
+pub fn swiglu_rows(gate_up: &[f32], f: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(gate_up.len() / 2);
+    for row in gate_up.chunks_exact(2 * f) {
+        let (g, u) = row.split_at(f);
+        out.extend(g.iter().zip(u).map(|(g, u)| g / (1.0 + (-g).exp()) * u));
+    }
+    out
+}
+
+/// Rotates consecutive pairs `(x[2i], x[2i+1])` of one head by the angles whose cosines
+/// and sines are `cos[i]`, `sin[i]` (RoPE for one position, as `ops::rope_i`).
+pub fn rotate_pairs(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    for (pair, (c, s)) in x.chunks_exact_mut(2).zip(cos.iter().zip(sin)) {
+        let (x0, x1) = (pair[0], pair[1]);
+        pair[0] = x0 * c - x1 * s;
+        pair[1] = x0 * s + x1 * c;
+    }
+}
+
+/// `softmax(scale · q kᵀ) v` for one query `q` `[hd]` over the `len` cached keys and
+/// values `k`, `v` `[len, hd]`, into `out` `[hd]` (the newest position may see them all).
+pub fn attend_one(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY (all three): the CPU supports AVX-512F; the head width matches the
+        // chunk count (16 floats per chunk).
+        match q.len() {
+            64 => return unsafe { attend_one_avx512::<4>(q, k, v, scale, out) },
+            128 => return unsafe { attend_one_avx512::<8>(q, k, v, scale, out) },
+            32 => return unsafe { attend_one_avx512::<2>(q, k, v, scale, out) },
+            _ => {}
+        }
+    }
+    let hd = q.len();
+    let mut weights: Vec<f32> = k
+        .chunks_exact(hd)
+        .map(|kt| q.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale)
+        .collect();
+    let max = weights.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut total = 0.0;
+    for w in &mut weights {
+        *w = (*w - max).exp();
+        total += *w;
+    }
+    out.fill(0.0);
+    for (w, vt) in weights.iter().zip(v.chunks_exact(hd)) {
+        let w = w / total;
+        for (o, x) in out.iter_mut().zip(vt) {
+            *o += w * x;
+        }
+    }
+}
+
+/// [`attend_one`] for a head of `C` × 16 floats: the output stays in `C` registers and
+/// the exponentials are computed 16 at a time ([`exp_avx512`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn attend_one_avx512<const C: usize>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scale: f32,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let hd = C * 16;
+    let len = k.len() / hd;
+    let (qp, kp, vp) = (q.as_ptr(), k.as_ptr(), v.as_ptr());
+    let qv: [__m512; C] = std::array::from_fn(|c| _mm512_loadu_ps(qp.add(16 * c)));
+    // Scores, padded to a multiple of 16 with -inf (weight 0).
+    let padded = len.div_ceil(16) * 16;
+    let mut scores = vec![f32::NEG_INFINITY; padded];
+    for (t, s) in scores.iter_mut().enumerate().take(len) {
+        let kt = kp.add(t * hd);
+        let mut acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kt));
+        for (c, qc) in qv.iter().enumerate().skip(1) {
+            acc = _mm512_fmadd_ps(*qc, _mm512_loadu_ps(kt.add(16 * c)), acc);
+        }
+        *s = _mm512_reduce_add_ps(acc) * scale;
+    }
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let (maxv, mut sum) = (_mm512_set1_ps(max), _mm512_setzero_ps());
+    for chunk in scores.chunks_exact_mut(16) {
+        let e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(chunk.as_ptr()), maxv));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_storeu_ps(chunk.as_mut_ptr(), e);
+    }
+    let inv = 1.0 / _mm512_reduce_add_ps(sum);
+    let mut acc = [_mm512_setzero_ps(); C];
+    for (t, w) in scores.iter().enumerate().take(len) {
+        let (w, vt) = (_mm512_set1_ps(*w), vp.add(t * hd));
+        for (c, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(w, _mm512_loadu_ps(vt.add(16 * c)), *a);
+        }
+    }
+    let invv = _mm512_set1_ps(inv);
+    for (c, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(out.as_mut_ptr().add(16 * c), _mm512_mul_ps(*a, invv));
+    }
+}
+
+/// `exp(x)` of 16 floats (x ≤ 0 here; -inf gives 0): `2^(x·log2 e)` split into an
+/// integer power, applied with `scalef`, and a degree-6 polynomial on [-½, ½] (relative
+/// error about 1e-7).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // Below this the result is 0 in f32 anyway; clamping keeps -inf out of the maths.
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
+    let y = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+    let f = _mm512_mul_ps(_mm512_sub_ps(y, n), _mm512_set1_ps(std::f32::consts::LN_2));
+    // e^f, Horner from the degree-6 term.
+    let mut p = _mm512_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
+    }
+    _mm512_scalef_ps(p, n)
+}
+
+/// [`block_avx512`] for a single row: two positions per iteration into separate
+/// accumulators, so that four multiply-adds are in flight instead of two.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_avx512(x: &[f32], k: usize, panel: &[f32], out: *mut f32, cols: usize) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+    let mut i = 0;
+    while i + 2 <= k {
+        let (x0, x1) = (_mm512_set1_ps(*xp.add(i)), _mm512_set1_ps(*xp.add(i + 1)));
+        let w = wp.add(i * PANEL);
+        acc[0] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(w), acc[0]);
+        acc[1] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(w.add(16)), acc[1]);
+        acc[2] = _mm512_fmadd_ps(x1, _mm512_loadu_ps(w.add(32)), acc[2]);
+        acc[3] = _mm512_fmadd_ps(x1, _mm512_loadu_ps(w.add(48)), acc[3]);
+        i += 2;
+    }
+    if i < k {
+        let x0 = _mm512_set1_ps(*xp.add(i));
+        let w = wp.add(i * PANEL);
+        acc[0] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(w), acc[0]);
+        acc[1] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(w.add(16)), acc[1]);
+    }
+    let (lo, hi) = (_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+    let mask = |from: usize| -> __mmask16 {
+        let c = cols.saturating_sub(from).min(16);
+        ((1u32 << c) - 1) as __mmask16
+    };
+    _mm512_mask_storeu_ps(out, mask(0), lo);
+    _mm512_mask_storeu_ps(out.add(16), mask(16), hi);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn det(shape: (usize, usize), salt: f32) -> Tensor {
+        let n = shape.0 * shape.1;
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i as f32 * 0.7361 + salt).sin() * 1.3) + 0.05 * (i as f32 * 0.13).cos())
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn packed_linear_matches_the_matmul_for_every_row_count_and_a_ragged_last_panel() {
+        // 70 + 33 outputs: three panels, the last one 7 wide; k = 45 (no multiple of 16).
+        let (a, b) = (det((70, 45), 0.4), det((33, 45), 1.9));
+        let packed = PackedLinear::pack(&[&a, &b]).unwrap();
+        assert_eq!(packed.out_dim(), 103);
+        let w = Tensor::cat(&[&a, &b], 0).unwrap();
+        for rows in [1, 2, 7, 8, 9, 17, 32] {
+            let x = det((rows, 45), rows as f32);
+            let ours = packed.forward(&x).unwrap();
+            let reference = x.matmul(&w.t().unwrap()).unwrap();
+            let diff = (ours - reference)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{rows} rows: {diff}");
+        }
+        let bad = det((2, 44), 0.0);
+        assert!(packed.forward(&bad).is_err(), "wrong width is an error");
+    }
+
+    #[test]
+    fn attend_one_matches_the_plain_softmax_for_every_head_width() {
+        for hd in [32, 64, 128, 48] {
+            for len in [1, 5, 16, 37] {
+                let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.37).sin()).collect();
+                let k: Vec<f32> = (0..len * hd)
+                    .map(|i| (i as f32 * 0.11).cos() * 2.0)
+                    .collect();
+                let v: Vec<f32> = (0..len * hd).map(|i| (i as f32 * 0.23).sin()).collect();
+                let scale = 1.0 / (hd as f32).sqrt();
+                let scores: Vec<f64> = k
+                    .chunks(hd)
+                    .map(|kt| q.iter().zip(kt).map(|(a, b)| f64::from(a * b)).sum::<f64>())
+                    .map(|s| s * f64::from(scale))
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+                let mut out = vec![0.0f32; hd];
+                attend_one(&q, &k, &v, scale, &mut out);
+                for (d, o) in out.iter().enumerate() {
+                    let want: f64 = scores
+                        .iter()
+                        .zip(v.chunks(hd))
+                        .map(|(s, vt)| (s - max).exp() / total * f64::from(vt[d]))
+                        .sum();
+                    assert!(
+                        (f64::from(*o) - want).abs() < 1e-5,
+                        "hd {hd} len {len}: {o} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
