@@ -291,23 +291,49 @@ fn step(active: &mut [Running], counters: &Counters) {
 mod tests {
     use super::*;
     use crate::model::generate::generate;
-    use crate::model::transformer::{from_varmap, init_weights};
+    use crate::model::transformer::{from_tensors, from_varmap, init_weights};
     use crate::model::ModelConfig;
     use candle_core::Device;
 
     fn served() -> Arc<ServedModel> {
+        served_both().0
+    }
+
+    /// The same model with trainable weights (the tensor path) and with plain ones, as
+    /// the Inference actor loads them (the packed path).
+    fn served_both() -> (Arc<ServedModel>, Arc<ServedModel>) {
         let text = "the red fox runs in the snow and the blue whale swims in the sea. ".repeat(20);
         let tokenizer = ThauTokenizer::train(std::iter::once(text), 300).unwrap();
         let mut cfg = ModelConfig::tiny(tokenizer.vocab_size());
         cfg.max_seq_len = 128;
         let vm = init_weights(&cfg, 3, DType::F32, &Device::Cpu).unwrap();
-        let model = from_varmap(&vm, &cfg, DType::F32, &Device::Cpu).unwrap();
-        Arc::new(ServedModel { model, tokenizer })
+        let trainable = from_varmap(&vm, &cfg, DType::F32, &Device::Cpu).unwrap();
+        let weights: std::collections::HashMap<String, candle_core::Tensor> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        let plain = from_tensors(weights, &cfg, &Device::Cpu).unwrap();
+        let serve = |model| {
+            Arc::new(ServedModel {
+                model,
+                tokenizer: tokenizer.clone(),
+            })
+        };
+        (serve(trainable), serve(plain))
     }
 
     #[test]
     fn batched_generations_match_one_at_a_time_and_stream() {
-        let m = served();
+        // Both paths, each against one-at-a-time generation on the trainable model.
+        let (trainable, plain) = served_both();
+        check_batched_generations(&trainable, &trainable);
+        check_batched_generations(&plain, &trainable);
+    }
+
+    fn check_batched_generations(m: &Arc<ServedModel>, reference: &ServedModel) {
         let engine = Engine::start().unwrap();
         let prompts = ["the red fox", "the sea", "whale swims in the snow and", "a"];
         let params = |i: usize| SamplingParams {
@@ -343,7 +369,7 @@ mod tests {
             let g = r.unwrap();
             let ids = m.tokenizer.encode(prompts[i]).unwrap();
             let alone = generate(
-                &m.model,
+                &reference.model,
                 &m.tokenizer,
                 &ids,
                 &params(i),

@@ -166,8 +166,8 @@ impl Decoder for NativeDecoder<'_> {
         self.model.cfg.max_seq_len
     }
     fn next_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
-        let x = Tensor::new(ids, self.model.device())?.unsqueeze(0)?; // [1, T]
-        let logits = self.model.forward_last(&x, Some(&mut self.cache))?; // [1, V]
+        // The packed path when the model has one (the same pass the batched engine uses).
+        let logits = self.model.forward_seqs(&mut [&mut self.cache], &[ids])?; // [1, V]
         Ok(logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1()?)
     }
 }

@@ -860,7 +860,20 @@ pub fn from_tensors(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::D;
+
+    /// The largest absolute difference between two tensors of the same shape.
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
 
     #[test]
     fn kv_cache_decoding_matches_the_full_forward() {
@@ -880,19 +893,7 @@ mod tests {
             .forward(&ids.narrow(1, 5, 1).unwrap(), Some(&mut cache))
             .unwrap();
         let inc = Tensor::cat(&[a, b, c], 1).unwrap();
-        let diff = (full - inc)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_keepdim(D::Minus1)
-            .unwrap();
-        let diff: f32 = diff
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_diff(&full, &inc);
         assert!(diff < 1e-4, "{diff}");
         assert_eq!(cache.len(), 6);
     }
@@ -922,14 +923,7 @@ mod tests {
             for (i, c) in single.iter_mut().enumerate() {
                 let x = Tensor::new(&[[next[i]]], &Device::Cpu).unwrap();
                 let one = m.forward_last(&x, Some(c)).unwrap().squeeze(0).unwrap();
-                let diff: f32 = (rows.get(i).unwrap() - one)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
+                let diff = max_diff(&rows.get(i).unwrap(), &one);
                 assert!(diff < 1e-4, "row {i}: {diff}");
                 assert_eq!(batched[i].len(), c.len());
             }
@@ -982,16 +976,7 @@ mod tests {
             let mut b: Vec<&mut KvCache> = theirs.iter_mut().take(n).collect();
             let want = trainable.forward_seqs(&mut b, &tokens).unwrap(); // [n, V]
             assert_eq!(got.dims(), &[n, 50]);
-            let diff: f32 = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = max_diff(&got, &want);
             assert!(diff < 1e-4, "{diff}");
             for (x, y) in ours.iter().zip(&theirs) {
                 assert_eq!(x.len(), y.len());
