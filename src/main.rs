@@ -1745,6 +1745,8 @@ fn cli_train(home: &Home, config: &ThauConfig, a: TrainArgs, json: bool) -> Resu
             lr: a.lr,
             warmup: a.warmup,
             seed: a.seed.unwrap_or(config.seed),
+            // A dataset's conversations are answered alone: train them alone too.
+            chats_apart: a.dataset.is_some(),
             ..Default::default()
         },
         vocab_size: config.model.vocab_size,

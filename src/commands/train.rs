@@ -125,7 +125,16 @@ pub fn train(
     };
     let (mut trainer, resumed_from) = match existing {
         Some(dir) => {
-            let ck = checkpoint::load(&dir, &dev, true)?;
+            let mut ck = checkpoint::load(&dir, &dev, true)?;
+            // This run's window layout (conversations apart or packed), not the saved one.
+            if let Some(o) = ck
+                .trainer
+                .as_mut()
+                .and_then(|t| t.get_mut("options"))
+                .and_then(|o| o.as_object_mut())
+            {
+                o.insert("chats_apart".into(), req.options.chats_apart.into());
+            }
             let mut t = Trainer::resume(ck, &corpus, None, &dev)?;
             // Keep the data order and schedule length of the run; take the new
             // learning-rate and evaluation settings.

@@ -253,6 +253,27 @@ impl Windows {
         Ok(w)
     }
 
+    /// [`Windows::pack`] for the plain-text examples, while every conversation gets
+    /// windows of its own (padded), starting at its first turn: at inference a
+    /// conversation is answered with nothing before it, and packed behind unrelated
+    /// examples the model would learn its replies with them in context.
+    pub fn pack_chats_apart(
+        examples: &[Example],
+        tok: &ThauTokenizer,
+        seq_len: usize,
+    ) -> Result<Windows> {
+        let (chats, texts): (Vec<&Example>, Vec<&Example>) =
+            examples.iter().partition(|e| matches!(e, Example::Chat(_)));
+        let texts: Vec<Example> = texts.into_iter().cloned().collect();
+        let mut w = Windows::pack(&texts, tok, seq_len)?;
+        for chat in chats {
+            let one = Windows::pack(std::slice::from_ref(chat), tok, seq_len)?;
+            w.inputs.extend(one.inputs);
+            w.targets.extend(one.targets);
+        }
+        Ok(w)
+    }
+
     /// One window per example (cut at `seq_len`, padded): a batch of these trains on
     /// exactly those examples, as the Learner needs for gap items.
     pub fn each(examples: &[Example], tok: &ThauTokenizer, seq_len: usize) -> Result<Windows> {
@@ -395,5 +416,53 @@ mod tests {
             (0..10).collect::<Vec<_>>(),
             "an epoch visits every window once"
         );
+    }
+
+    #[test]
+    fn conversations_apart_start_their_own_windows_and_text_stays_packed() {
+        let text = "the fox runs in the snow and the whale swims in the sea. ".repeat(4);
+        let tok = ThauTokenizer::train(std::iter::once(text.clone()), 300).unwrap();
+        let chat = |q: &str, a: &str| {
+            Example::Chat(vec![
+                Message::new(Role::User, q),
+                Message::new(Role::Assistant, a),
+            ])
+        };
+        let examples = vec![
+            Example::Text(text.clone()),
+            chat("the fox", "runs"),
+            Example::Text(text),
+            chat("the whale", "swims in the sea"),
+        ];
+        let seq = 32;
+        let apart = Windows::pack_chats_apart(&examples, &tok, seq).unwrap();
+        let packed = Windows::pack(&examples, &tok, seq).unwrap();
+        let user = tok.special.user;
+        let starts = |w: &Windows| w.inputs.iter().filter(|i| i[0] == user).count();
+        // Each conversation opens a window with its user turn; packed, they sit mid-window.
+        assert_eq!(starts(&apart), 2);
+        assert_eq!(starts(&packed), 0);
+        // Every window of a conversation holds that conversation only, then padding.
+        for (inp, tgt) in apart.inputs.iter().zip(&apart.targets) {
+            if inp[0] == user {
+                let len = inp
+                    .iter()
+                    .position(|&t| t == tok.special.pad)
+                    .unwrap_or(seq);
+                assert!(inp[len..].iter().all(|&t| t == tok.special.pad));
+                assert!(tgt[len..].iter().all(|&t| t == IGNORE_INDEX));
+                assert_eq!(inp.iter().filter(|&&t| t == user).count(), 1);
+            }
+        }
+        // The learned tokens are the same, only laid out differently.
+        let learned = |w: &Windows| -> usize {
+            w.targets
+                .iter()
+                .flatten()
+                .filter(|&&t| t != IGNORE_INDEX)
+                .count()
+        };
+        let (a, p) = (learned(&apart), learned(&packed));
+        assert!(a + 2 >= p && a <= p + 2, "{a} vs {p}");
     }
 }

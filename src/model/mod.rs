@@ -5,7 +5,8 @@
 //!   softmax, cross-entropy);
 //! - [`transformer`]: [`Thau`], the decoder itself, and its [`KvCache`];
 //! - [`generate`]: sampling and streaming ([`generate::Sequence`]); [`batch`]: one decode
-//!   thread batching every session's next token into one forward pass;
+//!   thread batching every session's next token (and new prompts) into one forward pass;
+//!   [`packed`]: the inference-only kernels of that pass (packed weights, host attention);
 //! - [`tokenizer`]: the byte-level BPE [`ThauTokenizer`] and the chat template;
 //! - [`data`]: corpora (text, JSONL) turned into packed training windows;
 //! - [`optim`]: AdamW with decoupled decay, gradient clipping, warmup + cosine schedule;

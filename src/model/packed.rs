@@ -1,16 +1,20 @@
-//! Inference-only linear layers for batched decoding: [`PackedLinear`] holds a weight
-//! matrix `[n, k]` repacked once into panels of [`PANEL`] outputs stored k-major, and
-//! computes `x · wᵀ` for up to a few dozen rows (one per session) with a register-blocked
-//! AVX-512 kernel.
+//! Inference-only kernels for the packed decoding path ([`Thau::forward_seqs`]):
+//! [`PackedLinear`] holds a weight matrix `[n, k]` repacked once into panels of [`PANEL`]
+//! outputs stored k-major, and computes `x · wᵀ` for a few to a few hundred rows (one per
+//! session in a decoding step, one per token in a prompt) with a register-blocked AVX-512
+//! kernel; [`attend_one`], [`rotate_pairs`], [`rms_norm_rows`] and [`swiglu_rows`] are the
+//! rest of a decoder block on host values.
 //!
 //! Why a second layout: the row-by-row dot products of [`small_linear`](super::ops::small_linear)
 //! need a horizontal reduction per output and read the weights in rows, so a 32-row step
-//! stays far from the CPU's multiply-add rate. Here a block of up to [`ROW_BLOCK`] rows
+//! stays far from the CPU's multiply-add rate. Here a block of up to `ROW_BLOCK` rows
 //! broadcasts one input value at a time against 32 consecutive outputs held in two
-//! registers ([`ROW_BLOCK`] × 2 accumulators, no reductions), the gemm "microkernel"
+//! registers (`ROW_BLOCK` × 2 accumulators, no reductions), the gemm "microkernel"
 //! shape, and each panel is read once per row block while it sits in the L2 cache.
-//! The packed copy costs as much memory as the weights it mirrors; it is built lazily by
-//! the inference model on its first batched step and never for trainable weights.
+//! The packed copy costs as much memory as the weights it mirrors; the inference model
+//! builds it on its first packed pass and never for trainable weights.
+//!
+//! [`Thau::forward_seqs`]: super::transformer::Thau::forward_seqs
 
 use std::sync::Arc;
 
@@ -19,7 +23,8 @@ use rayon::prelude::*;
 
 /// Outputs per panel: two AVX-512 registers of f32.
 pub const PANEL: usize = 32;
-/// Input rows computed together against one panel (2 × 8 accumulators of 32 registers).
+/// Input rows computed together against one panel (8 × 2 accumulators out of the 32
+/// vector registers).
 const ROW_BLOCK: usize = 8;
 
 /// A weight matrix `[n, k]` as panels: panel `p` holds `w[p·32 + j][i]` at `[p][i][j]`

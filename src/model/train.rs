@@ -39,6 +39,10 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Share of examples held out.
     pub heldout: f64,
+    /// Give every conversation windows of its own instead of packing it behind other
+    /// examples ([`Windows::pack_chats_apart`]); `thau train --dataset` sets it.
+    #[serde(default)]
+    pub chats_apart: bool,
 }
 
 impl Default for TrainOptions {
@@ -55,6 +59,7 @@ impl Default for TrainOptions {
             eval_batches: 16,
             seed: 42,
             heldout: super::data::HELDOUT_FRACTION,
+            chats_apart: false,
         }
     }
 }
@@ -171,8 +176,13 @@ impl Trainer {
             ));
         }
         let (train_ex, held_ex) = corpus.split(opts.heldout);
-        let train = Windows::pack(&train_ex, &tokenizer, opts.seq_len)?;
-        let heldout = Windows::pack(&held_ex, &tokenizer, opts.seq_len)?;
+        let pack = if opts.chats_apart {
+            Windows::pack_chats_apart
+        } else {
+            Windows::pack
+        };
+        let train = pack(&train_ex, &tokenizer, opts.seq_len)?;
+        let heldout = pack(&held_ex, &tokenizer, opts.seq_len)?;
         if train.is_empty() {
             return Err(ModelError::Data(
                 "the training split is empty: add more data".into(),
