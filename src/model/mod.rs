@@ -17,6 +17,7 @@
 //! - [`growth`]: exact, function-preserving growth from one age to the next;
 //! - [`policy`]: when to grow (loss plateau, examples seen, probe accuracy).
 
+pub mod amx;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;

@@ -736,6 +736,20 @@ impl Thau {
             let out: Vec<Tensor> = out.into_iter().flatten().collect();
             return Ok(Tensor::cat(&out, 0)?); // [N, V]
         };
+        // On a pool thread: each of the pass's parallel products then runs on the calling
+        // thread and wakes only the others, instead of blocking this thread and waking
+        // every worker (a decoding step makes about 30 of them).
+        rayon::scope(|_| self.forward_seqs_packed(caches, tokens, p))
+    }
+
+    /// [`Thau::forward_seqs`] through the packed weights.
+    fn forward_seqs_packed(
+        &self,
+        caches: &mut [&mut KvCache],
+        tokens: &[&[u32]],
+        p: &DecodeWeights,
+    ) -> Result<Tensor> {
+        let (n, dev) = (tokens.len(), self.device());
         let counts: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
         let ids: Vec<u32> = tokens.concat();
         let ids = Tensor::new(ids.as_slice(), dev)?; // [R]
