@@ -256,6 +256,7 @@ impl Inference {
         self.seen_generation = generation;
         match from_tensors(w.weights.clone(), &w.config, &candle_core::Device::Cpu) {
             Ok(model) => {
+                model.prepare_for_serving();
                 self.loaded = Some(Loaded {
                     backend: Backend::Native(Arc::new(ServedModel {
                         model,
@@ -310,6 +311,7 @@ impl Inference {
                 };
                 let model = from_tensors(ck.weights, &ck.config, &candle_core::Device::Cpu)
                     .map_err(failed)?;
+                model.prepare_for_serving();
                 Loaded {
                     backend: Backend::Native(Arc::new(ServedModel {
                         model,

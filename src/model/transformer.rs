@@ -21,7 +21,9 @@ use rayon::prelude::*;
 
 use super::config::ModelConfig;
 use super::ops::{causal_attention, lm_head_cross_entropy, rms_norm, rope_i, small_linear, swiglu};
-use super::packed::{attend_one, rms_norm_rows, rotate_pairs, swiglu_rows, PackedLinear};
+use super::packed::{
+    attend_one, rms_norm_rows, rotate_pairs, swiglu_rows, to_f16, PackedLinear, KV_DTYPE,
+};
 use super::{ModelError, Result};
 
 /// Standard deviation of the initial weights.
@@ -109,8 +111,9 @@ impl LayerKv {
         let v = k.zeros_like()?;
         let len = match old {
             Some(o) if o.len > 0 => {
-                k.slice_set(&o.k.narrow(2, 0, o.len)?.contiguous()?, 2, 0)?;
-                v.slice_set(&o.v.narrow(2, 0, o.len)?.contiguous()?, 2, 0)?;
+                let keep = |t: &Tensor| t.narrow(2, 0, o.len)?.to_dtype(dtype)?.contiguous();
+                k.slice_set(&keep(&o.k)?, 2, 0)?;
+                v.slice_set(&keep(&o.v)?, 2, 0)?;
                 o.len
             }
             _ => 0,
@@ -123,7 +126,9 @@ impl LayerKv {
         self.k.dims()[2]
     }
 
-    /// The cache in `slot`, grown to hold `extra` more positions.
+    /// The cache in `slot`, grown to hold `extra` more positions, in `dtype` (a cache
+    /// the other path began is converted: the packed path keeps f16, the tensor path
+    /// the model's type).
     fn reserve<'a>(
         slot: &'a mut Option<LayerKv>,
         shape: (usize, usize, usize),
@@ -133,7 +138,10 @@ impl LayerKv {
         dev: &Device,
     ) -> candle_core::Result<&'a mut LayerKv> {
         let len = slot.as_ref().map_or(0, |kv| kv.len);
-        if slot.as_ref().is_none_or(|kv| len + extra > kv.capacity()) {
+        if slot
+            .as_ref()
+            .is_none_or(|kv| len + extra > kv.capacity() || kv.k.dtype() != dtype)
+        {
             let grown =
                 LayerKv::with_room(slot.take(), shape, len + extra, max_seq_len, dtype, dev)?;
             *slot = Some(grown);
@@ -328,7 +336,8 @@ impl Attention {
                     v_new[at..at + hd].copy_from_slice(&row[2 * a + head * hd..][..hd]);
                 }
             }
-            let kv = LayerKv::reserve(slot, (1, h, hd), m, max_seq_len, DType::F32, dev)?;
+            let kv = LayerKv::reserve(slot, (1, h, hd), m, max_seq_len, KV_DTYPE, dev)?;
+            let (k_new, v_new) = (to_f16(&k_new), to_f16(&v_new));
             kv.k.slice_set(&Tensor::from_vec(k_new, (1, h, m, hd), dev)?, 2, kv.len)?;
             kv.v.slice_set(&Tensor::from_vec(v_new, (1, h, m, hd), dev)?, 2, kv.len)?;
             kv.len += m;
@@ -347,7 +356,7 @@ impl Attention {
                 let span = head * cap * hd..(head * cap + len) * hd;
                 let (ks, kl) = k.storage_and_layout();
                 let (vs, vl) = v.storage_and_layout();
-                let (kc, vc) = (cpu_f32(&ks, kl)?, cpu_f32(&vs, vl)?);
+                let (kc, vc) = (cpu_f16(&ks, kl)?, cpu_f16(&vs, vl)?);
                 attend_one(q, &kc[span.clone()], &vc[span], scale, out);
                 Ok(())
             })?;
@@ -355,11 +364,11 @@ impl Attention {
     }
 }
 
-/// The contiguous f32 values of a CPU tensor's storage.
-fn cpu_f32<'a>(s: &'a Storage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+/// The contiguous f16 values of a CPU tensor's storage (a packed-path cache).
+fn cpu_f16<'a>(s: &'a Storage, l: &Layout) -> candle_core::Result<&'a [half::f16]> {
     match (s, l.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("KV cache: expected contiguous f32 on the CPU"),
+        (Storage::Cpu(CpuStorage::F16(v)), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("KV cache: expected contiguous f16 on the CPU"),
     }
 }
 
@@ -552,6 +561,20 @@ impl Thau {
             rope: Rope::new(cfg, vb.dtype(), vb.device())?,
             packed: Arc::default(),
         })
+    }
+
+    /// Packs the weights of the batched decoding path now rather than on the first
+    /// step that needs them, so that no session waits for it: the Inference actor calls
+    /// this when it loads or swaps in a model. Nothing for trainable models.
+    pub fn prepare_for_serving(&self) {
+        if let Some(p) = self.decode_weights() {
+            for b in &p.blocks {
+                for lin in [&b.qkv, &b.o, &b.gate_up, &b.down] {
+                    lin.prepare_tiles();
+                }
+            }
+            p.lm_head.prepare_tiles();
+        }
     }
 
     /// The packed decoding weights: only for f32 CPU weights that are not trained in
@@ -945,6 +968,42 @@ mod tests {
         // A cache per token, and room in the context, or a clear error.
         let mut one: Vec<&mut KvCache> = batched.iter_mut().take(1).collect();
         assert!(m.forward_rows(&next, &mut one).is_err());
+    }
+
+    #[test]
+    fn a_cache_moves_between_the_tensor_and_the_packed_path() {
+        let cfg = ModelConfig::tiny(50);
+        let vm = init_weights(&cfg, 7, DType::F32, &Device::Cpu).unwrap();
+        let trainable = from_varmap(&vm, &cfg, DType::F32, &Device::Cpu).unwrap();
+        let weights: HashMap<String, Tensor> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        let plain = from_tensors(weights, &cfg, &Device::Cpu).unwrap();
+        let ids = |t: &[u32]| Tensor::new(t, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        // The reference stays on the tensor path; the other cache starts there (f32),
+        // goes through the packed path (f16) and comes back.
+        let (mut reference, mut moved) = (KvCache::new(cfg.n_layers), KvCache::new(cfg.n_layers));
+        trainable
+            .forward_last(&ids(&[1, 2, 3]), Some(&mut reference))
+            .unwrap();
+        plain
+            .forward_last(&ids(&[1, 2, 3]), Some(&mut moved))
+            .unwrap();
+        let want = trainable
+            .forward_last(&ids(&[4, 5]), Some(&mut reference))
+            .unwrap();
+        let got = plain.forward_seqs(&mut [&mut moved], &[&[4, 5]]).unwrap();
+        assert!(max_diff(&got, &want) < 1e-4, "{}", max_diff(&got, &want));
+        let want = trainable
+            .forward_last(&ids(&[6]), Some(&mut reference))
+            .unwrap();
+        let got = plain.forward_last(&ids(&[6]), Some(&mut moved)).unwrap();
+        assert!(max_diff(&got, &want) < 1e-4, "{}", max_diff(&got, &want));
+        assert_eq!(moved.len(), 6);
     }
 
     #[test]
