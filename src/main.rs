@@ -634,6 +634,10 @@ struct BenchArgs {
     /// learn: candidates scored per gap row.
     #[arg(long, default_value_t = 3)]
     learn_pool: usize,
+    /// learn: steps an item trained as a gap rests before it may be picked again (0: no
+    /// rest).
+    #[arg(long, default_value_t = 0)]
+    learn_cooldown: u64,
     /// learn: start both arms from a model first trained on this share of the items (0:
     /// from scratch).
     #[arg(long, default_value_t = 0.0)]
@@ -1185,6 +1189,7 @@ continue with: thau train --age {}",
                         eval_every: args.learn_eval_every,
                         replay_ratio: args.learn_replay.clamp(0.0, 1.0),
                         pool_factor: args.learn_pool.max(1),
+                        cooldown: args.learn_cooldown,
                         known_share: args.learn_known.clamp(0.0, 1.0),
                         warm_steps: args.learn_warm,
                         seed: config.seed,

@@ -37,6 +37,9 @@ use crate::model::{ModelConfig, ModelError};
 
 type Result<T> = std::result::Result<T, ModelError>;
 
+/// Draws per wanted candidate before the pool takes resting items too.
+const COOLDOWN_DRAWS: usize = 8;
+
 /// What to run.
 #[derive(Debug, Clone, Serialize)]
 pub struct LearnBenchPlan {
@@ -48,6 +51,10 @@ pub struct LearnBenchPlan {
     pub pool_factor: usize,
     /// Share of each gap-steered batch drawn uniformly (replay).
     pub replay_ratio: f64,
+    /// Steps an item trained as a gap rests before it may be picked as one again (0:
+    /// never rests), as in the loop, where a gap is trained in a round and re-measured
+    /// later rather than trained again at once.
+    pub cooldown: u64,
     pub probe_items: usize,
     pub vocab_size: usize,
     pub lr: f64,
@@ -69,6 +76,7 @@ impl Default for LearnBenchPlan {
             eval_every: 25,
             pool_factor: 3,
             replay_ratio: 0.5,
+            cooldown: 0,
             probe_items: 200,
             vocab_size: 2048,
             lr: 1e-3,
@@ -165,18 +173,37 @@ fn run_arm(
     let eval = |t: &Trainer| probe_loss(t.model(), &t.tokenizer, probes);
     let mut curve = vec![(0, eval(trainer)?)];
     let n = data.len();
+    // The step each item was last trained as a gap.
+    let mut gap_at: Vec<Option<u64>> = vec![None; n];
     for step in 1..=plan.steps {
         let b = plan.batch_size;
         let idx: Vec<usize> = if steered {
             let gap_rows = (((1.0 - plan.replay_ratio) * b as f64).round() as usize).min(b);
-            let pool: Vec<usize> = (0..gap_rows * plan.pool_factor.max(1))
-                .map(|_| rng.random_range(0..n))
-                .collect();
+            let resting = |i: usize| gap_at[i].is_some_and(|at| step <= at + plan.cooldown);
+            // Candidates among the items not resting (a bounded number of draws, so a
+            // cooldown longer than the data allows still gives a pool).
+            let want = gap_rows * plan.pool_factor.max(1);
+            let mut pool: Vec<usize> = Vec::with_capacity(want);
+            for _ in 0..want * COOLDOWN_DRAWS {
+                if pool.len() == want {
+                    break;
+                }
+                let i = rng.random_range(0..n);
+                if !resting(i) {
+                    pool.push(i);
+                }
+            }
+            while pool.len() < want {
+                pool.push(rng.random_range(0..n));
+            }
             let (x, y) = data.batch(&pool, &Device::Cpu)?;
             let losses = row_losses(trainer.model(), &x, &y)?;
             let mut order: Vec<usize> = (0..pool.len()).collect();
             order.sort_by(|&a, &b| losses[b].total_cmp(&losses[a]));
             let mut idx: Vec<usize> = order.iter().take(gap_rows).map(|&i| pool[i]).collect();
+            for &i in &idx {
+                gap_at[i] = Some(step);
+            }
             idx.extend((0..b - idx.len()).map(|_| rng.random_range(0..n)));
             idx.shuffle(&mut rng);
             idx

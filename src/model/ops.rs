@@ -18,6 +18,8 @@
 //! - [`lm_head_cross_entropy`]: the LM head matmul fused with the cross-entropy, a block
 //!   of rows at a time, so the `[tokens, vocab]` logits (64 MB at age 0) are never
 //!   materialised in forward or backward;
+//! - [`linear`]: `x · wᵀ` whose backward is two calls of the gemm kernel, the weight
+//!   gradient produced in the weight's own layout;
 //! - [`small_linear`]: `x · wᵀ` for a handful of rows (decoding), one AVX-512 dot product
 //!   per output, parallel over outputs (inference only: no backward).
 //!
@@ -28,8 +30,8 @@
 //! composite form and by finite differences in the tests below.
 
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
-    WithDType, D,
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage,
+    Tensor, WithDType, D,
 };
 use num_traits::Float;
 use rayon::prelude::*;
@@ -39,9 +41,69 @@ use std::sync::Arc;
 pub const IGNORE_INDEX: u32 = u32::MAX;
 
 /// Element types the kernels are written for.
-trait Real: WithDType + Float {}
-impl Real for f32 {}
+trait Real: WithDType + Float {
+    /// `x = exp(x)` for every value (vectorised for f32 where the CPU allows: libm's
+    /// scalar `expf` was a tenth of a training step, in the softmaxes, the loss and SwiGLU).
+    fn exp_in_place(xs: &mut [Self]) {
+        xs.iter_mut().for_each(|x| *x = x.exp());
+    }
+}
+impl Real for f32 {
+    fn exp_in_place(xs: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { exp_slice_avx512(xs) };
+            return;
+        }
+        xs.iter_mut().for_each(|x| *x = x.exp());
+    }
+}
 impl Real for f64 {}
+
+/// `exp` of every value, 16 at a time ([`exp_avx512`]; the tail through a mask).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_slice_avx512(xs: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (n, p) = (xs.len(), xs.as_mut_ptr());
+    let mut i = 0;
+    while i + 16 <= n {
+        _mm512_storeu_ps(p.add(i), exp_avx512(_mm512_loadu_ps(p.add(i))));
+        i += 16;
+    }
+    if i < n {
+        let mask: __mmask16 = (1u16 << (n - i)) - 1;
+        let v = _mm512_maskz_loadu_ps(mask, p.add(i));
+        _mm512_mask_storeu_ps(p.add(i), mask, exp_avx512(v));
+    }
+}
+
+/// `exp(x)` of 16 floats (-inf gives 0, overflow +inf): `e^x = 2^n · e^f` with
+/// `n = round(x·log2 e)`, `f = x − n·ln 2` (ln 2 in two parts, so `f` stays exact for
+/// large `|x|`), `2^n` applied with `scalef` and `e^f` by a degree-6 polynomial on
+/// [-ln2/2, ln2/2] (relative error about 1e-7).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // Below this the result is 0 in f32 anyway; clamping keeps -inf out of the maths.
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
+    /// ln 2 = LN2_HI + LN2_LO, the high part (0.693359375 exactly in f32) with few
+    /// enough bits that `n · LN2_HI` is exact (Cody and Waite).
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let y = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+    let f = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let f = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), f);
+    // e^f, Horner from the degree-6 term.
+    let mut p = _mm512_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
+    }
+    _mm512_scalef_ps(p, n)
+}
 
 /// The contiguous slice of a storage described by `layout`.
 fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
@@ -241,33 +303,6 @@ fn rows_mut<T: Real>(
         .for_each(|(i, (o, xr))| f(i, o, xr));
 }
 
-fn map2<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); a.len()];
-    out.par_chunks_mut(4096)
-        .zip(a.par_chunks(4096).zip(b.par_chunks(4096)))
-        .for_each(|(o, (a, b))| {
-            for i in 0..o.len() {
-                o[i] = f(a[i], b[i]);
-            }
-        });
-    out
-}
-
-fn map3<T: Real>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); a.len()];
-    out.par_chunks_mut(4096)
-        .zip(
-            a.par_chunks(4096)
-                .zip(b.par_chunks(4096).zip(c.par_chunks(4096))),
-        )
-        .for_each(|(o, (a, (b, c)))| {
-            for i in 0..o.len() {
-                o[i] = f(a[i], b[i], c[i]);
-            }
-        });
-    out
-}
-
 fn last_dim(s: &Shape) -> usize {
     s.dims().last().copied().unwrap_or(1)
 }
@@ -436,11 +471,9 @@ fn masked_softmax_row<T: Real>(row: &mut [T], limit: usize, scale: T) {
     let max = row[..limit]
         .iter()
         .fold(T::neg_infinity(), |m, &v| Float::max(m, v * scale));
-    let mut sum = T::zero();
-    for v in &mut row[..limit] {
-        *v = (*v * scale - max).exp();
-        sum += *v;
-    }
+    row[..limit].iter_mut().for_each(|v| *v = *v * scale - max);
+    T::exp_in_place(&mut row[..limit]);
+    let sum = row[..limit].iter().fold(T::zero(), |acc, &v| acc + v);
     let inv = T::one() / sum;
     row[..limit].iter_mut().for_each(|v| *v *= inv);
     row[limit..].iter_mut().for_each(|v| *v = T::zero());
@@ -784,14 +817,33 @@ struct SwiGlu;
 struct SwiGluBwdGate;
 struct SwiGluBwdUp;
 
-fn sigmoid<T: Real>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
+/// `out[i] = f(a[i], b[i], sigmoid(a[i]))`, the exponentials a chunk at a time.
+fn map2_sig<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T> {
+    map3_sig(a, b, b, |a, b, _, s| f(a, b, s))
+}
+
+/// `out[i] = f(a[i], b[i], c[i], sigmoid(a[i]))`, the exponentials a chunk at a time.
+fn map3_sig<T: Real>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T, T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); a.len()];
+    out.par_chunks_mut(4096)
+        .zip(
+            a.par_chunks(4096)
+                .zip(b.par_chunks(4096).zip(c.par_chunks(4096))),
+        )
+        .for_each(|(o, (a, (b, c)))| {
+            o.iter_mut().zip(a).for_each(|(o, &a)| *o = -a);
+            T::exp_in_place(o); // e^-a
+            for i in 0..o.len() {
+                o[i] = f(a[i], b[i], c[i], T::one() / (T::one() + o[i]));
+            }
+        });
+    out
 }
 
 impl Kernel2 for SwiGlu {
     const NAME: &'static str = "thau-swiglu";
     fn run<T: Real>(&self, g: In<T>, u: In<T>) -> Out<T> {
-        Ok((map2(g.x, u.x, |g, u| g * sigmoid(g) * u), g.shape.clone()))
+        Ok((map2_sig(g.x, u.x, |g, u, s| g * s * u), g.shape.clone()))
     }
     fn backward(
         &self,
@@ -810,8 +862,7 @@ impl Kernel2 for SwiGlu {
 impl Kernel3 for SwiGluBwdGate {
     const NAME: &'static str = "thau-swiglu-bwd-gate";
     fn run<T: Real>(&self, x: In<T>, u: In<T>, dy: In<T>) -> Out<T> {
-        let out = map3(x.x, u.x, dy.x, |x, u, dy| {
-            let s = sigmoid(x);
+        let out = map3_sig(x.x, u.x, dy.x, |x, u, dy, s| {
             dy * u * s * (T::one() + x * (T::one() - s))
         });
         Ok((out, x.shape.clone()))
@@ -821,10 +872,7 @@ impl Kernel3 for SwiGluBwdGate {
 impl Kernel2 for SwiGluBwdUp {
     const NAME: &'static str = "thau-swiglu-bwd-up";
     fn run<T: Real>(&self, x: In<T>, dy: In<T>) -> Out<T> {
-        Ok((
-            map2(x.x, dy.x, |x, dy| dy * x * sigmoid(x)),
-            x.shape.clone(),
-        ))
+        Ok((map2_sig(x.x, dy.x, |x, dy, s| dy * x * s), x.shape.clone()))
     }
 }
 
@@ -846,12 +894,13 @@ struct LmHeadLoss {
     targets: Arc<Vec<u32>>,
 }
 
-fn log_sum_exp<T: Real>(row: &[T]) -> T {
+/// `ln Σ exp(row)`, leaving `exp(row − max)` in `row` (the softmax times its sum).
+fn log_sum_exp_in_place<T: Real>(row: &mut [T]) -> (T, T) {
     let max = row.iter().fold(T::neg_infinity(), |m, &v| Float::max(m, v));
-    max + row
-        .iter()
-        .fold(T::zero(), |acc, &v| acc + (v - max).exp())
-        .ln()
+    row.iter_mut().for_each(|v| *v -= max);
+    T::exp_in_place(row);
+    let sum = row.iter().fold(T::zero(), |acc, &v| acc + v);
+    (max + sum.ln(), sum)
 }
 
 impl LmHeadLoss {
@@ -900,9 +949,10 @@ impl LmHeadLoss {
                         row.iter_mut().for_each(|x| *x = T::zero());
                         return;
                     }
-                    let lse = log_sum_exp(row);
                     let gi = g[r0 + i];
-                    row.iter_mut().for_each(|x| *x = (*x - lse).exp() * gi);
+                    // softmax · g = exp(x − max) / Σ · g
+                    let scale = gi / log_sum_exp_in_place(row).1;
+                    row.iter_mut().for_each(|x| *x *= scale);
                     row[t as usize] -= gi;
                 });
             let dl = &logits[..rows * v];
@@ -959,12 +1009,13 @@ impl Kernel2 for LmHeadLoss {
             Self::block(h.x, w.x, (d, v), r0, rows, &mut logits);
             out[r0..r0 + rows]
                 .par_iter_mut()
+                .zip(logits[..rows * v].par_chunks_mut(v))
                 .enumerate()
-                .for_each(|(i, o)| {
+                .for_each(|(i, (o, row))| {
                     let t = self.targets[r0 + i];
                     if t != IGNORE_INDEX {
-                        let row = &logits[i * v..(i + 1) * v];
-                        *o = log_sum_exp(row) - row[t as usize];
+                        let target = row[t as usize];
+                        *o = log_sum_exp_in_place(row).0 - target;
                     }
                 });
         }
@@ -1020,6 +1071,79 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let nll = logp.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
     keep.where_cond(&nll, &nll.zeros_like()?)
+}
+
+// ---------------------------------------------------------------- linear
+
+/// `x · wᵀ` with its backward, each product one call of the gemm kernel: the weight
+/// gradient comes out in `w`'s own layout (candle's matmul of `w.t()` produces it
+/// transposed and copies it back).
+struct Linear;
+
+impl Linear {
+    /// (dL/dx `[rows, k]`, dL/dw `[n, k]`) for the upstream gradient `g` (`[rows, n]`).
+    fn grads<T: Real>(x: &Tensor, w: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (rows, k) = x.dims2()?;
+        let n = w.dim(0)?;
+        let (mut dx, mut dw) = (vec![T::zero(); rows * k], vec![T::zero(); n * k]);
+        // The inputs are borrowed from their storage (no copy of the activations).
+        let ((sx, lx), (sw, lw), (sg, lg)) = (
+            x.storage_and_layout(),
+            w.storage_and_layout(),
+            g.storage_and_layout(),
+        );
+        let (Storage::Cpu(sx), Storage::Cpu(sw), Storage::Cpu(sg)) = (&*sx, &*sw, &*sg) else {
+            bail!("linear: the fused kernels run on the CPU only");
+        };
+        let (xs, ws, gs) = (
+            slice::<T>(sx, lx, "linear")?,
+            slice::<T>(sw, lw, "linear")?,
+            slice::<T>(sg, lg, "linear")?,
+        );
+        // dx = g · w ;  dw = gᵀ · x
+        gemm_into(&mut dx, (rows, k, n), gs, (n, 1), ws, (k, 1), false, true);
+        gemm_into(&mut dw, (n, k, rows), gs, (1, n), xs, (k, 1), false, true);
+        Ok((
+            Tensor::from_vec(dx, x.shape(), x.device())?,
+            Tensor::from_vec(dw, w.shape(), w.device())?,
+        ))
+    }
+}
+
+impl Kernel2 for Linear {
+    const NAME: &'static str = "thau-linear";
+    fn run<T: Real>(&self, x: In<T>, w: In<T>) -> Out<T> {
+        let (rows, k) = x.shape.dims2()?;
+        let (n, k2) = w.shape.dims2()?;
+        if k != k2 {
+            bail!("linear: x is [{rows}, {k}] but w is [{n}, {k2}]");
+        }
+        let mut y = vec![T::zero(); rows * n];
+        gemm_into(&mut y, (rows, n, k), x.x, (k, 1), w.x, (1, k), false, true);
+        Ok((y, Shape::from((rows, n))))
+    }
+    fn backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = match x.dtype() {
+            DType::F32 => Self::grads::<f32>(x, w, g)?,
+            DType::F64 => Self::grads::<f64>(x, w, g)?,
+            dt => bail!("linear: unsupported dtype {dt:?}"),
+        };
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `x · wᵀ` for `x` `[rows, k]` and `w` `[n, k]`: `[rows, n]`.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !fused(x) || x.dtype() != w.dtype() {
+        return x.matmul(&w.t()?);
+    }
+    x.contiguous()?.apply_op2(&w.contiguous()?, Op(Linear))
 }
 
 // ---------------------------------------------------------------- small-batch linear
@@ -1362,6 +1486,55 @@ mod tests {
         assert!(max_diff(&ours, &reference) < 1e-12);
         check_grad(&h, &|h| lm_head_cross_entropy(h, &w, &targets));
         check_grad(&w, &|w| lm_head_cross_entropy(&h, w, &targets));
+    }
+
+    #[test]
+    fn vectorised_exp_matches_libm_with_tails_and_extremes() {
+        for len in [0usize, 1, 15, 16, 17, 100] {
+            let xs: Vec<f32> = (0..len)
+                .map(|i| (i as f32 * 0.731).sin() * 30.0 - 5.0)
+                .collect();
+            let mut ours = xs.clone();
+            f32::exp_in_place(&mut ours);
+            for (x, y) in xs.iter().zip(&ours) {
+                let e = x.exp();
+                assert!(
+                    (y - e).abs() <= 1e-6 * e.abs() + 1e-37,
+                    "exp({x}) = {y}, libm {e}"
+                );
+            }
+        }
+        let mut edge = [f32::NEG_INFINITY, -200.0, 0.0, 88.0, 100.0];
+        f32::exp_in_place(&mut edge);
+        assert_eq!(edge[0], 0.0);
+        assert!(edge[1] < 1e-40 && edge[2] == 1.0 && (edge[3] / 88f32.exp() - 1.0).abs() < 1e-6);
+        assert!(edge[4].is_infinite());
+    }
+
+    #[test]
+    fn linear_matches_matmul_and_finite_differences() {
+        // f64: exact enough for finite differences of both inputs.
+        let w = det(&[5, 7], 0.4);
+        check_grad(&det(&[6, 7], 0.2), &|x| linear(x, &w));
+        let x = det(&[6, 7], 0.2);
+        check_grad(&w, &|w| linear(&x, w));
+        // f32: values and both gradients against candle's matmul.
+        let x = Var::from_tensor(&det(&[96, 200], 0.3).to_dtype(DType::F32).unwrap()).unwrap();
+        let w = Var::from_tensor(&det(&[80, 200], 1.1).to_dtype(DType::F32).unwrap()).unwrap();
+        let g = det(&[96, 80], 2.2).to_dtype(DType::F32).unwrap();
+        let ours = linear(x.as_tensor(), w.as_tensor()).unwrap();
+        let reference = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-5 * 200.0 * 1.4 * 1.4);
+        let grads = |y: &Tensor| (y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let (ga, gb) = (grads(&ours), grads(&reference));
+        for v in [&x, &w] {
+            let (a, b) = (
+                ga.get(v.as_tensor()).unwrap(),
+                gb.get(v.as_tensor()).unwrap(),
+            );
+            assert_eq!(a.dims(), v.dims());
+            assert!(max_diff(a, b) < 1e-5 * 96.0 * 1.4 * 1.4, "{:?}", v.dims());
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::amx::{self, AmxLinear};
+#[cfg(target_arch = "x86_64")]
+use super::ops::exp_avx512;
 
 /// Outputs per panel: two AVX-512 registers of f32.
 pub const PANEL: usize = 32;
@@ -438,26 +440,6 @@ unsafe fn attend_one_avx512<const C: usize>(
     for (c, a) in acc.iter().enumerate() {
         _mm512_storeu_ps(out.as_mut_ptr().add(16 * c), _mm512_mul_ps(*a, invv));
     }
-}
-
-/// `exp(x)` of 16 floats (-inf gives 0, overflow +inf): `2^(x·log2 e)` split into an
-/// integer power, applied with `scalef`, and a degree-6 polynomial on [-½, ½] (relative
-/// error about 1e-7).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    // Below this the result is 0 in f32 anyway; clamping keeps -inf out of the maths.
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
-    let y = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
-    let f = _mm512_mul_ps(_mm512_sub_ps(y, n), _mm512_set1_ps(std::f32::consts::LN_2));
-    // e^f, Horner from the degree-6 term.
-    let mut p = _mm512_set1_ps(1.0 / 720.0);
-    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
-    }
-    _mm512_scalef_ps(p, n)
 }
 
 /// [`block_avx512`] for a single row: two positions per iteration into separate

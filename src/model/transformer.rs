@@ -20,7 +20,9 @@ use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
 use super::config::ModelConfig;
-use super::ops::{causal_attention, lm_head_cross_entropy, rms_norm, rope_i, small_linear, swiglu};
+use super::ops::{
+    self, causal_attention, lm_head_cross_entropy, rms_norm, rope_i, small_linear, swiglu,
+};
 use super::packed::{
     attend_one, rms_norm_rows, rotate_pairs, swiglu_rows, to_f16, PackedLinear, KV_DTYPE,
 };
@@ -38,7 +40,7 @@ fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     let x2 = x.reshape((rows, inner))?; // [rows, in]
     let y = match small_linear(&x2, w)? {
         Some(y) => y, // decoding: a few rows, dot products beat the matmul kernel
-        None => x2.matmul(&w.t()?)?, // [rows, out]
+        None => ops::linear(&x2, w)?, // [rows, out]
     };
     let mut out = dims;
     *out.last_mut().unwrap_or(&mut 0) = w.dim(0)?;
