@@ -180,22 +180,7 @@ fn run_arm(
         let idx: Vec<usize> = if steered {
             let gap_rows = (((1.0 - plan.replay_ratio) * b as f64).round() as usize).min(b);
             let resting = |i: usize| gap_at[i].is_some_and(|at| step <= at + plan.cooldown);
-            // Candidates among the items not resting (a bounded number of draws, so a
-            // cooldown longer than the data allows still gives a pool).
-            let want = gap_rows * plan.pool_factor.max(1);
-            let mut pool: Vec<usize> = Vec::with_capacity(want);
-            for _ in 0..want * COOLDOWN_DRAWS {
-                if pool.len() == want {
-                    break;
-                }
-                let i = rng.random_range(0..n);
-                if !resting(i) {
-                    pool.push(i);
-                }
-            }
-            while pool.len() < want {
-                pool.push(rng.random_range(0..n));
-            }
+            let pool = draw_pool(&mut rng, n, gap_rows * plan.pool_factor.max(1), resting);
             let (x, y) = data.batch(&pool, &Device::Cpu)?;
             let losses = row_losses(trainer.model(), &x, &y)?;
             let mut order: Vec<usize> = (0..pool.len()).collect();
@@ -224,6 +209,31 @@ fn run_arm(
         curve,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// `want` candidate items out of `n`, drawn uniformly among those not `resting` (a
+/// bounded number of draws, so a cooldown longer than the data allows still gives a full
+/// pool, topped up from all the items).
+fn draw_pool(
+    rng: &mut impl Rng,
+    n: usize,
+    want: usize,
+    resting: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let mut pool: Vec<usize> = Vec::with_capacity(want);
+    for _ in 0..want * COOLDOWN_DRAWS {
+        if pool.len() == want {
+            break;
+        }
+        let i = rng.random_range(0..n);
+        if !resting(i) {
+            pool.push(i);
+        }
+    }
+    while pool.len() < want {
+        pool.push(rng.random_range(0..n));
+    }
+    pool
 }
 
 /// The newest checkpoint directory under `dir`.
@@ -360,6 +370,26 @@ pub fn learn_bench(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pool_skips_resting_items_and_stays_full_when_all_rest() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // Half the items rest: every candidate comes from the other half.
+        let pool = draw_pool(&mut rng, 100, 24, |i| i < 50);
+        assert_eq!(pool.len(), 24);
+        assert!(pool.iter().all(|&i| (50..100).contains(&i)), "{pool:?}");
+        // Nothing rests: plain uniform draws, the same as without a cooldown.
+        let (mut a, mut b) = (
+            rand_chacha::ChaCha8Rng::seed_from_u64(3),
+            rand_chacha::ChaCha8Rng::seed_from_u64(3),
+        );
+        let plain: Vec<usize> = (0..12).map(|_| b.random_range(0..50)).collect();
+        assert_eq!(draw_pool(&mut a, 50, 12, |_| false), plain);
+        // Everything rests: the pool is still full.
+        let all = draw_pool(&mut rng, 5, 12, |_| true);
+        assert_eq!(all.len(), 12);
+        assert!(all.iter().all(|&i| i < 5));
+    }
 
     #[test]
     fn row_losses_match_the_model_loss_per_row() {
