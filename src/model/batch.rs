@@ -150,8 +150,8 @@ impl Running {
         };
         let r = Running {
             model: job.model,
+            cache: KvCache::with_room(0, seq.positions_needed()),
             seq,
-            cache: KvCache::new(0),
             on_text: job.on_text,
             done: job.done,
             failed: None,

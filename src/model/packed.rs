@@ -325,16 +325,70 @@ pub const KV_DTYPE: candle_core::DType = candle_core::DType::F16;
 /// `src` rounded to f16 (nearest even), 16 values at a time where the CPU has AVX-512.
 pub fn to_f16(src: &[f32]) -> Vec<f16> {
     let mut out = vec![f16::ZERO; src.len()];
+    write_f16(src, &mut out);
+    out
+}
+
+/// [`to_f16`] into `out` (as many values as both hold).
+pub fn write_f16(src: &[f32], out: &mut [f16]) {
+    let n = src.len().min(out.len());
+    let (src, out) = (&src[..n], &mut out[..n]);
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F; both slices hold `src.len()` values.
-        done = unsafe { to_f16_avx512(src, &mut out) };
+        // SAFETY: the CPU supports AVX-512F; both slices hold `n` values.
+        done = unsafe { to_f16_avx512(src, out) };
     }
     for (o, v) in out[done..].iter_mut().zip(&src[done..]) {
         *o = f16::from_f32(*v);
     }
-    out
+}
+
+/// Appends keys or values to a packed-path cache buffer in place: the `m` rows of
+/// `rows` (each `stride` values, the heads' `h × hd` values at `offset`) become
+/// positions `at .. at + m` of the f16 buffer `[1, h, capacity, hd]`.
+///
+/// In place, because building a tensor of the new rows and copying it in with
+/// `slice_set` cost two allocations, two conversions and two copies per sequence and
+/// layer, most of a 32-session step's bookkeeping.
+pub struct AppendRows<'a> {
+    pub rows: &'a [f32],
+    pub stride: usize,
+    pub offset: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub at: usize,
+}
+
+impl candle_core::InplaceOp1 for AppendRows<'_> {
+    fn name(&self) -> &'static str {
+        "thau-append-rows"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+        let (h, hd) = (self.heads, self.head_dim);
+        let (b, lh, cap, lhd) = l.shape().dims4()?;
+        let m = self.rows.len() / self.stride.max(1);
+        if b != 1 || lh != h || lhd != hd || self.at + m > cap || self.offset + h * hd > self.stride
+        {
+            bail!(
+                "append rows: {m} rows of {h}×{hd} at {} into [{b}, {lh}, {cap}, {lhd}]",
+                self.at
+            );
+        }
+        let buf = match (s, l.contiguous_offsets()) {
+            (CpuStorage::F16(d), Some((a, z))) => &mut d[a..z],
+            _ => bail!("append rows: the cache must be contiguous f16"),
+        };
+        for (j, row) in self.rows.chunks_exact(self.stride).enumerate() {
+            for head in 0..h {
+                let src = &row[self.offset + head * hd..][..hd];
+                let dst = (head * cap + self.at + j) * hd;
+                write_f16(src, &mut buf[dst..dst + hd]);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The whole 16-value chunks of [`to_f16`]; returns how many values it wrote.
@@ -549,6 +603,49 @@ mod tests {
         let ours = to_f16(&src);
         let want: Vec<f16> = src.iter().map(|v| f16::from_f32(*v)).collect();
         assert_eq!(ours, want);
+    }
+
+    #[test]
+    fn append_rows_writes_each_head_at_its_positions_and_rejects_overflow() {
+        use candle_core::Device;
+        let (h, hd, cap) = (2usize, 32usize, 5usize);
+        let stride = 3 * h * hd; // q, k, v of one row
+        let rows: Vec<f32> = (0..2 * stride).map(|i| i as f32 * 0.25).collect();
+        let t = Tensor::zeros((1, h, cap, hd), DType::F16, &Device::Cpu).unwrap();
+        let op = AppendRows {
+            rows: &rows,
+            stride,
+            offset: h * hd, // the keys
+            heads: h,
+            head_dim: hd,
+            at: 3,
+        };
+        t.inplace_op1(&op).unwrap();
+        // [1, h, cap, hd], flattened.
+        let got: Vec<f32> = t
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for head in 0..h {
+            for pos in 0..cap {
+                for i in 0..hd {
+                    let want = if pos >= 3 {
+                        let j = pos - 3;
+                        f16::from_f32(rows[j * stride + h * hd + head * hd + i]).to_f32()
+                    } else {
+                        0.0
+                    };
+                    let at = (head * cap + pos) * hd + i;
+                    assert_eq!(got[at], want, "head {head} pos {pos} {i}");
+                }
+            }
+        }
+        // Two rows at position 4 of 5 do not fit.
+        let over = AppendRows { at: 4, ..op };
+        assert!(t.inplace_op1(&over).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::ops::{
     self, causal_attention, lm_head_cross_entropy, rms_norm, rope_i, small_linear, swiglu,
 };
 use super::packed::{
-    attend_one, rms_norm_rows, rotate_pairs, swiglu_rows, to_f16, PackedLinear, KV_DTYPE,
+    attend_one, rms_norm_rows, rotate_pairs, swiglu_rows, AppendRows, PackedLinear, KV_DTYPE,
 };
 use super::{ModelError, Result};
 
@@ -96,21 +96,33 @@ struct LayerKv {
 
 impl LayerKv {
     /// A layer's cache with room for at least `needed` positions of keys and values
-    /// shaped `[B, H, _, hd]`, keeping what `old` holds.
+    /// shaped `[B, H, _, hd]`, keeping what `old` holds: exactly `room` positions when
+    /// they suffice (the cache's hint, see [`KvCache::with_room`]), else a power of two.
     fn with_room(
         old: Option<LayerKv>,
         (b, h, hd): (usize, usize, usize),
-        needed: usize,
+        (needed, room): (usize, usize),
         max_seq_len: usize,
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<LayerKv> {
-        let capacity = needed
-            .max(KV_INITIAL_CAPACITY)
-            .next_power_of_two()
-            .min(max_seq_len.max(needed));
-        let k = Tensor::zeros((b, h, capacity, hd), dtype, dev)?;
-        let v = k.zeros_like()?;
+        let capacity = if needed <= room {
+            room.min(max_seq_len.max(needed))
+        } else {
+            needed
+                .max(KV_INITIAL_CAPACITY)
+                .next_power_of_two()
+                .min(max_seq_len.max(needed))
+        };
+        // SAFETY: uninitialised buffers of plain numbers; every reader of a cache reads
+        // its first `len` positions only, which are written before `len` grows. Zeroing
+        // them cost a memset of every new session's buffers.
+        let (k, v) = unsafe {
+            (
+                Tensor::empty((b, h, capacity, hd), dtype, dev)?,
+                Tensor::empty((b, h, capacity, hd), dtype, dev)?,
+            )
+        };
         let len = match old {
             Some(o) if o.len > 0 => {
                 let keep = |t: &Tensor| t.narrow(2, 0, o.len)?.to_dtype(dtype)?.contiguous();
@@ -134,7 +146,7 @@ impl LayerKv {
     fn reserve<'a>(
         slot: &'a mut Option<LayerKv>,
         shape: (usize, usize, usize),
-        extra: usize,
+        (extra, room): (usize, usize),
         max_seq_len: usize,
         dtype: DType,
         dev: &Device,
@@ -144,8 +156,8 @@ impl LayerKv {
             .as_ref()
             .is_none_or(|kv| len + extra > kv.capacity() || kv.k.dtype() != dtype)
         {
-            let grown =
-                LayerKv::with_room(slot.take(), shape, len + extra, max_seq_len, dtype, dev)?;
+            let needed = (len + extra, room);
+            let grown = LayerKv::with_room(slot.take(), shape, needed, max_seq_len, dtype, dev)?;
             *slot = Some(grown);
         }
         match slot {
@@ -159,12 +171,25 @@ impl LayerKv {
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     layers: Vec<Option<LayerKv>>,
+    /// Positions to make room for when a layer's buffers are first allocated (0: the
+    /// default [`KV_INITIAL_CAPACITY`]).
+    room: usize,
 }
 
 impl KvCache {
     pub fn new(n_layers: usize) -> Self {
         KvCache {
             layers: vec![None; n_layers],
+            room: 0,
+        }
+    }
+
+    /// A cache whose buffers start with room for `positions` (a generation that knows
+    /// its prompt and token budget allocates once and never copies into larger ones).
+    pub fn with_room(n_layers: usize, positions: usize) -> Self {
+        KvCache {
+            layers: vec![None; n_layers],
+            room: positions,
         }
     }
     /// Number of positions already in the cache.
@@ -234,7 +259,8 @@ impl Attention {
         let v = v.contiguous()?;
         let (k, v) = match cache {
             Some(slot) => {
-                let kv = LayerKv::reserve(slot, (b, h, hd), t, max_seq_len, k.dtype(), k.device())?;
+                let (shape, need) = ((b, h, hd), (t, 0));
+                let kv = LayerKv::reserve(slot, shape, need, max_seq_len, k.dtype(), k.device())?;
                 kv.k.slice_set(&k, 2, kv.len)?;
                 kv.v.slice_set(&v, 2, kv.len)?;
                 kv.len += t;
@@ -309,7 +335,7 @@ impl Attention {
     fn attend_rows_host(
         &self,
         qkv: &mut [f32],
-        caches: &mut [&mut Option<LayerKv>],
+        caches: &mut [(&mut Option<LayerKv>, usize)],
         counts: &[usize],
         max_seq_len: usize,
         tables: &RopeTables,
@@ -317,33 +343,52 @@ impl Attention {
     ) -> Result<Vec<f32>> {
         let (h, hd) = (self.n_heads, self.head_dim);
         let (a, half) = (h * hd, hd / 2);
+        // Each sequence's rows: rotate the queries and keys, append the keys and values
+        // to its cache. Sequences are independent, so this runs over the threads too.
+        let mut blocks: Vec<&mut [f32]> = Vec::with_capacity(counts.len());
+        let mut rest = &mut qkv[..];
+        for &m in counts {
+            let (block, tail) = rest.split_at_mut(m * 3 * a); // [m, 3a]
+            blocks.push(block);
+            rest = tail;
+        }
+        let appended = caches
+            .par_iter_mut()
+            .zip(blocks)
+            .zip(counts)
+            .map(
+                |(((slot, room), block), &m)| -> candle_core::Result<(Tensor, Tensor, usize)> {
+                    let room = *room;
+                    let start = slot.as_ref().map_or(0, |kv| kv.len);
+                    for (j, row) in block.chunks_exact_mut(3 * a).enumerate() {
+                        let angles = (start + j) * half..(start + j + 1) * half;
+                        let (cos, sin) = (&tables.cos[angles.clone()], &tables.sin[angles]);
+                        for head in row[..2 * a].chunks_exact_mut(hd) {
+                            rotate_pairs(head, cos, sin);
+                        }
+                    }
+                    let kv =
+                        LayerKv::reserve(slot, (1, h, hd), (m, room), max_seq_len, KV_DTYPE, dev)?;
+                    for (t, offset) in [(&kv.k, a), (&kv.v, 2 * a)] {
+                        let (rows, stride, heads, head_dim, at) = (&*block, 3 * a, h, hd, kv.len);
+                        t.inplace_op1(&AppendRows {
+                            rows,
+                            stride,
+                            offset,
+                            heads,
+                            head_dim,
+                            at,
+                        })?;
+                    }
+                    kv.len += m;
+                    Ok((kv.k.clone(), kv.v.clone(), start))
+                },
+            )
+            .collect::<candle_core::Result<Vec<_>>>()?;
         // Per row: its sequence's cache buffers and the positions it may see.
         let mut rows: Vec<(Tensor, Tensor, usize)> = Vec::with_capacity(counts.iter().sum());
-        let mut first = 0;
-        for (slot, &m) in caches.iter_mut().zip(counts) {
-            let block = &mut qkv[first * 3 * a..(first + m) * 3 * a]; // [m, 3a]
-            first += m;
-            let start = slot.as_ref().map_or(0, |kv| kv.len);
-            let mut k_new = vec![0.0f32; m * a]; // [H, m, hd], the cache's layout
-            let mut v_new = vec![0.0f32; m * a]; // [H, m, hd]
-            for (j, row) in block.chunks_exact_mut(3 * a).enumerate() {
-                let angles = (start + j) * half..(start + j + 1) * half;
-                let (cos, sin) = (&tables.cos[angles.clone()], &tables.sin[angles]);
-                for head in row[..2 * a].chunks_exact_mut(hd) {
-                    rotate_pairs(head, cos, sin);
-                }
-                for head in 0..h {
-                    let at = (head * m + j) * hd;
-                    k_new[at..at + hd].copy_from_slice(&row[a + head * hd..][..hd]);
-                    v_new[at..at + hd].copy_from_slice(&row[2 * a + head * hd..][..hd]);
-                }
-            }
-            let kv = LayerKv::reserve(slot, (1, h, hd), m, max_seq_len, KV_DTYPE, dev)?;
-            let (k_new, v_new) = (to_f16(&k_new), to_f16(&v_new));
-            kv.k.slice_set(&Tensor::from_vec(k_new, (1, h, m, hd), dev)?, 2, kv.len)?;
-            kv.v.slice_set(&Tensor::from_vec(v_new, (1, h, m, hd), dev)?, 2, kv.len)?;
-            kv.len += m;
-            rows.extend((1..=m).map(|j| (kv.k.clone(), kv.v.clone(), start + j)));
+        for ((k, v, start), &m) in appended.into_iter().zip(counts) {
+            rows.extend((1..=m).map(|j| (k.clone(), v.clone(), start + j)));
         }
         let scale = 1.0 / (hd as f32).sqrt();
         let mut y = vec![0.0f32; rows.len() * a]; // [R, H, hd]
@@ -507,7 +552,7 @@ impl Block {
     fn forward_rows_host(
         &self,
         x: &mut [f32],
-        caches: &mut [&mut Option<LayerKv>],
+        caches: &mut [(&mut Option<LayerKv>, usize)],
         counts: &[usize],
         max_seq_len: usize,
         (p, tables): (&PackedBlock, &RopeTables),
@@ -780,8 +825,10 @@ impl Thau {
         let ids = Tensor::new(ids.as_slice(), dev)?; // [R]
         let mut x: Vec<f32> = self.embed.index_select(&ids, 0)?.flatten_all()?.to_vec1()?; // [R, d]
         for (l, block) in self.blocks.iter().enumerate() {
-            let mut slots: Vec<&mut Option<LayerKv>> =
-                caches.iter_mut().map(|c| &mut c.layers[l]).collect();
+            let mut slots: Vec<(&mut Option<LayerKv>, usize)> = caches
+                .iter_mut()
+                .map(|c| (&mut c.layers[l], c.room))
+                .collect();
             let packed = (&p.blocks[l], &p.rope);
             let max = self.cfg.max_seq_len;
             block.forward_rows_host(&mut x, &mut slots, &counts, max, packed, dev)?;
