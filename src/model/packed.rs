@@ -444,6 +444,12 @@ pub fn attend_one(q: &[f32], k: &[f16], v: &[f16], scale: f32, out: &mut [f32]) 
 
 /// [`attend_one`] for a head of `C` × 16 floats: the output stays in `C` registers and
 /// the exponentials are computed 16 at a time ([`exp_avx512`]).
+///
+/// The scores are computed 16 positions at a time: one register of partial products
+/// per position, then one transposing reduction ([`sum_lanes16`]) for all 16 instead of a
+/// horizontal sum per position. The weighted sum of values alternates two sets of
+/// accumulators, so that consecutive positions do not wait on each other's
+/// multiply-adds.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn attend_one_avx512<const C: usize>(
@@ -467,13 +473,30 @@ unsafe fn attend_one_avx512<const C: usize>(
     // Scores, padded to a multiple of 16 with -inf (weight 0).
     let padded = len.div_ceil(16) * 16;
     let mut scores = vec![f32::NEG_INFINITY; padded];
-    for (t, s) in scores.iter_mut().enumerate().take(len) {
-        let kt = kp.add(t * hd);
-        let mut acc = _mm512_mul_ps(qv[0], load(kt));
-        for (c, qc) in qv.iter().enumerate().skip(1) {
-            acc = _mm512_fmadd_ps(*qc, load(kt.add(16 * c)), acc);
+    let scalev = _mm512_set1_ps(scale);
+    for t0 in (0..len).step_by(16) {
+        let n = 16.min(len - t0);
+        let mut part = [_mm512_setzero_ps(); 16];
+        for (j, p) in part.iter_mut().enumerate().take(n) {
+            let kt = kp.add((t0 + j) * hd);
+            // The keys a few positions on, and this position's values, which the weighted
+            // sum reads after the scores (from L1 by then): without this the two short
+            // streams wait on the memory more than on the arithmetic.
+            // (`wrapping_add`: past the last key it is only a hint, never read.)
+            let (ahead, vt) = (kt.wrapping_add(8 * hd), vp.add((t0 + j) * hd));
+            for line in (0..hd).step_by(32) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+                _mm_prefetch::<_MM_HINT_T0>(vt.add(line).cast());
+            }
+            let mut acc = _mm512_mul_ps(qv[0], load(kt));
+            for (c, qc) in qv.iter().enumerate().skip(1) {
+                acc = _mm512_fmadd_ps(*qc, load(kt.add(16 * c)), acc);
+            }
+            *p = acc;
         }
-        *s = _mm512_reduce_add_ps(acc) * scale;
+        let s = _mm512_mul_ps(sum_lanes16(&part), scalev);
+        let mask = ((1u32 << n) - 1) as __mmask16;
+        _mm512_mask_storeu_ps(scores.as_mut_ptr().add(t0), mask, s);
     }
     let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
     let (maxv, mut sum) = (_mm512_set1_ps(max), _mm512_setzero_ps());
@@ -483,17 +506,57 @@ unsafe fn attend_one_avx512<const C: usize>(
         _mm512_storeu_ps(chunk.as_mut_ptr(), e);
     }
     let inv = 1.0 / _mm512_reduce_add_ps(sum);
-    let mut acc = [_mm512_setzero_ps(); C];
-    for (t, w) in scores.iter().enumerate().take(len) {
-        let (w, vt) = (_mm512_set1_ps(*w), vp.add(t * hd));
-        for (c, a) in acc.iter_mut().enumerate() {
-            *a = _mm512_fmadd_ps(w, load(vt.add(16 * c)), *a);
+    let mut acc = [[_mm512_setzero_ps(); C]; 2];
+    let mut t = 0;
+    while t + 2 <= len {
+        for (u, a) in acc.iter_mut().enumerate() {
+            let (w, vt) = (_mm512_set1_ps(scores[t + u]), vp.add((t + u) * hd));
+            for (c, x) in a.iter_mut().enumerate() {
+                *x = _mm512_fmadd_ps(w, load(vt.add(16 * c)), *x);
+            }
+        }
+        t += 2;
+    }
+    if t < len {
+        let (w, vt) = (_mm512_set1_ps(scores[t]), vp.add(t * hd));
+        for (c, x) in acc[0].iter_mut().enumerate() {
+            *x = _mm512_fmadd_ps(w, load(vt.add(16 * c)), *x);
         }
     }
     let invv = _mm512_set1_ps(inv);
-    for (c, a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(out.as_mut_ptr().add(16 * c), _mm512_mul_ps(*a, invv));
+    for (c, (a0, a1)) in acc[0].iter().zip(&acc[1]).enumerate() {
+        let a = _mm512_add_ps(*a0, *a1);
+        _mm512_storeu_ps(out.as_mut_ptr().add(16 * c), _mm512_mul_ps(a, invv));
     }
+}
+
+/// Lane `p` of the result is the sum of the 16 lanes of `v[p]`: a transpose and add in
+/// four levels (45 shuffles and adds for 16 sums, against about 8 per horizontal sum).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sum_lanes16(v: &[std::arch::x86_64::__m512; 16]) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // Within each 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] for the pair (a, b).
+    let t: [__m512; 8] = std::array::from_fn(|i| {
+        let (a, b) = (v[2 * i], v[2 * i + 1]);
+        _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
+    });
+    // Within each 128-bit lane: the lane's sum of each of 4 consecutive vectors.
+    let u: [__m512; 4] = std::array::from_fn(|i| {
+        let (c, d) = (t[2 * i], t[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0b01_00_01_00>(c, d),
+            _mm512_shuffle_ps::<0b11_10_11_10>(c, d),
+        )
+    });
+    // Sum the 128-bit lanes pairwise, then again: lane group g holds vectors 4g..4g+4.
+    let pair = |e: __m512, f: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(e, f),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(e, f),
+        )
+    };
+    pair(pair(u[0], u[1]), pair(u[2], u[3]))
 }
 
 /// [`block_avx512`] for a single row: two positions per iteration into separate
@@ -648,10 +711,32 @@ mod tests {
         assert!(t.inplace_op1(&over).is_err());
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sum_lanes16_gives_each_vectors_sum_in_its_lane() {
+        use std::arch::x86_64::*;
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let vals: Vec<[f32; 16]> = (0..16)
+            .map(|p| std::array::from_fn(|l| (p * 16 + l) as f32 * 0.5 - (l * l) as f32))
+            .collect();
+        // SAFETY: AVX-512F is present (checked above).
+        let got = unsafe {
+            let v: [__m512; 16] = std::array::from_fn(|p| _mm512_loadu_ps(vals[p].as_ptr()));
+            let mut out = [0f32; 16];
+            _mm512_storeu_ps(out.as_mut_ptr(), sum_lanes16(&v));
+            out
+        };
+        for (p, row) in vals.iter().enumerate() {
+            assert_eq!(got[p], row.iter().sum::<f32>(), "vector {p}");
+        }
+    }
+
     #[test]
     fn attend_one_matches_the_plain_softmax_for_every_head_width() {
         for hd in [32, 64, 128, 48] {
-            for len in [1, 5, 16, 37] {
+            for len in [1, 5, 16, 17, 37, 100] {
                 let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.37).sin()).collect();
                 // The reference uses the f16 values the cache holds.
                 let k = to_f16(
