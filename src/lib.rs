@@ -13,6 +13,7 @@
 //! - [`status`]: what `thau status` reports.
 
 pub mod actors;
+pub mod alloc;
 pub mod bench;
 pub mod chat;
 pub mod commands;
