@@ -560,51 +560,118 @@ fn gemm_into<T: Real>(
     accumulate: bool,
     parallel: bool,
 ) {
+    assert!(dst.len() >= m * n, "gemm_into: dst too small");
     if m == 0 || n == 0 || k == 0 {
         return;
     }
+    check_operands((m, n, k), lhs, (lhs_rs, lhs_cs), rhs, (rhs_rs, rhs_cs));
+    // SAFETY: the operands' extents are checked, `dst` holds `m·n` values and is
+    // borrowed mutably so nothing else reads it meanwhile.
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr(),
+            (m, n, k),
+            (lhs, lhs_rs, lhs_cs),
+            (rhs, rhs_rs, rhs_cs),
+            accumulate,
+            parallel,
+        )
+    };
+}
+
+/// `lhs (m×k) · rhs (k×n)` as a new row-major `m×n` vector, written by the gemm kernel
+/// into uninitialised memory: zeroing tens of megabytes that the product overwrites
+/// anyway was a memset of every output and gradient of every linear layer each step.
+#[allow(clippy::too_many_arguments)]
+fn gemm_fresh<T: Real>(
+    (m, n, k): (usize, usize, usize),
+    lhs: &[T],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[T],
+    (rhs_rs, rhs_cs): (usize, usize),
+    parallel: bool,
+) -> Vec<T> {
+    if m == 0 || n == 0 || k == 0 {
+        return vec![T::zero(); m * n];
+    }
+    check_operands((m, n, k), lhs, (lhs_rs, lhs_cs), rhs, (rhs_rs, rhs_cs));
+    let mut out: Vec<T> = Vec::with_capacity(m * n);
+    // SAFETY: the operands' extents are checked; `out` has room for `m·n` values, which
+    // the kernel writes without reading (no accumulation) before `set_len` exposes them.
+    unsafe {
+        gemm_raw(
+            out.as_mut_ptr(),
+            (m, n, k),
+            (lhs, lhs_rs, lhs_cs),
+            (rhs, rhs_rs, rhs_cs),
+            false,
+            parallel,
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// Panics unless `lhs` and `rhs` hold every element the strides reach.
+fn check_operands<T>(
+    (m, n, k): (usize, usize, usize),
+    lhs: &[T],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[T],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
     let extent =
         |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs + 1;
-    assert!(dst.len() >= m * n, "gemm_into: dst too small");
     assert!(
         lhs.len() >= extent(m, k, lhs_rs, lhs_cs),
-        "gemm_into: lhs too small"
+        "gemm: lhs too small"
     );
     assert!(
         rhs.len() >= extent(k, n, rhs_rs, rhs_cs),
-        "gemm_into: rhs too small"
+        "gemm: rhs too small"
     );
+}
+
+/// The gemm kernel on checked operands.
+///
+/// # Safety
+/// `dst` must be valid for writes (and, with `accumulate`, reads) of `m·n` values, and
+/// `m`, `n`, `k` must be above zero with the operands' extents checked.
+unsafe fn gemm_raw<T: Real>(
+    dst: *mut T,
+    (m, n, k): (usize, usize, usize),
+    (lhs, lhs_rs, lhs_cs): (&[T], usize, usize),
+    (rhs, rhs_rs, rhs_cs): (&[T], usize, usize),
+    accumulate: bool,
+    parallel: bool,
+) {
     let threads = rayon::current_num_threads();
     let par = if parallel && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the extents checked above keep every access inside the three slices, and
-    // `dst` is borrowed mutably so nothing else reads it meanwhile.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        accumulate,
+        lhs.as_ptr(),
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs.as_ptr(),
+        rhs_cs as isize,
+        rhs_rs as isize,
+        T::one(),
+        T::one(),
+        false,
+        false,
+        false,
+        par,
+    );
 }
 
 // ---------------------------------------------------------------- fused causal attention
@@ -1085,7 +1152,6 @@ impl Linear {
     fn grads<T: Real>(x: &Tensor, w: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
         let (rows, k) = x.dims2()?;
         let n = w.dim(0)?;
-        let (mut dx, mut dw) = (vec![T::zero(); rows * k], vec![T::zero(); n * k]);
         // The inputs are borrowed from their storage (no copy of the activations).
         let ((sx, lx), (sw, lw), (sg, lg)) = (
             x.storage_and_layout(),
@@ -1101,8 +1167,8 @@ impl Linear {
             slice::<T>(sg, lg, "linear")?,
         );
         // dx = g · w ;  dw = gᵀ · x
-        gemm_into(&mut dx, (rows, k, n), gs, (n, 1), ws, (k, 1), false, true);
-        gemm_into(&mut dw, (n, k, rows), gs, (1, n), xs, (k, 1), false, true);
+        let dx = gemm_fresh((rows, k, n), gs, (n, 1), ws, (k, 1), true);
+        let dw = gemm_fresh((n, k, rows), gs, (1, n), xs, (k, 1), true);
         Ok((
             Tensor::from_vec(dx, x.shape(), x.device())?,
             Tensor::from_vec(dw, w.shape(), w.device())?,
@@ -1118,8 +1184,7 @@ impl Kernel2 for Linear {
         if k != k2 {
             bail!("linear: x is [{rows}, {k}] but w is [{n}, {k2}]");
         }
-        let mut y = vec![T::zero(); rows * n];
-        gemm_into(&mut y, (rows, n, k), x.x, (k, 1), w.x, (1, k), false, true);
+        let y = gemm_fresh((rows, n, k), x.x, (k, 1), w.x, (1, k), true);
         Ok((y, Shape::from((rows, n))))
     }
     fn backward(
