@@ -891,14 +891,14 @@ fn map2_sig<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T
 
 /// `out[i] = f(a[i], b[i], c[i], sigmoid(a[i]))`, the exponentials a chunk at a time.
 fn map3_sig<T: Real>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); a.len()];
+    // Starts as -a (collected, not zeroed first: these are [rows, d_ff] buffers).
+    let mut out: Vec<T> = a.par_iter().map(|&a| -a).collect();
     out.par_chunks_mut(4096)
         .zip(
             a.par_chunks(4096)
                 .zip(b.par_chunks(4096).zip(c.par_chunks(4096))),
         )
         .for_each(|(o, (a, (b, c)))| {
-            o.iter_mut().zip(a).for_each(|(o, &a)| *o = -a);
             T::exp_in_place(o); // e^-a
             for i in 0..o.len() {
                 o[i] = f(a[i], b[i], c[i], T::one() / (T::one() + o[i]));
