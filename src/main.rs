@@ -634,6 +634,10 @@ struct BenchArgs {
     /// learn: candidates scored per gap row.
     #[arg(long, default_value_t = 3)]
     learn_pool: usize,
+    /// learn: how candidates are ranked: mean NLL per answer token, or the answer's total
+    /// NLL (what is left to learn in it).
+    #[arg(long, value_enum, default_value_t = thau::learn::bench::GapScore::Mean)]
+    learn_score: thau::learn::bench::GapScore,
     /// learn: steps an item trained as a gap rests before it may be picked again (0: no
     /// rest).
     #[arg(long, default_value_t = 0)]
@@ -1190,6 +1194,7 @@ continue with: thau train --age {}",
                         eval_every: args.learn_eval_every,
                         replay_ratio: args.learn_replay.clamp(0.0, 1.0),
                         pool_factor: args.learn_pool.max(1),
+                        score: args.learn_score,
                         cooldown: args.learn_cooldown,
                         known_share: args.learn_known.clamp(0.0, 1.0),
                         warm_steps: args.learn_warm,

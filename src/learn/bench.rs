@@ -40,6 +40,17 @@ type Result<T> = std::result::Result<T, ModelError>;
 /// Draws per wanted candidate before the pool takes resting items too.
 const COOLDOWN_DRAWS: usize = 8;
 
+/// How a candidate's score (its gap size) is read from its answer tokens' NLL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GapScore {
+    /// Mean NLL per answer token (the GapDetector's per-item score).
+    Mean,
+    /// Summed NLL of the answer: what there is left to learn in the item, in the units of
+    /// the held-out loss (nats over tokens), so a long unknown answer outranks a short one.
+    Total,
+}
+
 /// What to run.
 #[derive(Debug, Clone, Serialize)]
 pub struct LearnBenchPlan {
@@ -49,6 +60,8 @@ pub struct LearnBenchPlan {
     pub eval_every: u64,
     /// Candidates scored per gap row.
     pub pool_factor: usize,
+    /// How candidates are ranked.
+    pub score: GapScore,
     /// Share of each gap-steered batch drawn uniformly (replay).
     pub replay_ratio: f64,
     /// Steps an item trained as a gap rests before it may be picked as one again (0:
@@ -75,6 +88,7 @@ impl Default for LearnBenchPlan {
             seq_len: 64,
             eval_every: 25,
             pool_factor: 3,
+            score: GapScore::Mean,
             replay_ratio: 0.5,
             cooldown: 0,
             probe_items: 200,
@@ -124,8 +138,8 @@ pub struct LearnBenchReport {
     pub time_ratio: f64,
 }
 
-/// Mean NLL of each row's learned tokens: `[B]`.
-fn row_losses(model: &Thau, x: &Tensor, y: &Tensor) -> Result<Vec<f32>> {
+/// Each row's NLL over its learned tokens, summed, and how many tokens it learns: `[B]`.
+fn row_nll(model: &Thau, x: &Tensor, y: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
     let logits = model.forward(x, None)?; // [B, T, V]
     let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
     let mask = y.ne(IGNORE_INDEX)?; // [B, T]
@@ -133,8 +147,17 @@ fn row_losses(model: &Thau, x: &Tensor, y: &Tensor) -> Result<Vec<f32>> {
     let picked = logp.gather(&safe.unsqueeze(2)?, 2)?.squeeze(2)?; // [B, T]
     let m = mask.to_dtype(DType::F32)?;
     let nll = (picked.neg()? * &m)?.sum(1)?; // [B]
-    let n = m.sum(1)?.clamp(1.0, f64::MAX)?; // [B]
-    Ok((nll / n)?.to_vec1()?)
+    let n = m.sum(1)?; // [B]
+    Ok((nll.to_vec1()?, n.to_vec1()?))
+}
+
+/// Each row's score under `score`: `[B]`.
+fn row_scores(model: &Thau, x: &Tensor, y: &Tensor, score: GapScore) -> Result<Vec<f32>> {
+    let (nll, n) = row_nll(model, x, y)?;
+    Ok(match score {
+        GapScore::Mean => nll.iter().zip(&n).map(|(l, n)| l / n.max(1.0)).collect(),
+        GapScore::Total => nll,
+    })
 }
 
 fn trainer_for(plan: &LearnBenchPlan, tok: &ThauTokenizer, corpus: &Corpus) -> Result<Trainer> {
@@ -182,7 +205,7 @@ fn run_arm(
             let resting = |i: usize| gap_at[i].is_some_and(|at| step <= at + plan.cooldown);
             let pool = draw_pool(&mut rng, n, gap_rows * plan.pool_factor.max(1), resting);
             let (x, y) = data.batch(&pool, &Device::Cpu)?;
-            let losses = row_losses(trainer.model(), &x, &y)?;
+            let losses = row_scores(trainer.model(), &x, &y, plan.score)?;
             let mut order: Vec<usize> = (0..pool.len()).collect();
             order.sort_by(|&a, &b| losses[b].total_cmp(&losses[a]));
             let mut idx: Vec<usize> = order.iter().take(gap_rows).map(|&i| pool[i]).collect();
@@ -410,12 +433,21 @@ mod tests {
             .collect();
         let w = Windows::each(&ex, &tok, 16).unwrap();
         let (x, y) = w.batch(&[0, 1, 2], &Device::Cpu).unwrap();
-        let rows = row_losses(&model, &x, &y).unwrap();
+        let rows = row_scores(&model, &x, &y, GapScore::Mean).unwrap();
+        let totals = row_scores(&model, &x, &y, GapScore::Total).unwrap();
         for (i, r) in rows.iter().enumerate() {
             let (xi, yi) = w.batch(&[i], &Device::Cpu).unwrap();
             let (l, _) = model.loss(&xi, &yi).unwrap();
             let l = l.to_scalar::<f32>().unwrap();
             assert!((l - r).abs() < 1e-4, "row {i}: {l} vs {r}");
+            // The total is the mean times the row's learned tokens.
+            let learned = yi.ne(IGNORE_INDEX).unwrap().to_dtype(DType::F32).unwrap();
+            let learned = learned.sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(learned > 0.0);
+            assert!(
+                (totals[i] - l * learned).abs() < 1e-3 * learned,
+                "row {i} total"
+            );
         }
     }
 }
