@@ -622,6 +622,10 @@ struct BenchArgs {
     /// embed: also score this sentence-transformer directory (BERT family).
     #[arg(long, value_name = "DIR")]
     bert: Option<PathBuf>,
+    /// learn, serve, load: seed of initialisation and data order, in place of the
+    /// configuration's `seed`.
+    #[arg(long)]
+    seed: Option<u64>,
     /// learn: training steps per arm.
     #[arg(long, default_value_t = 300)]
     learn_steps: u64,
@@ -1106,6 +1110,10 @@ continue with: thau train --age {}",
         }
         Command::Generate(args) => cli_generate(home, config, args, json),
         Command::Bench(args) => {
+            let mut config = config;
+            if let Some(seed) = args.seed {
+                config.seed = seed;
+            }
             let root = thau::bench::repo_root();
             let r = match args.what {
                 BenchKind::Train => {
