@@ -41,6 +41,8 @@ pub struct BenchConfig {
     pub params: u64,
     pub dtype: &'static str,
     pub threads: usize,
+    /// The CPU the figures were measured on ([`cpu_model`]).
+    pub cpu: String,
 }
 
 /// One benchmark's figures.
@@ -196,8 +198,52 @@ fn bench_config(batch: usize, seq: usize) -> Result<(ModelConfig, BenchConfig)> 
         params: cfg.param_count(),
         dtype: "f32",
         threads: rayon::current_num_threads(),
+        cpu: cpu_model(),
     };
     Ok((cfg, b))
+}
+
+/// The CPU of this machine: `/proc/cpuinfo`'s model name with its family and model numbers
+/// (under a hypervisor the name alone, e.g. "AMD EPYC", covers several generations), or
+/// "unknown" where there is no such file.
+pub fn cpu_model() -> String {
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return "unknown".into();
+    };
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    match (field("model name"), field("cpu family"), field("model")) {
+        (Some(name), Some(family), Some(model)) => {
+            format!("{name} (family {family}, model {model})")
+        }
+        (Some(name), _, _) => name,
+        _ => "unknown".into(),
+    }
+}
+
+/// `thau bench speed`: both of the speed goals in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeedReport {
+    /// Training against the PyTorch reference (goal ≥ 1.0×).
+    pub train: BenchReport,
+    /// Batch-1 decode against PyTorch and llama.cpp on the exported GGUF (goal ≥ 1.0×
+    /// against llama.cpp).
+    pub decode: BenchReport,
+    pub goal_ratio: f64,
+}
+
+/// Training (`steps` timed steps, against PyTorch) and batch-1 decode (`tokens`, against
+/// PyTorch and llama.cpp) in one run.
+pub fn speed_bench(root: &Path, steps: usize, tokens: usize) -> Result<SpeedReport> {
+    Ok(SpeedReport {
+        train: train_bench(root, steps, true)?,
+        decode: decode_bench(root, tokens, true, true)?,
+        goal_ratio: 1.0,
+    })
 }
 
 /// Runs the PyTorch reference; `Err` carries the reason it could not run.

@@ -672,6 +672,9 @@ enum BenchKind {
     Memory,
     /// Embedders on the labelled retrieval set (paraphrase → answer): recall@1/5, MRR.
     Embed,
+    /// Training against PyTorch and batch-1 decode against llama.cpp (on THAU's exported
+    /// GGUF) in one run, each ratio marked against its goal (≥ 1.0×).
+    Speed,
     /// Gap-steered training against uniform sampling of the same items, same steps:
     /// held-out paraphrase loss curves and the step ratio to uniform's final loss.
     Learn,
@@ -1125,6 +1128,15 @@ continue with: thau train --age {}",
                     !args.no_reference,
                     args.llamacpp,
                 )?,
+                BenchKind::Speed => {
+                    let r = thau::bench::speed_bench(&root, args.steps, args.tokens)?;
+                    if json {
+                        print_json(&r);
+                    } else {
+                        print_speed_bench(&r);
+                    }
+                    return Ok(());
+                }
                 BenchKind::Memory => {
                     let dir = tempfile_dir(&home)?;
                     let r = thau::memory::bench::vector_bench(
@@ -1951,6 +1963,22 @@ fn print_bench(r: &thau::bench::BenchReport) {
             _ => println!("llama.cpp {}", l.note),
         }
     }
+}
+
+fn print_speed_bench(r: &thau::bench::SpeedReport) {
+    println!("cpu: {}", r.train.config.cpu);
+    print_bench(&r.train);
+    print_bench(&r.decode);
+    let verdict = |x: Option<f64>| match x {
+        Some(x) if x >= r.goal_ratio => format!("{x:.2}× (goal ≥ {:.1}: met)", r.goal_ratio),
+        Some(x) => format!("{x:.2}× (goal ≥ {:.1}: MISSED)", r.goal_ratio),
+        None => "not measured".into(),
+    };
+    println!("training, thau / pytorch: {}", verdict(r.train.ratio));
+    println!(
+        "batch-1 decode, thau / llama.cpp: {}",
+        verdict(r.decode.llamacpp.as_ref().and_then(|l| l.ratio))
+    );
 }
 
 fn print_grow_bench(r: &thau::bench::GrowBenchReport) {

@@ -15,9 +15,10 @@
 //!   is stored for the backward, which recomputes the probabilities);
 //! - [`swiglu`]: `silu(gate) * up` in one pass (and one pass back), instead of candle's
 //!   chain of element-wise ops over the widest activations of the model;
-//! - [`lm_head_cross_entropy`]: the LM head matmul fused with the cross-entropy, a block
-//!   of rows at a time, so the `[tokens, vocab]` logits (64 MB at age 0) are never
-//!   materialised in forward or backward;
+//! - [`lm_head_cross_entropy`]: the LM head matmul fused with the cross-entropy. When a
+//!   gradient is tracked and the `[tokens, vocab]` softmax fits a budget (64 MB at age 0
+//!   against 256 MiB), the forward keeps it for the backward, which then needs no second
+//!   product; otherwise it works a block of rows at a time and the backward recomputes;
 //! - [`linear`]: `x · wᵀ` whose backward is two calls of the gemm kernel, the weight
 //!   gradient produced in the weight's own layout;
 //! - [`small_linear`]: `x · wᵀ` for a handful of rows (decoding), one AVX-512 dot product
@@ -35,7 +36,8 @@ use candle_core::{
 };
 use num_traits::Float;
 use rayon::prelude::*;
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, Mutex};
 
 /// Target value meaning "no loss at this position" (padding, prompt tokens).
 pub const IGNORE_INDEX: u32 = u32::MAX;
@@ -953,12 +955,28 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 
 // ---------------------------------------------------------------- LM head + cross-entropy
 
-/// Rows of logits computed at once by the fused LM-head loss (bounds its scratch memory
-/// to `LOSS_BLOCK × vocab` values).
+/// Rows of logits computed at once by the fused LM-head loss when it keeps nothing for the
+/// backward (bounds its scratch memory to `LOSS_BLOCK × vocab` values).
 const LOSS_BLOCK: usize = 256;
+
+/// Most bytes of softmax rows the fused LM-head loss keeps from its forward for its
+/// backward. Under it (64 MiB at age 0 with 8 × 256 rows) the backward skips recomputing
+/// the logits, a third of the head's work; above it, it recomputes them a block at a time.
+const LOSS_STASH_BYTES: usize = 256 << 20;
 
 struct LmHeadLoss {
     targets: Arc<Vec<u32>>,
+    /// Keep the forward's rows ([`LossStash`]) for the backward.
+    keep: bool,
+    /// What the forward kept (a `LossStash<T>`), taken by the first backward.
+    stash: Mutex<Option<Box<dyn Any + Send + Sync>>>,
+}
+
+/// The forward's `exp(logit − max)` rows (`[N, V]`, raw logits on ignored rows) and each
+/// row's sum: the softmax, up to a per-row scale, without a second LM-head product.
+struct LossStash<T> {
+    rows: Vec<T>,
+    sums: Vec<T>,
 }
 
 /// `ln Σ exp(row)`, leaving `exp(row − max)` in `row` (the softmax times its sum).
@@ -992,7 +1010,8 @@ impl LmHeadLoss {
         );
     }
 
-    /// (dL/dh `[N, d]`, dL/dw `[V, d]`) for the upstream gradient `g` (`[N]`).
+    /// (dL/dh `[N, d]`, dL/dw `[V, d]`) for the upstream gradient `g` (`[N]`): from the
+    /// forward's stash when it kept one, else recomputing the logits block by block.
     fn grads<T: Real>(
         &self,
         h: &[T],
@@ -1001,6 +1020,31 @@ impl LmHeadLoss {
         (d, v): (usize, usize),
     ) -> (Vec<T>, Vec<T>) {
         let n = h.len() / d;
+        let stash = self
+            .stash
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .and_then(|b| b.downcast::<LossStash<T>>().ok())
+            .filter(|s| s.rows.len() == n * v && s.sums.len() == n);
+        if let Some(st) = stash {
+            // dlogits = (softmax − onehot) · g in place of the kept rows, zero on ignored rows.
+            let mut dl = st.rows;
+            dl.par_chunks_mut(v).enumerate().for_each(|(i, row)| {
+                let t = self.targets[i];
+                if t == IGNORE_INDEX {
+                    row.iter_mut().for_each(|x| *x = T::zero());
+                    return;
+                }
+                let scale = g[i] / st.sums[i];
+                row.iter_mut().for_each(|x| *x *= scale);
+                row[t as usize] -= g[i];
+            });
+            // dh = dlogits · w ;  dw = dlogitsᵀ · h, each one product over all rows.
+            let dh = gemm_fresh((n, d, v), &dl, (v, 1), w, (d, 1), true);
+            let dw = gemm_fresh((v, d, n), &dl, (1, v), h, (d, 1), true);
+            return (dh, dw);
+        }
         let (mut dh, mut dw) = (vec![T::zero(); n * d], vec![T::zero(); v * d]);
         let mut logits = vec![T::zero(); LOSS_BLOCK.min(n) * v];
         for r0 in (0..n).step_by(LOSS_BLOCK) {
@@ -1070,21 +1114,40 @@ impl Kernel2 for LmHeadLoss {
             bail!("cross_entropy: target {t} out of range for vocabulary {v}");
         }
         let mut out = vec![T::zero(); n];
-        let mut logits = vec![T::zero(); LOSS_BLOCK.min(n) * v];
-        for r0 in (0..n).step_by(LOSS_BLOCK) {
-            let rows = LOSS_BLOCK.min(n - r0);
-            Self::block(h.x, w.x, (d, v), r0, rows, &mut logits);
+        let mut sums = vec![T::one(); n];
+        if n == 0 {
+            return Ok((out, Shape::from(n)));
+        }
+        // Kept for the backward: every row at once, in one product.
+        let (block, mut logits) = if self.keep {
+            (n, gemm_fresh((n, v, d), h.x, (d, 1), w.x, (1, d), true))
+        } else {
+            (LOSS_BLOCK.min(n), vec![T::zero(); LOSS_BLOCK.min(n) * v])
+        };
+        for r0 in (0..n).step_by(block) {
+            let rows = block.min(n - r0);
+            if !self.keep {
+                Self::block(h.x, w.x, (d, v), r0, rows, &mut logits);
+            }
             out[r0..r0 + rows]
                 .par_iter_mut()
+                .zip(sums[r0..r0 + rows].par_iter_mut())
                 .zip(logits[..rows * v].par_chunks_mut(v))
                 .enumerate()
-                .for_each(|(i, (o, row))| {
+                .for_each(|(i, ((o, sum), row))| {
                     let t = self.targets[r0 + i];
                     if t != IGNORE_INDEX {
                         let target = row[t as usize];
-                        *o = log_sum_exp_in_place(row).0 - target;
+                        let (lse, s) = log_sum_exp_in_place(row);
+                        *o = lse - target;
+                        *sum = s;
                     }
                 });
+        }
+        if self.keep {
+            if let Ok(mut s) = self.stash.lock() {
+                *s = Some(Box::new(LossStash { rows: logits, sums }));
+            }
         }
         Ok((out, Shape::from(n)))
     }
@@ -1124,10 +1187,26 @@ pub fn lm_head_cross_entropy(hidden: &Tensor, head: &Tensor, targets: &Tensor) -
     if !fused(hidden) {
         return cross_entropy(&hidden.matmul(&head.t()?)?, targets);
     }
+    lm_head_loss_kept(hidden, head, targets, LOSS_STASH_BYTES)
+}
+
+/// [`lm_head_cross_entropy`] keeping the forward's softmax rows for the backward when a
+/// gradient is tracked and they fit in `stash_bytes`.
+fn lm_head_loss_kept(
+    hidden: &Tensor,
+    head: &Tensor,
+    targets: &Tensor,
+    stash_bytes: usize,
+) -> Result<Tensor> {
     let targets = Arc::new(targets.flatten_all()?.to_vec1::<u32>()?);
-    hidden
-        .contiguous()?
-        .apply_op2(&head.contiguous()?, Op(LmHeadLoss { targets }))
+    let bytes = targets.len() * head.dim(0)? * hidden.dtype().size_in_bytes();
+    let keep = (hidden.track_op() || head.track_op()) && bytes <= stash_bytes;
+    let op = LmHeadLoss {
+        targets,
+        keep,
+        stash: Mutex::new(None),
+    };
+    hidden.contiguous()?.apply_op2(&head.contiguous()?, Op(op))
 }
 
 /// Per-row negative log-likelihood of `targets` (`[N]`, u32) under `logits` (`[N, V]`),
@@ -1546,11 +1625,29 @@ mod tests {
             })
             .collect();
         let targets = Tensor::new(t.as_slice(), &Device::Cpu).unwrap();
-        let ours = lm_head_cross_entropy(&h, &w, &targets).unwrap();
         let reference = cross_entropy(&h.matmul(&w.t().unwrap()).unwrap(), &targets).unwrap();
-        assert!(max_diff(&ours, &reference) < 1e-12);
-        check_grad(&h, &|h| lm_head_cross_entropy(h, &w, &targets));
-        check_grad(&w, &|w| lm_head_cross_entropy(&h, w, &targets));
+        // Both backward paths: from the forward's kept rows, and recomputed block by block.
+        for stash in [LOSS_STASH_BYTES, 0] {
+            let ours = lm_head_loss_kept(&h, &w, &targets, stash).unwrap();
+            assert!(max_diff(&ours, &reference) < 1e-12);
+            check_grad(&h, &|h| lm_head_loss_kept(h, &w, &targets, stash));
+            check_grad(&w, &|w| lm_head_loss_kept(&h, w, &targets, stash));
+        }
+        // A second backward over the same graph (the stash taken by the first) recomputes,
+        // and gets the same gradients.
+        let (hv, wv) = (Var::from_tensor(&h).unwrap(), Var::from_tensor(&w).unwrap());
+        let loss = lm_head_cross_entropy(hv.as_tensor(), wv.as_tensor(), &targets)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let (first, second) = (loss.backward().unwrap(), loss.backward().unwrap());
+        for v in [&hv, &wv] {
+            let (a, b) = (
+                first.get(v.as_tensor()).unwrap(),
+                second.get(v.as_tensor()).unwrap(),
+            );
+            assert!(max_diff(a, b) < 1e-12);
+        }
     }
 
     #[test]
