@@ -633,25 +633,25 @@ struct BenchArgs {
     #[arg(long, default_value_t = 25)]
     learn_eval_every: u64,
     /// learn: share of each gap-steered batch drawn uniformly (the Learner's replay).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.25)]
     learn_replay: f64,
     /// learn: candidates scored per gap row.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     learn_pool: usize,
     /// learn: how candidates are ranked: mean NLL per answer token, or the answer's total
     /// NLL (what is left to learn in it).
-    #[arg(long, value_enum, default_value_t = thau::learn::bench::GapScore::Mean)]
+    #[arg(long, value_enum, default_value_t = thau::learn::bench::GapScore::Total)]
     learn_score: thau::learn::bench::GapScore,
     /// learn: steps an item trained as a gap rests before it may be picked again (0: no
     /// rest).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 100)]
     learn_cooldown: u64,
     /// learn: start both arms from a model first trained on this share of the items (0:
     /// from scratch).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.5)]
     learn_known: f64,
     /// learn: steps of that warm-up.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 1500)]
     learn_warm: u64,
     /// tools: the held-out prompts (image requests and ordinary ones).
     #[arg(

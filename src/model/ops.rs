@@ -961,7 +961,8 @@ const LOSS_BLOCK: usize = 256;
 
 /// Most bytes of softmax rows the fused LM-head loss keeps from its forward for its
 /// backward. Under it (64 MiB at age 0 with 8 × 256 rows) the backward skips recomputing
-/// the logits, a third of the head's work; above it, it recomputes them a block at a time.
+/// the logits, a third of the head's backward; above it, it recomputes them a block at a
+/// time.
 const LOSS_STASH_BYTES: usize = 256 << 20;
 
 struct LmHeadLoss {
