@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::actors::inference::{generate_batched, Generate, Prompt};
 use crate::actors::short_term_memory::{AddTurn, GetWindow};
 use crate::actors::tool_router::{DetectIntent, HandleOutput, RunTool, ToolResult};
-use crate::actors::ActorError;
+use crate::actors::{reply, AskError};
 use crate::model::generate::SamplingParams;
 use crate::model::tokenizer::{Message, Role};
 use crate::runtime::Runtime;
@@ -28,15 +28,9 @@ pub enum ChatError {
     /// A needed actor is disabled.
     #[error("{0}")]
     Unavailable(String),
-    /// An actor answered with an error.
-    #[error("{actor}: {error}")]
-    Actor { actor: String, error: ActorError },
-    /// An actor's mailbox is closed or full.
-    #[error("{actor} is not answering: {error}")]
-    Mailbox {
-        actor: String,
-        error: actix::MailboxError,
-    },
+    /// An actor answered with an error, or its mailbox is closed or full.
+    #[error(transparent)]
+    Actor(#[from] AskError),
 }
 
 /// A chat request (`POST /chat/message`, `POST /vision/chat`).
@@ -103,7 +97,7 @@ pub async fn chat_turn(
     let short = addrs.short_term_memory.clone();
     let messages = match &short {
         Some(s) => {
-            ask(
+            reply(
                 "short_term_memory",
                 s.send(AddTurn {
                     conversation: session.clone(),
@@ -112,7 +106,7 @@ pub async fn chat_turn(
                 })
                 .await,
             )?;
-            ask(
+            reply(
                 "short_term_memory",
                 s.send(GetWindow(session.clone())).await,
             )?
@@ -132,7 +126,7 @@ pub async fn chat_turn(
         None
     };
     // Through the batching queue: concurrent sessions decode together.
-    let generation = ask(
+    let generation = reply(
         "inference",
         generate_batched(
             &inference,
@@ -144,7 +138,7 @@ pub async fn chat_turn(
         )
         .await,
     )?;
-    let mut routed = ask(
+    let mut routed = reply(
         "tool_router",
         router
             .send(HandleOutput {
@@ -154,8 +148,8 @@ pub async fn chat_turn(
             .await,
     )?;
     if detect_tools && routed.calls.is_empty() {
-        if let Some(call) = ask("tool_router", router.send(DetectIntent(text.clone())).await)? {
-            let result = ask(
+        if let Some(call) = reply("tool_router", router.send(DetectIntent(text.clone())).await)? {
+            let result = reply(
                 "tool_router",
                 router
                     .send(RunTool {
@@ -169,7 +163,7 @@ pub async fn chat_turn(
         }
     }
     if let Some(s) = &short {
-        ask(
+        reply(
             "short_term_memory",
             s.send(AddTurn {
                 conversation: session.clone(),
@@ -195,22 +189,4 @@ pub async fn chat_turn(
         tokens: generation.ids.len(),
         cancelled: generation.stop == crate::model::generate::StopReason::Cancelled,
     })
-}
-
-/// An actor's reply as a chat result.
-pub fn ask<T>(
-    actor: &str,
-    r: Result<Result<T, ActorError>, actix::MailboxError>,
-) -> Result<T, ChatError> {
-    match r {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(error)) => Err(ChatError::Actor {
-            actor: actor.to_string(),
-            error,
-        }),
-        Err(error) => Err(ChatError::Mailbox {
-            actor: actor.to_string(),
-            error,
-        }),
-    }
 }

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, Result, ThauError};
 
+/// The `[memory]` section is the memory stores' own settings type: the stores sit below the
+/// configuration and never import it.
+pub use crate::memory::MemorySection;
+
 /// Name of the configuration file inside the data directory.
 pub const CONFIG_FILE: &str = "thau.toml";
 /// Prefix of the environment variables that override configuration keys.
@@ -67,29 +71,6 @@ pub struct ServerSection {
     pub max_sessions: usize,
     /// Chat turns per session (or per client without one) per minute; 0 = unlimited.
     pub turns_per_minute: u32,
-}
-
-/// The memory stores (see `thau memory --help` and `memory-schema/README.md`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MemorySection {
-    /// Embedder for long-term memory: `hash`, `thau` or `bert:<dir>`.
-    pub embedder: String,
-    /// A Qdrant server or cluster for long-term memory (e.g. `http://localhost:6334`);
-    /// empty: the embedded store in `<home>/memory/vectors`. `$THAU_QDRANT_URL` also sets it.
-    pub qdrant_url: String,
-    /// Token budget of one short-term conversation window.
-    pub short_term_tokens: usize,
-}
-
-impl Default for MemorySection {
-    fn default() -> Self {
-        MemorySection {
-            embedder: "hash".into(),
-            qdrant_url: String::new(),
-            short_term_tokens: crate::memory::short_term::DEFAULT_BUDGET_TOKENS,
-        }
-    }
 }
 
 impl Default for ThauConfig {

@@ -10,9 +10,9 @@ use std::path::Path;
 use actix::prelude::*;
 use uuid::Uuid;
 
-use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
+use crate::actors::{guarded, memory_reply, ActorBase, ActorError, ThauActor};
 use crate::memory::episodic::{EpisodeFilter, EpisodeHit, EpisodicStats, EpisodicStore};
-use crate::memory::{Episode, MemoryError};
+use crate::memory::Episode;
 use crate::runtime::agents::AgentSpec;
 
 /// Store episodes (all or none); answers how many.
@@ -52,17 +52,6 @@ pub struct ForgetEpisode(pub Uuid);
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<EpisodicStats, ActorError>")]
 pub struct EpisodicStatsRequest;
-
-/// Turns a store error into the actor's reply: bad input stays a bad request.
-pub(crate) fn memory_reply(e: MemoryError) -> ActorError {
-    if matches!(e, MemoryError::NotFound { .. }) {
-        ActorError::NotFound(e.to_string())
-    } else if e.is_user_error() {
-        ActorError::BadRequest(e.to_string())
-    } else {
-        ActorError::Failed(e.to_string())
-    }
-}
 
 /// The EpisodicMemory actor's state.
 pub struct EpisodicMemory {

@@ -3,12 +3,13 @@
 //! to the Learner, and closes them only when held-out paraphrases are answered below the
 //! threshold after training.
 //!
-//! Receives [`Probe`] (from the Questioner), [`Trained`] (from the Learner),
-//! [`ConnectLoop`] (wiring by the runtime), [`GapStatus`] and the common messages. Sends
-//! [`Score`] to Inference, [`LearnItems`] to the Learner, [`GapsChanged`] to the
-//! Questioner, [`Remember`] (gap, gap closed) to EpisodicMemory and [`Memorize`] (each
-//! closed gap's fact, source [`LEARNED_SOURCE`]) to LongTermMemory. Runs on its own async
-//! arbiter under a `Supervisor`.
+//! Receives [`Probe`] (from the Questioner), [`Trained`] (published by the Learner),
+//! [`ConnectLoop`] (wiring by the runtime), [`GapStatus`],
+//! [`ApplyTuning`](crate::actors::ApplyTuning) (the gap percentile) and the common
+//! messages. Sends [`Score`] to Inference, [`LearnItems`] to the Learner, [`Remember`]
+//! (gap, gap closed) to EpisodicMemory and [`Memorize`] (each closed gap's fact, source
+//! [`LEARNED_SOURCE`]) to LongTermMemory, and publishes [`GapsChanged`] to the Questioner.
+//! Runs on its own async arbiter under a `Supervisor`.
 
 use std::collections::BTreeMap;
 
@@ -17,11 +18,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::episodic_memory::Remember;
 use crate::actors::inference::{Prompt, Score, Scored};
+use crate::actors::learner::{LearnItems, Trained};
 use crate::actors::long_term_memory::{Memorize, NewMemory};
-use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
+use crate::actors::{guarded, ActorBase, ActorError, ThauActor, Tunable};
 use crate::learn::gaps::{GapScore, ThresholdConfig, Thresholds};
 use crate::learn::source::KnowledgeItem;
-use crate::learn::study::RoundReport;
+use crate::learn::tuning::Knob;
 use crate::learn::LearnEvent;
 use crate::memory::{Episode, EpisodeKind};
 use crate::model::tokenizer::{Message as ChatMessage, Role};
@@ -46,26 +48,12 @@ pub struct ProbeOutcome {
     pub gap: bool,
 }
 
-/// Gap items for the Learner.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(), ActorError>")]
-pub struct LearnItems {
-    pub session: String,
-    pub items: Vec<KnowledgeItem>,
-}
-
-/// Open gaps per topic (for the Questioner to steer by).
+/// Open gaps per topic, published to the Questioner (to steer by) whenever they change.
+/// A notification, so it lives here with its publisher: the Questioner already depends on
+/// this module for [`Probe`].
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct GapsChanged(pub BTreeMap<String, usize>);
-
-/// The Learner finished a round: re-check the gaps it trained on.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(), ActorError>")]
-pub struct Trained {
-    pub session: String,
-    pub report: RoundReport,
-}
 
 /// The long-term memory source of the facts learned by closing gaps.
 pub const LEARNED_SOURCE: &str = "learned";
@@ -414,22 +402,17 @@ impl Handler<Trained> for GapDetector {
     }
 }
 
-impl Handler<crate::actors::tuner::ApplyTuning> for GapDetector {
-    type Result = Result<(), ActorError>;
-    fn handle(
-        &mut self,
-        m: crate::actors::tuner::ApplyTuning,
-        ctx: &mut Context<Self>,
-    ) -> Self::Result {
-        guarded(self, ctx, "ApplyTuning", |me| match m.knob {
-            crate::learn::tuning::Knob::GapPercentile => {
-                me.thresholds.config.percentile = m.value as f32;
+impl Tunable for GapDetector {
+    const TITLE: &'static str = "the GapDetector";
+    fn tune(&mut self, knob: Knob, value: f64) -> Result<(), ActorError> {
+        match knob {
+            Knob::GapPercentile => {
+                self.thresholds.config.percentile = value as f32;
                 Ok(())
             }
-            k => Err(ActorError::BadRequest(format!(
-                "the GapDetector has no knob {}",
-                k.name()
-            ))),
-        })
+            k => Err(Self::no_knob(k)),
+        }
     }
 }
+
+crate::tunable_actor!(GapDetector);

@@ -5,7 +5,8 @@
 //! the front ends, takes new weights from the Learner as a message ([`SwapWeights`]: a hot
 //! swap, chat never waits on training), and [`Reload`]s from disk on request. It serves the
 //! newest THAU checkpoint, or — when `model.gguf` is configured — a `llama`-architecture
-//! GGUF file (THAU's export, or a model such as TinyLlama) through `quantized_llama`. Runs
+//! GGUF file (THAU's export, or a model such as TinyLlama) through `quantized_llama`. The
+//! Tuner sets its sampling temperature ([`ApplyTuning`](crate::actors::ApplyTuning)). Runs
 //! on a sync arbiter: decoding is CPU-heavy and must never block the async arbiters that
 //! serve I/O.
 
@@ -19,7 +20,8 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
+use crate::actors::{guarded, ActorBase, ActorError, Reply, ThauActor, Tunable};
+use crate::learn::tuning::Knob;
 use crate::model::batch::{Engine, Job, ServedModel};
 use crate::model::checkpoint;
 use crate::model::generate::{generate, score, Generation, SamplingParams};
@@ -73,10 +75,7 @@ impl PendingGeneration {
 
 /// Generates through the batching queue: many sessions' requests are decoded together
 /// instead of one after another. The same result as sending [`Generate`].
-pub async fn generate_batched(
-    inference: &Addr<Inference>,
-    g: Generate,
-) -> Result<Result<Generation, ActorError>, MailboxError> {
+pub async fn generate_batched(inference: &Addr<Inference>, g: Generate) -> Reply<Generation> {
     Ok(match inference.send(Submit(g)).await? {
         Ok(pending) => pending.result().await,
         Err(e) => Err(e),
@@ -525,22 +524,17 @@ impl Handler<Reload> for Inference {
     }
 }
 
-impl Handler<crate::actors::tuner::ApplyTuning> for Inference {
-    type Result = Result<(), ActorError>;
-    fn handle(
-        &mut self,
-        m: crate::actors::tuner::ApplyTuning,
-        ctx: &mut SyncContext<Self>,
-    ) -> Self::Result {
-        guarded(self, ctx, "ApplyTuning", |me| match m.knob {
-            crate::learn::tuning::Knob::Temperature => {
-                me.swapped.set_temperature(m.value);
+impl Tunable for Inference {
+    const TITLE: &'static str = "Inference";
+    fn tune(&mut self, knob: Knob, value: f64) -> Result<(), ActorError> {
+        match knob {
+            Knob::Temperature => {
+                self.swapped.set_temperature(value);
                 Ok(())
             }
-            k => Err(ActorError::BadRequest(format!(
-                "Inference has no knob {}",
-                k.name()
-            ))),
-        })
+            k => Err(Self::no_knob(k)),
+        }
     }
 }
+
+crate::tunable_actor!(Inference);

@@ -3,9 +3,10 @@
 //! decides growth under the [`GrowthPolicy`] of `agents/learner.toml`.
 //!
 //! Receives [`StartStudy`], [`LearnItems`] (from the GapDetector), [`FinishStudy`],
-//! [`ShouldGrow`] and the common messages. Sends [`SwapWeights`] to Inference, [`Trained`]
-//! to the GapDetector and [`Remember`] (training runs, growth) to EpisodicMemory. Runs on a
-//! sync arbiter: training is CPU-heavy and must never block the async arbiters.
+//! [`ShouldGrow`], [`ApplyTuning`](crate::actors::ApplyTuning) (the learning rate) and the
+//! common messages. Sends [`SwapWeights`] to Inference and [`Remember`] (training runs,
+//! growth) to EpisodicMemory, and publishes [`Trained`] to the GapDetector. Runs on a sync
+//! arbiter: training is CPU-heavy and must never block the async arbiters.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -14,11 +15,13 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::actors::episodic_memory::Remember;
-use crate::actors::gap_detector::{LearnItems, Trained};
 use crate::actors::inference::SwapWeights;
-use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
+use crate::actors::{guarded, ActorBase, ActorError, ThauActor, Tunable};
 use crate::learn::source::{KnowledgeBase, KnowledgeItem, Templates};
-use crate::learn::study::{probe_loss, probe_set, replay_corpus, LearnSettings, Study};
+use crate::learn::study::{
+    probe_loss, probe_set, replay_corpus, LearnSettings, RoundReport, Study,
+};
+use crate::learn::tuning::Knob;
 use crate::learn::LearnEvent;
 use crate::memory::{Episode, EpisodeKind};
 use crate::model::policy::{Decision, GrowthPolicy};
@@ -41,6 +44,24 @@ pub struct ShouldGrow {
     pub examples_seen: u64,
     /// Mean token F1 on the age's held-out probe questions, if measured.
     pub probe_accuracy: Option<f64>,
+}
+
+/// Gap items to train on (from the GapDetector).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct LearnItems {
+    pub session: String,
+    pub items: Vec<KnowledgeItem>,
+}
+
+/// The Learner finished a round: the GapDetector re-checks the gaps it trained on. A
+/// notification, so it lives here with its publisher: the GapDetector already depends on
+/// this module for [`LearnItems`].
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct Trained {
+    pub session: String,
+    pub report: RoundReport,
 }
 
 /// Open (or create) the model and get ready to learn from `corpus`.
@@ -442,25 +463,20 @@ impl Handler<FinishStudy> for Learner {
     }
 }
 
-impl Handler<crate::actors::tuner::ApplyTuning> for Learner {
-    type Result = Result<(), ActorError>;
-    fn handle(
-        &mut self,
-        m: crate::actors::tuner::ApplyTuning,
-        ctx: &mut SyncContext<Self>,
-    ) -> Self::Result {
-        guarded(self, ctx, "ApplyTuning", |me| match m.knob {
-            crate::learn::tuning::Knob::LearningRate => {
-                me.settings.lr = m.value;
-                if let Some(s) = me.session.as_mut() {
-                    s.study.set_lr(m.value);
+impl Tunable for Learner {
+    const TITLE: &'static str = "the Learner";
+    fn tune(&mut self, knob: Knob, value: f64) -> Result<(), ActorError> {
+        match knob {
+            Knob::LearningRate => {
+                self.settings.lr = value;
+                if let Some(s) = self.session.as_mut() {
+                    s.study.set_lr(value);
                 }
                 Ok(())
             }
-            k => Err(ActorError::BadRequest(format!(
-                "the Learner has no knob {}",
-                k.name()
-            ))),
-        })
+            k => Err(Self::no_knob(k)),
+        }
     }
 }
+
+crate::tunable_actor!(Learner);

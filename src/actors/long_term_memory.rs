@@ -13,13 +13,12 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::actors::episodic_memory::memory_reply;
-use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
-use crate::config::MemorySection;
+use crate::actors::{guarded, memory_reply, ActorBase, ActorError, ThauActor};
 use crate::memory::embed::Embedder;
 use crate::memory::vector::{
     MemoryPoint, PayloadFilter, PointPayload, ScoredPoint, VectorStats, VectorStore,
 };
+use crate::memory::MemorySection;
 use crate::runtime::agents::AgentSpec;
 
 /// Points written between two index builds (HNSW) of the embedded store.

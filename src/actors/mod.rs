@@ -6,6 +6,19 @@
 //! supervision tests) — and run every handler through [`guarded`], which turns a panic
 //! into an [`ActorError::Panicked`] reply and restarts the actor at the same address
 //! (actix's `Supervisor` for async actors, the `SyncArbiter` factory for sync ones).
+//!
+//! Where a message is defined: a request lives in the module of the actor that handles it
+//! (`Score` in `inference`, `LearnItems` in `learner`); a message several actors handle
+//! lives here ([`Ping`], [`Flush`], [`InjectFault`], [`ApplyTuning`]). The two
+//! notifications that travel back up the learning loop — `Trained` (the Learner finished a
+//! round) and `GapsChanged` (the GapDetector's open gaps) — live with the actor that
+//! publishes them, so the modules import each other only down the loop's request path
+//! (questioner → gap_detector → learner → inference) and never in a cycle. Actors hold a
+//! [`Recipient`] of each message they send, not the other actor's address.
+//!
+//! Asking an actor: `reply("inference", addr.send(m).await)?` turns the two-level answer
+//! of `send` ([`Reply`]) into one [`AskError`] naming the actor, which converts into the
+//! error type of each front end (`ThauError` here, `ChatError`, the API's `ApiError`).
 
 pub mod episodic_memory;
 pub mod gap_detector;
@@ -18,14 +31,19 @@ pub mod short_term_memory;
 pub mod tool_router;
 pub mod tuner;
 
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
 
+use crate::error::ThauError;
+use crate::learn::tuning::Knob;
+use crate::memory::MemoryError;
 use crate::runtime::events::{EventBus, EventKind};
 
 /// What an actor answers when a request cannot be served.
@@ -122,6 +140,113 @@ pub struct Flush;
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<(), ActorError>")]
 pub struct InjectFault;
+
+/// Set a knob's value (sent by the Tuner to the actor that owns the knob: the Learner,
+/// Inference or the GapDetector; each applies it through [`Tunable`]).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct ApplyTuning {
+    pub knob: Knob,
+    pub value: f64,
+}
+
+/// An actor that owns tuning knobs: it states which knobs it applies and how, and
+/// [`tunable_actor!`](crate::tunable_actor) gives it the one [`ApplyTuning`] handler.
+pub trait Tunable: ThauActor {
+    /// How a "has no knob" reply names the actor (`the Learner`, `Inference`).
+    const TITLE: &'static str;
+
+    /// Sets `knob` to `value`; [`Tunable::no_knob`] for a knob the actor does not own.
+    fn tune(&mut self, knob: Knob, value: f64) -> Result<(), ActorError>;
+
+    /// The reply to a knob this actor does not own.
+    fn no_knob(knob: Knob) -> ActorError {
+        ActorError::BadRequest(format!("{} has no knob {}", Self::TITLE, knob.name()))
+    }
+}
+
+/// A request's answer as `send` returns it: the actor's own reply, or the mailbox failing.
+pub type Reply<T> = Result<Result<T, ActorError>, MailboxError>;
+
+/// Why asking an actor gave no value; every variant names the actor.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// The actor answered with an error.
+    #[error("{actor}: {error}")]
+    Actor { actor: String, error: ActorError },
+    /// The request never reached the actor, or its answer never came back.
+    #[error("{actor} is not answering: {error}")]
+    Mailbox { actor: String, error: MailboxError },
+    /// No answer within the time the caller allowed ([`ask_within`]).
+    #[error("{actor}: no reply within {after:?}")]
+    Timeout { actor: String, after: Duration },
+}
+
+/// An actor's answer as one result: `reply("inference", addr.send(m).await)?`.
+pub fn reply<T>(actor: &str, r: Reply<T>) -> Result<T, AskError> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(error)) => Err(AskError::Actor {
+            actor: actor.to_string(),
+            error,
+        }),
+        Err(error) => Err(AskError::Mailbox {
+            actor: actor.to_string(),
+            error,
+        }),
+    }
+}
+
+/// [`reply`] to a request that must be answered within `within`.
+pub async fn ask_within<T>(
+    actor: &str,
+    within: Duration,
+    request: impl Future<Output = Reply<T>>,
+) -> Result<T, AskError> {
+    match tokio::time::timeout(within, request).await {
+        Ok(r) => reply(actor, r),
+        Err(_) => Err(AskError::Timeout {
+            actor: actor.to_string(),
+            after: within,
+        }),
+    }
+}
+
+/// For the commands: a bad request is the user's mistake ([`ThauError::Invalid`], the
+/// actor's message alone); anything else is that actor's failure.
+impl From<AskError> for ThauError {
+    fn from(e: AskError) -> Self {
+        match e {
+            AskError::Actor {
+                error: ActorError::BadRequest(m),
+                ..
+            } => ThauError::Invalid(m),
+            AskError::Actor { actor, error } => ThauError::Actor {
+                actor,
+                message: error.to_string(),
+            },
+            AskError::Mailbox { actor, error } => ThauError::Actor {
+                actor,
+                message: error.to_string(),
+            },
+            AskError::Timeout { actor, after } => ThauError::Actor {
+                actor,
+                message: format!("no reply within {after:?}"),
+            },
+        }
+    }
+}
+
+/// Turns a store error into a memory actor's reply: bad input stays a bad request.
+pub(crate) fn memory_reply(e: MemoryError) -> ActorError {
+    if matches!(e, MemoryError::NotFound { .. }) {
+        ActorError::NotFound(e.to_string())
+    } else if e.is_user_error() {
+        ActorError::BadRequest(e.to_string())
+    } else {
+        ActorError::Failed(e.to_string())
+    }
+}
 
 /// Runs one handler body under supervision: counts and traces the message, publishes it on
 /// the event bus, and if the body panics, reports the panic, asks the context to stop (the
@@ -279,5 +404,25 @@ macro_rules! sync_actor {
             }
         }
         $crate::common_handlers!($actor, actix::SyncContext<$actor>);
+    };
+}
+
+/// Gives a [`Tunable`] actor its [`ApplyTuning`] handler (under [`guarded`], like every
+/// other handler), for either kind of context.
+#[macro_export]
+macro_rules! tunable_actor {
+    ($actor:ty) => {
+        impl actix::Handler<$crate::actors::ApplyTuning> for $actor {
+            type Result = Result<(), $crate::actors::ActorError>;
+            fn handle(
+                &mut self,
+                m: $crate::actors::ApplyTuning,
+                ctx: &mut <Self as actix::Actor>::Context,
+            ) -> Self::Result {
+                $crate::actors::guarded(self, ctx, "ApplyTuning", |a| {
+                    $crate::actors::Tunable::tune(a, m.knob, m.value)
+                })
+            }
+        }
     };
 }

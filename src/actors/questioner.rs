@@ -4,7 +4,7 @@
 //! proposes, kept only if it passes the [`QualityFilter`].
 //!
 //! Receives [`StartQuestioning`], [`StopQuestioning`], [`GapsChanged`] (from the
-//! GapDetector), [`QuestionerStatus`] and the common messages. Sends [`Probe`] to the
+//! GapDetector, which defines it), [`QuestionerStatus`] and the common messages. Sends [`Probe`] to the
 //! GapDetector and [`Remember`] (every question) to EpisodicMemory. Runs on its own async
 //! arbiter under a `Supervisor`; its timer only sends messages, so it never blocks.
 

@@ -10,8 +10,8 @@ use std::path::Path;
 use actix::prelude::*;
 use serde::Serialize;
 
-use crate::actors::episodic_memory::{memory_reply, Remember};
-use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
+use crate::actors::episodic_memory::Remember;
+use crate::actors::{guarded, memory_reply, ActorBase, ActorError, ThauActor};
 use crate::memory::recall::RecallHit;
 use crate::memory::short_term::{
     ConversationTurn, ShortTermStore, TokenCounter, Window, WindowInfo, WordCounter,

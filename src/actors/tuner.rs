@@ -17,7 +17,7 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::actors::episodic_memory::Remember;
-use crate::actors::{guarded, ActorBase, ActorError, ThauActor};
+use crate::actors::{guarded, ActorBase, ActorError, ApplyTuning, ThauActor};
 use crate::learn::gaps::{ThresholdConfig, ThresholdMode};
 use crate::learn::tuning::{Change, Knob, Rating, Tuning, TuningConfig, TUNING_FILE};
 use crate::learn::LearnEvent;
@@ -28,14 +28,6 @@ use crate::runtime::events::EventKind;
 
 /// The lock file, beside [`TUNING_FILE`], held by whoever changes the tuning state.
 pub const TUNING_LOCK: &str = "tuning.lock";
-
-/// Set a knob's value (sent by the Tuner to the actor that owns the knob).
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Result<(), ActorError>")]
-pub struct ApplyTuning {
-    pub knob: Knob,
-    pub value: f64,
-}
 
 /// A thumbs up or down on a chat turn (from the API, `thau chat` or `thau feedback`).
 #[derive(Message, Debug, Clone)]

@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::actors::short_term_memory::GetWindow;
 use crate::actors::tuner::Feedback;
-use crate::chat::{ask, chat_turn, ChatError, ChatRequest};
+use crate::actors::{reply, AskError};
+use crate::chat::{chat_turn, ChatError, ChatRequest};
 use crate::error::{Result, ThauError};
 use crate::learn::tuning::Rating;
 use crate::runtime::Runtime;
@@ -215,7 +216,7 @@ async fn window(
         .short_term_memory
         .clone()
         .ok_or("ShortTermMemory is not running")?;
-    ask(
+    reply(
         "short_term_memory",
         short.send(GetWindow(session.into())).await,
     )
@@ -230,7 +231,7 @@ async fn slash(
     exchanges: &[Exchange],
     turns: u64,
 ) -> std::result::Result<String, String> {
-    let e = |e: ChatError| e.to_string();
+    let e = |e: AskError| e.to_string();
     match cmd {
         SlashCommand::Memory(None) => {
             let w = window(rt, session).await?;
@@ -270,7 +271,7 @@ async fn slash(
                 return Err("nothing to rate yet".into());
             }
             let tuner = rt.addrs.tuner.clone().ok_or("the Tuner is not running")?;
-            let o = ask(
+            let o = reply(
                 "tuner",
                 tuner
                     .send(Feedback {

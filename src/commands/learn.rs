@@ -19,7 +19,7 @@ use crate::actors::episodic_memory::ListEpisodes;
 use crate::actors::gap_detector::{GapReport, GapStatus, Probe};
 use crate::actors::learner::{FinishStudy, StartStudy, StudyInfo, StudySummary};
 use crate::actors::questioner::{QuestionerStatus, StartQuestioning, StopQuestioning};
-use crate::actors::ActorError;
+use crate::actors::reply;
 use crate::error::{Result, ThauError};
 use crate::learn::source::{KnowledgeBase, Templates};
 use crate::learn::LearnEvent;
@@ -119,7 +119,7 @@ async fn session_episodes(
     };
     let mut out = Vec::new();
     loop {
-        let page = flat(
+        let page = reply(
             "episodic_memory",
             ep.send(ListEpisodes {
                 filter: EpisodeFilter {
@@ -222,18 +222,6 @@ fn actor_err(actor: &str, e: impl std::fmt::Display) -> ThauError {
     }
 }
 
-fn flat<T>(
-    actor: &str,
-    r: std::result::Result<std::result::Result<T, ActorError>, actix::MailboxError>,
-) -> Result<T> {
-    match r {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(ActorError::BadRequest(m))) => Err(ThauError::Invalid(m)),
-        Ok(Err(e)) => Err(actor_err(actor, e)),
-        Err(e) => Err(actor_err(actor, e)),
-    }
-}
-
 /// Runs a session on a started runtime until its time or question budget is spent, every
 /// item was asked, or `stop` is set (Ctrl-C). `on_progress` sees the counters every tick.
 pub async fn learn(
@@ -283,7 +271,7 @@ pub async fn learn(
     );
     let seed = resumed.as_ref().map_or(req.seed, |j| j.seed);
     let mut events = rt.events.subscribe();
-    let info: StudyInfo = flat(
+    let info: StudyInfo = reply(
         "learner",
         learner
             .send(StartStudy {
@@ -327,7 +315,7 @@ pub async fn learn(
     } else {
         (Vec::new(), Vec::new())
     };
-    flat(
+    reply(
         "questioner",
         questioner
             .send(StartQuestioning {
@@ -356,7 +344,7 @@ pub async fn learn(
                 })
             });
         for r in futures_util::future::join_all(probes).await {
-            if let Err(e) = flat("gap_detector", r) {
+            if let Err(e) = reply("gap_detector", r).map_err(ThauError::from) {
                 tracing::warn!(error = %e, "re-probing an open gap failed");
             }
         }
@@ -441,13 +429,13 @@ pub async fn learn(
             }
         }
     };
-    let asked = flat("questioner", questioner.send(StopQuestioning).await)?;
+    let asked = reply("questioner", questioner.send(StopQuestioning).await)?;
     // The last questions may still be in scoring: wait until every probe was answered
     // (scored, failed, or dropped by a restart), so their gaps reach the Learner before
     // the session's final round and the report is the same from run to run.
     let settle = Instant::now();
     while settle.elapsed() < FINISH_TIMEOUT {
-        let in_flight = flat("questioner", questioner.send(QuestionerStatus).await)?.in_flight;
+        let in_flight = reply("questioner", questioner.send(QuestionerStatus).await)?.in_flight;
         if in_flight == 0 {
             break;
         }
@@ -456,7 +444,7 @@ pub async fn learn(
     // Queued behind the Learner's pending rounds: it returns once they are done.
     let summary: StudySummary =
         match tokio::time::timeout(FINISH_TIMEOUT, learner.send(FinishStudy)).await {
-            Ok(r) => flat("learner", r)?,
+            Ok(r) => reply("learner", r)?,
             Err(_) => {
                 return Err(actor_err(
                     "learner",
@@ -464,7 +452,7 @@ pub async fn learn(
                 ))
             }
         };
-    let gap_report: GapReport = flat("gap_detector", gaps.send(GapStatus).await)?;
+    let gap_report: GapReport = reply("gap_detector", gaps.send(GapStatus).await)?;
     let report = LearnReport {
         session: session.clone(),
         started_at,

@@ -33,6 +33,29 @@ pub const EPISODIC_DB: &str = "episodic.sqlite";
 pub const VECTOR_DIR: &str = "vectors";
 pub const SHORT_TERM_FILE: &str = "short_term.json";
 
+/// The memory stores' settings: the `[memory]` section of `thau.toml` (see `thau memory --help` and `memory-schema/README.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySection {
+    /// Embedder for long-term memory: `hash`, `thau` or `bert:<dir>`.
+    pub embedder: String,
+    /// A Qdrant server or cluster for long-term memory (e.g. `http://localhost:6334`);
+    /// empty: the embedded store in `<home>/memory/vectors`. `$THAU_QDRANT_URL` also sets it.
+    pub qdrant_url: String,
+    /// Token budget of one short-term conversation window.
+    pub short_term_tokens: usize,
+}
+
+impl Default for MemorySection {
+    fn default() -> Self {
+        MemorySection {
+            embedder: "hash".into(),
+            qdrant_url: String::new(),
+            short_term_tokens: short_term::DEFAULT_BUDGET_TOKENS,
+        }
+    }
+}
+
 /// An open long-term store and the embedder that fills it.
 pub type LongTerm = (Box<dyn vector::VectorStore>, Box<dyn embed::Embedder>);
 
@@ -41,7 +64,7 @@ pub type LongTerm = (Box<dyn vector::VectorStore>, Box<dyn embed::Embedder>);
 pub fn open_long_term(
     memory_dir: &Path,
     checkpoints: &Path,
-    cfg: &crate::config::MemorySection,
+    cfg: &MemorySection,
 ) -> Result<LongTerm> {
     let embedder = embed::from_setting(&cfg.embedder, checkpoints)?;
     let dim = embedder.dim();

@@ -15,9 +15,10 @@ use super::remote::{error_text, Remote};
 use super::scenario::{Action, Check, Expect, LossExpect, ModelSize, Scenario, Step, TrainSpec};
 use crate::actors::episodic_memory::EpisodicStatsRequest;
 use crate::actors::long_term_memory::{Memorize, NewMemory};
+use crate::actors::reply;
 use crate::actors::short_term_memory::{CloseConversation, GetWindow};
 use crate::actors::tuner::Feedback;
-use crate::chat::{ask, chat_turn, ChatRequest};
+use crate::chat::{chat_turn, ChatRequest};
 use crate::error::{Result, ThauError};
 use crate::home::Home;
 use crate::learn::tuning::Rating;
@@ -299,7 +300,7 @@ async fn run_step(
                     let long = rt.addrs.long_term_memory.clone().ok_or_else(|| {
                         ThauError::Invalid("LongTermMemory is not running".into())
                     })?;
-                    chat_result(ask(
+                    chat_result(reply(
                         "long_term_memory",
                         long.send(Memorize(vec![NewMemory {
                             text: text.clone(),
@@ -325,7 +326,7 @@ async fn run_step(
                 .short_term_memory
                 .clone()
                 .ok_or_else(|| ThauError::Invalid("ShortTermMemory is not running".into()))?;
-            let filed = chat_result(ask(
+            let filed = chat_result(reply(
                 "short_term_memory",
                 short.send(CloseConversation(session)).await,
             ))?;
@@ -409,7 +410,7 @@ async fn run_step(
                         .next()
                         .unwrap_or(DEFAULT_SESSION)
                         .to_string();
-                    let o = chat_result(ask(
+                    let o = chat_result(reply(
                         "tuner",
                         tuner
                             .send(Feedback {
@@ -447,7 +448,7 @@ fn remote_only(kind: &str) -> ThauError {
     ))
 }
 
-fn chat_result<T>(r: std::result::Result<T, crate::chat::ChatError>) -> Result<T> {
+fn chat_result<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
     r.map_err(|e| ThauError::Invalid(e.to_string()))
 }
 
@@ -465,7 +466,11 @@ async fn check_memory(
                     rt.addrs.episodic_memory.clone().ok_or_else(|| {
                         ThauError::Invalid("EpisodicMemory is not running".into())
                     })?;
-                chat_result(ask("episodic_memory", ep.send(EpisodicStatsRequest).await))?.by_kind
+                chat_result(reply(
+                    "episodic_memory",
+                    ep.send(EpisodicStatsRequest).await,
+                ))?
+                .by_kind
             }
             Target::Remote(r) => r.episode_counts()?,
         };
@@ -521,7 +526,7 @@ async fn check_memory(
             .short_term_memory
             .clone()
             .ok_or_else(|| ThauError::Invalid("ShortTermMemory is not running".into()))?;
-        let window = chat_result(ask(
+        let window = chat_result(reply(
             "short_term_memory",
             short.send(GetWindow(session.clone())).await,
         ))?;

@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod events;
+mod start;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -18,23 +19,17 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::actors::{
-    episodic_memory::EpisodicMemory,
-    gap_detector::GapDetector,
-    image_tool::ImageTool,
-    inference::Inference,
-    learner::Learner,
-    long_term_memory::LongTermMemory,
-    questioner::Questioner,
-    short_term_memory::ShortTermMemory,
-    tool_router::ToolRouter,
-    tuner::{LearningSignal, Tuner},
-    ActorBase, ActorError, ActorStats, Flush, InjectFault, Ping, Pong,
+    ask_within, episodic_memory::EpisodicMemory, gap_detector::GapDetector, image_tool::ImageTool,
+    inference::Inference, learner::Learner, long_term_memory::LongTermMemory,
+    questioner::Questioner, reply, short_term_memory::ShortTermMemory, tool_router::ToolRouter,
+    tuner::Tuner, ActorBase, ActorError, ActorStats, AskError, Flush, InjectFault, Ping, Pong,
+    Reply,
 };
 use crate::config::ThauConfig;
 use crate::error::{Result, ThauError};
 use crate::home::Home;
 use agents::{load_agents, ActorKind, AgentSpec};
-use events::{EventBus, EventKind, RuntimeEvent};
+use events::EventBus;
 
 /// How long a health check or a flush may take before the actor is reported unresponsive.
 pub const ACTOR_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,12 +49,11 @@ pub struct Addrs {
     pub tuner: Option<Addr<Tuner>>,
 }
 
-/// The type-erased handles the runtime keeps for every running actor.
+/// What the runtime keeps for every running actor: its counters and the type-erased
+/// handles of its common messages.
 struct Handle {
     stats: Arc<ActorStats>,
-    ping: Recipient<Ping>,
-    flush: Recipient<Flush>,
-    fault: Recipient<InjectFault>,
+    common: start::Common,
 }
 
 /// Health of one actor, as `thau status` shows it.
@@ -88,33 +82,6 @@ pub struct Runtime {
     inference_cell: Option<Arc<crate::actors::inference::WeightsCell>>,
 }
 
-/// Starts an async actor on its own arbiter under a supervisor.
-fn start_async<A, F>(arbiters: &mut Vec<Arbiter>, make: F) -> Addr<A>
-where
-    A: Actor<Context = Context<A>> + Supervised,
-    F: FnOnce() -> A + Send + 'static,
-{
-    let arbiter = Arbiter::new();
-    let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| make());
-    arbiters.push(arbiter);
-    addr
-}
-
-fn handle_of<A>(addr: &Addr<A>, stats: Arc<ActorStats>) -> Handle
-where
-    A: Actor + actix::Handler<Ping> + actix::Handler<Flush> + actix::Handler<InjectFault>,
-    A::Context: actix::dev::ToEnvelope<A, Ping>
-        + actix::dev::ToEnvelope<A, Flush>
-        + actix::dev::ToEnvelope<A, InjectFault>,
-{
-    Handle {
-        stats,
-        ping: addr.clone().recipient(),
-        flush: addr.clone().recipient(),
-        fault: addr.clone().recipient(),
-    }
-}
-
 /// The actors' settings for a data directory: the configured agents directory, else
 /// `<home>/agents`, else the built-in defaults.
 pub fn agent_specs(home: &Home, config: &ThauConfig) -> Result<BTreeMap<ActorKind, AgentSpec>> {
@@ -133,46 +100,10 @@ impl Runtime {
     /// `<home>/agents`, else the built-in defaults). Must run inside an actix `System`.
     pub fn start(home: Home, config: ThauConfig) -> Result<Runtime> {
         let specs = agent_specs(&home, &config)?;
-        // Actors' own parameters are read here so a typo fails the start, not a request.
-        if let Some(spec) = specs.get(&ActorKind::Inference) {
-            spec.params
-                .clone()
-                .try_into::<crate::model::generate::SamplingParams>()
-                .map_err(|e| ThauError::Invalid(format!("agents/inference.toml [params]: {e}")))?;
-        }
-        if let Some(spec) = specs.get(&ActorKind::Learner) {
-            crate::actors::learner::learner_params(&spec.params)
-                .map_err(|e| ThauError::Invalid(format!("agents/learner.toml [params]: {e}")))?;
-        }
-        if let Some(spec) = specs.get(&ActorKind::Questioner) {
-            spec.params
-                .clone()
-                .try_into::<crate::actors::questioner::QuestionerParams>()
-                .map_err(|e| ThauError::Invalid(format!("agents/questioner.toml [params]: {e}")))?;
-        }
-        if let Some(spec) = specs.get(&ActorKind::GapDetector) {
-            spec.params
-                .clone()
-                .try_into::<crate::learn::gaps::ThresholdConfig>()
-                .map_err(|e| {
-                    ThauError::Invalid(format!("agents/gap_detector.toml [params]: {e}"))
-                })?;
-        }
-        if let Some(spec) = specs.get(&ActorKind::ImageTool) {
-            crate::actors::image_tool::ImageToolParams::from_spec(&spec.params)
-                .map_err(|e| ThauError::Invalid(format!("agents/image_tool.toml [params]: {e}")))?;
-        }
-        if let Some(spec) = specs.get(&ActorKind::ToolRouter) {
-            spec.params
-                .clone()
-                .try_into::<crate::actors::tool_router::ToolRouterParams>()
-                .map_err(|e| {
-                    ThauError::Invalid(format!("agents/tool_router.toml [params]: {e}"))
-                })?;
-            crate::tools::ToolRegistry::builtin().map_err(ThauError::Invalid)?;
-        }
-        if specs.get(&ActorKind::Tuner).is_some_and(|s| s.enabled) {
-            crate::actors::tuner::tuning_setup(&specs).map_err(ThauError::Invalid)?;
+        // Every actor's own parameters are read first, so a typo fails the start, not a
+        // request (disabled actors' files too, but the Tuner's only when it runs).
+        for (&kind, spec) in &specs {
+            start::check_params(kind, spec, &specs)?;
         }
         let events = EventBus::new();
         let mut rt = Runtime {
@@ -185,8 +116,8 @@ impl Runtime {
             arbiters: Vec::new(),
             inference_cell: None,
         };
-        let mut arbiters = Vec::new();
-        for (&kind, spec) in rt.specs.clone().iter().filter(|(_, s)| s.enabled) {
+        // In ActorKind order: an actor starts after those it sends to (see `start`).
+        for (kind, spec) in rt.specs.clone().into_iter().filter(|(_, s)| s.enabled) {
             let stats = Arc::new(ActorStats::default());
             let base = ActorBase {
                 name: kind.name(),
@@ -195,165 +126,19 @@ impl Runtime {
                 state_dir: rt.home.runs().join("actors"),
                 mailbox: spec.mailbox,
             };
-            let spec = spec.clone();
-            macro_rules! run_async {
-                ($field:ident, $ty:ty) => {{
-                    let addr = start_async(&mut arbiters, move || <$ty>::new(base, &spec));
-                    rt.handles.insert(kind, handle_of(&addr, stats));
-                    rt.addrs.$field = Some(addr);
-                }};
-            }
-            let checkpoints = rt.home.checkpoints();
-            let gguf = Some(&rt.config.model.gguf)
-                .filter(|g| !g.is_empty())
-                .map(std::path::PathBuf::from);
-            match kind {
-                ActorKind::Inference => {
-                    // One cell for all threads, so a weight swap reaches each of them,
-                    // and one decode thread batching every session's generations.
-                    let cell = Arc::new(
-                        crate::actors::inference::WeightsCell::with_engine()
-                            .map_err(|e| ThauError::Invalid(format!("inference: {e}")))?,
-                    );
-                    rt.inference_cell = Some(cell.clone());
-                    let addr = SyncArbiter::start(spec.threads, move || {
-                        Inference::new(base.clone(), &spec, checkpoints.clone(), gguf.clone())
-                            .with_weights_cell(cell.clone())
-                    });
-                    rt.handles.insert(kind, handle_of(&addr, stats));
-                    rt.addrs.inference = Some(addr);
-                }
-                ActorKind::Learner => {
-                    let links = crate::actors::learner::LearnerLinks {
-                        inference: rt.addrs.inference.clone().map(|a| a.recipient()),
-                        gap_detector: rt.addrs.gap_detector.clone().map(|a| a.recipient()),
-                        episodic: rt.addrs.episodic_memory.clone().map(|a| a.recipient()),
-                        current: Default::default(),
-                    };
-                    let addr = SyncArbiter::start(spec.threads, move || {
-                        Learner::new(base.clone(), &spec, checkpoints.clone(), links.clone())
-                    });
-                    rt.handles.insert(kind, handle_of(&addr, stats));
-                    rt.addrs.learner = Some(addr);
-                }
-                ActorKind::ImageTool => {
-                    let images = rt.home.images();
-                    let addr = SyncArbiter::start(spec.threads, move || {
-                        ImageTool::new(base.clone(), &spec, &images)
-                    });
-                    rt.handles.insert(kind, handle_of(&addr, stats));
-                    rt.addrs.image_tool = Some(addr);
-                }
-                ActorKind::Questioner => {
-                    let gaps = rt.addrs.gap_detector.clone().map(|a| a.recipient());
-                    let episodic = rt.addrs.episodic_memory.clone().map(|a| a.recipient());
-                    let addr = start_async(&mut arbiters, move || {
-                        Questioner::new(base, &spec, gaps, episodic)
-                    });
-                    rt.handles.insert(kind, handle_of(&addr, stats));
-                    rt.addrs.questioner = Some(addr);
-                }
-                ActorKind::GapDetector => run_async!(gap_detector, GapDetector),
-                ActorKind::Tuner => {
-                    // Started last (ActorKind order): the actors it tunes already run.
-                    let links = crate::actors::tuner::TunerLinks {
-                        learner: rt.addrs.learner.clone().map(|a| a.recipient()),
-                        inference: rt.addrs.inference.clone().map(|a| a.recipient()),
-                        gap_detector: rt.addrs.gap_detector.clone().map(|a| a.recipient()),
-                        episodic: rt.addrs.episodic_memory.clone().map(|a| a.recipient()),
-                    };
-                    let home = rt.home.root.clone();
-                    let specs = rt.specs.clone();
-                    let addr = start_async(&mut arbiters, move || {
-                        Tuner::new(base, &home, &specs, links)
-                    });
-                    // The learning signals reach the Tuner from the event bus, forwarded
-                    // by a task on its own arbiter (stopped with it).
-                    let mut rx = rt.events.subscribe();
-                    let to = addr.clone().recipient::<LearningSignal>();
-                    if let Some(arbiter) = arbiters.last() {
-                        arbiter.spawn(async move {
-                            loop {
-                                match rx.recv().await {
-                                    Ok(RuntimeEvent {
-                                        kind: EventKind::Learning { event },
-                                        ..
-                                    }) => to.do_send(LearningSignal(event)),
-                                    Ok(_) => {}
-                                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                                        tracing::warn!(
-                                            missed = n,
-                                            "tuner fell behind the event bus"
-                                        );
-                                    }
-                                    Err(_) => break,
-                                }
-                            }
-                        });
-                    }
-                    rt.handles.insert(kind, handle_of(&addr, stats));
-                    rt.addrs.tuner = Some(addr);
-                }
-                ActorKind::ToolRouter => {
-                    let image = rt.addrs.image_tool.clone().map(|a| a.recipient());
-                    let episodic = rt.addrs.episodic_memory.clone().map(|a| a.recipient());
-                    let addr = start_async(&mut arbiters, move || {
-                        ToolRouter::new(base, &spec, image, episodic)
-                    });
-                    rt.handles.insert(kind, handle_of(&addr, stats));
-                    rt.addrs.tool_router = Some(addr);
-                }
-                // Memory actors open their stores under <home>/memory. EpisodicMemory
-                // starts first (ActorKind order) so ShortTermMemory can file evictions there.
-                ActorKind::EpisodicMemory => {
-                    let dir = rt.home.memory();
-                    let addr = start_async(&mut arbiters, move || {
-                        EpisodicMemory::new(base, &spec, &dir)
-                    });
-                    rt.handles.insert(kind, handle_of(&addr, stats));
-                    rt.addrs.episodic_memory = Some(addr);
-                }
-                ActorKind::ShortTermMemory => {
-                    let dir = rt.home.memory();
-                    let budget = rt.config.memory.short_term_tokens;
-                    let episodic = rt.addrs.episodic_memory.clone().map(|a| a.recipient());
-                    let addr = start_async(&mut arbiters, move || {
-                        ShortTermMemory::new(base, &spec, &dir, &checkpoints, budget, episodic)
-                    });
-                    rt.handles.insert(kind, handle_of(&addr, stats));
-                    rt.addrs.short_term_memory = Some(addr);
-                }
-                ActorKind::LongTermMemory => {
-                    let dir = rt.home.memory();
-                    let cfg = rt.config.memory.clone();
-                    let addr = start_async(&mut arbiters, move || {
-                        LongTermMemory::new(base, &spec, &dir, &checkpoints, &cfg)
-                    });
-                    rt.handles.insert(kind, handle_of(&addr, stats));
-                    rt.addrs.long_term_memory = Some(addr);
-                }
-            }
+            let common = start::start_fn(kind)(&mut rt, base, spec)?;
+            rt.handles.insert(kind, Handle { stats, common });
         }
-        // The GapDetector starts before the actors it feeds; wire it now that all run.
-        if let Some(g) = &rt.addrs.gap_detector {
-            g.do_send(crate::actors::gap_detector::ConnectLoop {
-                inference: rt.addrs.inference.clone().map(|a| a.recipient()),
-                learner: rt.addrs.learner.clone().map(|a| a.recipient()),
-                questioner: rt.addrs.questioner.clone().map(|a| a.recipient()),
-                episodic: rt.addrs.episodic_memory.clone().map(|a| a.recipient()),
-                long_term: rt.addrs.long_term_memory.clone().map(|a| a.recipient()),
-            });
-        }
-        rt.arbiters = arbiters;
+        start::connect_loop(&rt);
         Ok(rt)
     }
 
-    /// Names of the running actors.
     /// The batching decode thread's counters (steps, rows, prefills), when Inference runs.
     pub fn decode_stats(&self) -> Option<crate::model::batch::EngineStats> {
         self.inference_cell.as_ref()?.engine_stats()
     }
 
+    /// Names of the running actors.
     pub fn running(&self) -> Vec<&'static str> {
         self.handles.keys().map(|k| k.name()).collect()
     }
@@ -367,15 +152,17 @@ impl Runtime {
     /// Sends [`Ping`] to one actor.
     pub async fn ping(&self, name: &str) -> Result<Pong> {
         let h = self.handle(name)?;
-        let reply = tokio::time::timeout(ACTOR_REPLY_TIMEOUT, h.ping.send(Ping)).await;
-        flatten(name, reply)
+        ask_within(name, ACTOR_REPLY_TIMEOUT, h.common.ping.send(Ping))
+            .await
+            .map_err(unanswered)
     }
 
     /// Sends [`InjectFault`] to one actor; the actor panics and is restarted.
     pub async fn inject_fault(&self, name: &str) -> Result<()> {
         let h = self.handle(name)?;
-        let reply = tokio::time::timeout(ACTOR_REPLY_TIMEOUT, h.fault.send(InjectFault)).await;
-        flatten(name, reply)
+        ask_within(name, ACTOR_REPLY_TIMEOUT, h.common.fault.send(InjectFault))
+            .await
+            .map_err(unanswered)
     }
 
     /// Recall from every running memory actor, merged into one ranked list
@@ -390,21 +177,15 @@ impl Runtime {
         use crate::actors::long_term_memory::RecallLong;
         use crate::actors::short_term_memory::SearchShort;
         use crate::memory::recall::RecallHit;
-        fn take<T>(
-            actor: &str,
-            r: std::result::Result<std::result::Result<Vec<T>, ActorError>, MailboxError>,
-        ) -> Result<Vec<T>> {
-            match r {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(ActorError::BadRequest(m))) => Err(ThauError::Invalid(m)),
-                Ok(Err(e)) => {
-                    tracing::warn!(actor, error = %e, "recall: store left out");
+        fn take<T>(actor: &str, r: Reply<Vec<T>>) -> Result<Vec<T>> {
+            match reply(actor, r) {
+                Err(AskError::Actor { error, .. })
+                    if !matches!(error, ActorError::BadRequest(_)) =>
+                {
+                    tracing::warn!(actor, error = %error, "recall: store left out");
                     Ok(Vec::new())
                 }
-                Err(e) => Err(ThauError::Actor {
-                    actor: actor.into(),
-                    message: e.to_string(),
-                }),
+                r => Ok(r?),
             }
         }
         let mut lists = Vec::new();
@@ -486,8 +267,8 @@ impl Runtime {
     pub async fn shutdown(mut self) -> Vec<ThauError> {
         let mut errors = Vec::new();
         for (kind, h) in &self.handles {
-            let reply = tokio::time::timeout(ACTOR_REPLY_TIMEOUT, h.flush.send(Flush)).await;
-            if let Err(e) = flatten(kind.name(), reply) {
+            let flushed = ask_within(kind.name(), ACTOR_REPLY_TIMEOUT, h.common.flush.send(Flush));
+            if let Err(e) = flushed.await.map_err(unanswered) {
                 tracing::warn!(actor = kind.name(), error = %e, "flush failed");
                 errors.push(e);
             }
@@ -537,28 +318,19 @@ impl Runtime {
     }
 }
 
-/// Turns a timed-out / undelivered / failed actor reply into one error naming the actor.
-fn flatten<T>(
-    name: &str,
-    reply: std::result::Result<
-        std::result::Result<std::result::Result<T, ActorError>, MailboxError>,
-        tokio::time::error::Elapsed,
-    >,
-) -> Result<T> {
-    let actor = name.to_string();
-    match reply {
-        Err(_) => Err(ThauError::Actor {
+/// How `thau status` and shutdown report an actor that failed a health check, a fault
+/// drill or a flush: as that actor's failure (a bad request too, unlike the commands'
+/// `From<AskError>`), an undelivered message with a `mailbox:` prefix.
+fn unanswered(e: AskError) -> ThauError {
+    match e {
+        AskError::Actor { actor, error } => ThauError::Actor {
             actor,
-            message: format!("no reply within {ACTOR_REPLY_TIMEOUT:?}"),
-        }),
-        Ok(Err(e)) => Err(ThauError::Actor {
+            message: error.to_string(),
+        },
+        AskError::Mailbox { actor, error } => ThauError::Actor {
             actor,
-            message: format!("mailbox: {e}"),
-        }),
-        Ok(Ok(Err(e))) => Err(ThauError::Actor {
-            actor,
-            message: e.to_string(),
-        }),
-        Ok(Ok(Ok(v))) => Ok(v),
+            message: format!("mailbox: {error}"),
+        },
+        timeout @ AskError::Timeout { .. } => timeout.into(),
     }
 }

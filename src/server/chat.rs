@@ -20,20 +20,7 @@ impl From<ChatError> for ApiError {
         match e {
             ChatError::BadRequest(m) => ApiError::bad_request(m),
             ChatError::Unavailable(m) => ApiError::unavailable(m),
-            ChatError::Actor { actor, error } => ApiError::from_actor(&actor, error),
-            ChatError::Mailbox { actor, error } => ApiError::mailbox(&actor, error),
+            ChatError::Actor(e) => e.into(),
         }
-    }
-}
-
-/// An actor's reply as an API result.
-pub fn ask<T>(
-    actor: &str,
-    r: Result<Result<T, crate::actors::ActorError>, actix::MailboxError>,
-) -> Result<T, ApiError> {
-    match r {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(ApiError::from_actor(actor, e)),
-        Err(e) => Err(ApiError::mailbox(actor, e)),
     }
 }

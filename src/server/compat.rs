@@ -15,10 +15,10 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use warp::Reply;
 
-use super::chat::ask;
 use super::error::ApiError;
 use super::AppState;
 use crate::actors::inference::{generate_batched, Generate, Prompt};
+use crate::actors::reply;
 use crate::actors::tool_router::ScanOutput;
 use crate::model::generate::{Generation, SamplingParams, StopReason};
 use crate::model::tokenizer::{Message, Role};
@@ -134,7 +134,7 @@ async fn run(
         .inference
         .clone()
         .ok_or_else(|| ApiError::unavailable("the Inference actor is not running"))?;
-    ask(
+    reply(
         "inference",
         generate_batched(
             &inference,
@@ -146,6 +146,7 @@ async fn run(
         )
         .await,
     )
+    .map_err(ApiError::from)
 }
 
 /// The calls in an answer, and the answer without them.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use warp::http::StatusCode;
 use warp::{Rejection, Reply};
 
-use crate::actors::ActorError;
+use crate::actors::{ActorError, AskError};
 
 /// An API failure: its HTTP status, a stable code and a message for people.
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +70,24 @@ impl ApiError {
     pub fn reply(&self) -> warp::reply::Response {
         let body = warp::reply::json(&serde_json::json!({ "error": self }));
         warp::reply::with_status(body, self.status).into_response()
+    }
+}
+
+/// An actor's reply that gave no value: `reply("inference", addr.send(m).await)?` in a route.
+impl From<AskError> for ApiError {
+    fn from(e: AskError) -> Self {
+        match e {
+            AskError::Actor { actor, error } => Self::from_actor(&actor, error),
+            AskError::Mailbox { actor, error } => Self::mailbox(&actor, error),
+            timeout @ AskError::Timeout { .. } => Self::unavailable(timeout.to_string()),
+        }
+    }
+}
+
+/// Lets a route write `reply(...)?` directly: the rejection carries the [`ApiError`].
+impl From<AskError> for warp::Rejection {
+    fn from(e: AskError) -> Self {
+        warp::reject::custom(ApiError::from(e))
     }
 }
 

@@ -7,12 +7,13 @@ use warp::{Filter, Rejection, Reply};
 
 use std::net::SocketAddr;
 
-use super::chat::{ask, chat_turn, ChatRequest};
+use super::chat::{chat_turn, ChatRequest};
 use super::error::ApiError;
 use super::{AppState, MAX_BODY_BYTES};
 use crate::actors::episodic_memory::EpisodicStatsRequest;
 use crate::actors::image_tool::{GenerateImage, ImageStatsRequest};
 use crate::actors::long_term_memory::{LongStatsRequest, Memorize, NewMemory};
+use crate::actors::reply;
 use crate::actors::tuner::{Feedback, TuningStatus};
 use crate::learn::tuning::Rating;
 use crate::tools::image::ImageRequest;
@@ -363,7 +364,7 @@ async fn train_interaction(st: AppState, i: Interaction) -> Resp {
     if i.turn.trim().is_empty() {
         return Err(ApiError::bad_request("`turn` is empty").into());
     }
-    let out = ask(
+    let out = reply(
         "tuner",
         tuner
             .send(Feedback {
@@ -384,7 +385,7 @@ async fn train_stats(st: AppState) -> Resp {
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let tuning = match &st.rt.addrs.tuner {
         Some(t) => {
-            serde_json::to_value(ask("tuner", t.send(TuningStatus).await)?).unwrap_or_default()
+            serde_json::to_value(reply("tuner", t.send(TuningStatus).await)?).unwrap_or_default()
         }
         None => serde_json::Value::Null,
     };
@@ -433,7 +434,7 @@ async fn memory_store(st: AppState, b: StoreBody) -> Resp {
     if !(0.0..=1.0).contains(&importance) {
         return Err(ApiError::bad_request("importance is within 0..=1").into());
     }
-    let ids = ask(
+    let ids = reply(
         "long_term_memory",
         long.send(Memorize(vec![NewMemory {
             text: b.text,
@@ -538,7 +539,7 @@ async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> Resp {
                 filter: Default::default(),
                 limit,
             });
-            serde_json::json!({ "store": store, "hits": ask("episodic_memory", hits.await)? })
+            serde_json::json!({ "store": store, "hits": reply("episodic_memory", hits.await)? })
         }
         (StoreKind::Episodic, None) => {
             let e = actor(&a.episodic_memory, "EpisodicMemory")?;
@@ -547,7 +548,7 @@ async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> Resp {
                 limit,
                 offset: q.offset.unwrap_or(0),
             });
-            serde_json::json!({ "store": store, "items": ask("episodic_memory", page.await)? })
+            serde_json::json!({ "store": store, "items": reply("episodic_memory", page.await)? })
         }
         (StoreKind::Long, Some(t)) => {
             let l = actor(&a.long_term_memory, "LongTermMemory")?;
@@ -556,7 +557,7 @@ async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> Resp {
                 limit,
                 filter: Default::default(),
             });
-            serde_json::json!({ "store": store, "hits": ask("long_term_memory", hits.await)? })
+            serde_json::json!({ "store": store, "hits": reply("long_term_memory", hits.await)? })
         }
         (StoreKind::Long, None) => {
             let l = actor(&a.long_term_memory, "LongTermMemory")?;
@@ -564,7 +565,7 @@ async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> Resp {
                 after: q.after,
                 limit,
             });
-            let (items, next) = ask("long_term_memory", page.await)?;
+            let (items, next) = reply("long_term_memory", page.await)?;
             serde_json::json!({ "store": store, "items": items, "next": next })
         }
         (StoreKind::Short, Some(t)) => {
@@ -573,11 +574,11 @@ async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> Resp {
                 query: t.to_string(),
                 limit,
             });
-            serde_json::json!({ "store": store, "hits": ask("short_term_memory", hits.await)? })
+            serde_json::json!({ "store": store, "hits": reply("short_term_memory", hits.await)? })
         }
         (StoreKind::Short, None) => {
             let s = actor(&a.short_term_memory, "ShortTermMemory")?;
-            let mut windows = ask("short_term_memory", s.send(ListWindows).await)?;
+            let mut windows = reply("short_term_memory", s.send(ListWindows).await)?;
             windows.truncate(limit);
             serde_json::json!({ "store": store, "items": windows })
         }
@@ -596,25 +597,25 @@ async fn memory_item(store: String, id: String, st: AppState) -> Resp {
     let body = match store_kind(&store)? {
         StoreKind::Episodic => {
             let e = actor(&a.episodic_memory, "EpisodicMemory")?;
-            serde_json::to_value(ask(
+            serde_json::to_value(reply(
                 "episodic_memory",
                 e.send(GetEpisode(parse_id(&id)?)).await,
             )?)
         }
         StoreKind::Long => {
             let l = actor(&a.long_term_memory, "LongTermMemory")?;
-            let mut p = ask("long_term_memory", l.send(GetMemory(parse_id(&id)?)).await)?;
+            let mut p = reply("long_term_memory", l.send(GetMemory(parse_id(&id)?)).await)?;
             // The vector is hundreds of numbers no reader wants.
             p.vector.clear();
             serde_json::to_value(p)
         }
         StoreKind::Short => {
             let s = actor(&a.short_term_memory, "ShortTermMemory")?;
-            let known = ask("short_term_memory", s.send(ListWindows).await)?;
+            let known = reply("short_term_memory", s.send(ListWindows).await)?;
             if !known.iter().any(|w| w.conversation == id) {
                 return Err(ApiError::not_found(format!("no conversation `{id}`")).into());
             }
-            let w = ask("short_term_memory", s.send(GetWindow(id.clone())).await)?;
+            let w = reply("short_term_memory", s.send(GetWindow(id.clone())).await)?;
             Ok(serde_json::json!({ "conversation": id, "turns": w.messages() }))
         }
     }
@@ -633,21 +634,21 @@ async fn memory_forget(store: String, id: String, st: AppState) -> Resp {
     match store_kind(&store)? {
         StoreKind::Episodic => {
             let e = actor(&a.episodic_memory, "EpisodicMemory")?;
-            ask(
+            reply(
                 "episodic_memory",
                 e.send(ForgetEpisode(parse_id(&id)?)).await,
             )?;
         }
         StoreKind::Long => {
             let l = actor(&a.long_term_memory, "LongTermMemory")?;
-            ask(
+            reply(
                 "long_term_memory",
                 l.send(ForgetMemory(parse_id(&id)?)).await,
             )?;
         }
         StoreKind::Short => {
             let s = actor(&a.short_term_memory, "ShortTermMemory")?;
-            ask("short_term_memory", s.send(ForgetWindow(id.clone())).await)?;
+            reply("short_term_memory", s.send(ForgetWindow(id.clone())).await)?;
         }
     }
     Ok(json(
@@ -705,14 +706,15 @@ fn events(q: EventsQuery, st: AppState) -> warp::reply::Response {
 async fn memory_stats(st: AppState) -> Resp {
     let a = &st.rt.addrs;
     let episodic = match &a.episodic_memory {
-        Some(e) => {
-            serde_json::to_value(ask("episodic_memory", e.send(EpisodicStatsRequest).await)?)
-                .unwrap_or_default()
-        }
+        Some(e) => serde_json::to_value(reply(
+            "episodic_memory",
+            e.send(EpisodicStatsRequest).await,
+        )?)
+        .unwrap_or_default(),
         None => serde_json::Value::Null,
     };
     let long = match &a.long_term_memory {
-        Some(l) => serde_json::to_value(ask("long_term_memory", l.send(LongStatsRequest).await)?)
+        Some(l) => serde_json::to_value(reply("long_term_memory", l.send(LongStatsRequest).await)?)
             .unwrap_or_default(),
         None => serde_json::Value::Null,
     };
@@ -729,7 +731,7 @@ async fn vision_generate(st: AppState, req: ImageRequest) -> Resp {
         .image_tool
         .clone()
         .ok_or_else(|| ApiError::unavailable("the ImageTool is not running"))?;
-    let g = ask("image_tool", image.send(GenerateImage(req)).await)?;
+    let g = reply("image_tool", image.send(GenerateImage(req)).await)?;
     let mut v = serde_json::to_value(&g).unwrap_or_default();
     v["url"] = format!("/vision/image/{}", g.file).into();
     Ok(warp::reply::with_status(json(&v), StatusCode::CREATED).into_response())
@@ -755,7 +757,7 @@ async fn vision_stats(st: AppState) -> Resp {
         .image_tool
         .clone()
         .ok_or_else(|| ApiError::unavailable("the ImageTool is not running"))?;
-    Ok(json(&ask(
+    Ok(json(&reply(
         "image_tool",
         image.send(ImageStatsRequest).await,
     )?))

@@ -16,9 +16,10 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use warp::ws::{Message, WebSocket};
 
-use super::chat::{ask, chat_turn, ChatRequest};
+use super::chat::{chat_turn, ChatRequest};
 use super::error::ApiError;
 use super::AppState;
+use crate::actors::reply;
 use crate::actors::tuner::Feedback;
 use crate::learn::tuning::Rating;
 
@@ -151,7 +152,7 @@ pub async fn session(socket: WebSocket, st: AppState, _permit: super::limits::Se
             ClientEvent::Feedback { turn, rating, note } => {
                 let reply = match st.rt.addrs.tuner.clone() {
                     None => Err(ApiError::unavailable("the Tuner is not running")),
-                    Some(t) => ask(
+                    Some(t) => reply(
                         "tuner",
                         t.send(Feedback {
                             session: session.clone(),
@@ -160,7 +161,8 @@ pub async fn session(socket: WebSocket, st: AppState, _permit: super::limits::Se
                             note,
                         })
                         .await,
-                    ),
+                    )
+                    .map_err(ApiError::from),
                 };
                 let _ = out.send(match reply {
                     Ok(r) => json!({ "type": "feedback.recorded", "change": r.change, "ratings": r.ratings }),
