@@ -8,8 +8,10 @@ use std::sync::atomic::AtomicBool;
 use common::learning::{corpus, prepared, settings, tiny_checkpoint};
 
 use thau::actors::episodic_memory::ListEpisodes;
+use thau::actors::gap_detector::LEARNED_SOURCE;
 use thau::actors::gap_detector::{GapStatus, Probe};
 use thau::actors::learner::StartStudy;
+use thau::actors::long_term_memory::ListMemories;
 use thau::commands::learn::{learn, LearnRequest};
 use thau::config::ThauConfig;
 use thau::home::Home;
@@ -148,6 +150,34 @@ async fn a_session_runs_the_loop_through_the_actors() {
     assert_eq!(count(EpisodeKind::Question), 16);
     assert_eq!(count(EpisodeKind::Gap) as u64, r.gaps.opened);
     assert_eq!(count(EpisodeKind::TrainingRun) as u64, r.rounds);
+    // Gaps close, and each closed gap's fact reaches long-term memory as recallable
+    // knowledge: the question and its answer, marked as learned.
+    assert!(r.gaps.closed >= 1, "no gap closed: {:?}", r.gaps);
+    assert_eq!(count(EpisodeKind::GapClosed) as u64, r.gaps.closed);
+    let long = rt.addrs.long_term_memory.clone().unwrap();
+    let (points, _) = long
+        .send(ListMemories {
+            after: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let facts: Vec<_> = points
+        .iter()
+        .filter(|p| p.payload.source == LEARNED_SOURCE)
+        .collect();
+    assert_eq!(facts.len() as u64, r.gaps.closed, "{facts:?}");
+    let kb = KnowledgeBase::load(&corpus_dir, &Templates::default()).unwrap();
+    for f in &facts {
+        assert!(
+            kb.items
+                .iter()
+                .any(|i| f.payload.text == format!("{} {}", i.question, i.answer)),
+            "not a fact of the corpus: {:?}",
+            f.payload.text
+        );
+    }
     rt.shutdown().await;
 }
 

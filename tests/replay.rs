@@ -321,4 +321,57 @@ fn thau_chat_streams_answers_and_runs_slash_commands() {
         saved["exchanges"][1]["tool_calls"][0]["name"],
         "generate_image"
     );
+
+    // The answer is streamed: the same chat, run in-process on a terminal that records
+    // what each flush delivered, gets the answer in several pieces, never whole at once.
+    let delivered = actix::System::new().block_on(async {
+        let config = ThauConfig::load(&home.root, std::iter::empty(), &[]).unwrap();
+        let rt = Runtime::start(home.clone(), config).unwrap();
+        let opts = thau::commands::chat::ChatOptions {
+            session: None,
+            max_tokens: Some(16),
+            temperature: Some(0.0),
+            seed: Some(7),
+        };
+        let mut input = std::io::Cursor::new(b"Hello, who are you?\n".to_vec());
+        let mut out = Flushes::default();
+        thau::commands::chat::chat(&rt, &opts, &mut input, &mut out, false)
+            .await
+            .unwrap();
+        rt.shutdown().await;
+        out.flush().unwrap();
+        out.delivered
+    });
+    let all = delivered.concat();
+    assert!(all.contains("I am THAU"), "{all}");
+    let answer_pieces = delivered
+        .iter()
+        .filter(|c| !c.trim().is_empty() && !c.starts_with("THAU chat"))
+        .count();
+    assert!(
+        answer_pieces >= 2 && !delivered.iter().any(|c| c.contains("I am THAU, a model")),
+        "the answer arrived whole, not streamed: {delivered:?}"
+    );
+}
+
+/// A terminal that records what each flush delivered (the unflushed rest on the next).
+#[derive(Default)]
+struct Flushes {
+    pending: Vec<u8>,
+    delivered: Vec<String>,
+}
+
+impl std::io::Write for Flushes {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            let piece = std::mem::take(&mut self.pending);
+            self.delivered
+                .push(String::from_utf8_lossy(&piece).into_owned());
+        }
+        Ok(())
+    }
 }

@@ -1,0 +1,108 @@
+//! A small HTTP client over ureq for the server tests: status codes are answers, not
+//! errors, and the API key goes in the `Authorization` header.
+
+use serde_json::Value;
+
+use crate::KEY;
+
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: String) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Client { base, agent }
+    }
+    pub fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let mut r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = r.body_mut().read_to_vec().unwrap();
+        (r.status().as_u16(), ct, bytes)
+    }
+    pub fn get_json(&self, path: &str) -> (u16, Value) {
+        let (s, _, b) = self.get(path);
+        (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    }
+    pub fn post(&self, path: &str, key: Option<&str>, body: &[u8]) -> (u16, Value) {
+        let mut req = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let mut r = req.send(body).unwrap();
+        let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+        (r.status().as_u16(), v)
+    }
+    pub fn delete(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+        let mut req = self.agent.delete(format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let mut r = req.call().unwrap();
+        let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+        (r.status().as_u16(), v)
+    }
+    /// A POST answered with a stream: status, content type, the whole text.
+    pub fn post_text(&self, path: &str, body: Value) -> (u16, String, String) {
+        let mut r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {KEY}"))
+            .send(body.to_string().as_bytes())
+            .unwrap();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (
+            r.status().as_u16(),
+            ct,
+            r.body_mut().read_to_string().unwrap(),
+        )
+    }
+    pub fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post(path, Some(KEY), body.to_string().as_bytes())
+    }
+}
+
+/// Announces a `len`-byte body, sends only its start, and reads the answer.
+pub fn oversize(addr: &std::net::SocketAddr, len: usize) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /chat/message HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{{\"message\": \""
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body.trim()).unwrap_or(Value::Null),
+    )
+}
