@@ -1,5 +1,16 @@
-//! The REST routes: one documented handler per route, each given the [`AppState`].
-//! `/openapi.json` describes them ([`openapi`]).
+//! The REST routes: one documented handler per route, each given the [`AppState`]. This
+//! file builds them all ([`all`]) and holds the chat, training, event and picture
+//! handlers; the memory routes live in [`memory`]; `/openapi.json` describes every route
+//! ([`openapi()`]).
+
+mod memory;
+mod openapi;
+
+pub use openapi::openapi;
+
+use memory::{
+    memory_forget, memory_item, memory_items, memory_recall, memory_stats, memory_store, ItemsQuery,
+};
 
 use serde::Deserialize;
 use warp::http::StatusCode;
@@ -10,20 +21,18 @@ use std::net::SocketAddr;
 use super::chat::{chat_turn, ChatRequest};
 use super::error::ApiError;
 use super::{AppState, MAX_BODY_BYTES};
-use crate::actors::episodic_memory::EpisodicStatsRequest;
 use crate::actors::image_tool::{GenerateImage, ImageStatsRequest};
-use crate::actors::long_term_memory::{LongStatsRequest, Memorize, NewMemory};
 use crate::actors::reply;
 use crate::actors::tuner::{Feedback, TuningStatus};
 use crate::learn::tuning::Rating;
 use crate::tools::image::ImageRequest;
 
-type Resp = Result<warp::reply::Response, Rejection>;
+pub(super) type Resp = Result<warp::reply::Response, Rejection>;
 
 /// Largest number of recalled memories per request.
-const MAX_RECALL: usize = 50;
+pub(super) const MAX_RECALL: usize = 50;
 
-fn json(v: &impl serde::Serialize) -> warp::reply::Response {
+pub(super) fn json(v: &impl serde::Serialize) -> warp::reply::Response {
     warp::reply::json(v).into_response()
 }
 
@@ -413,249 +422,6 @@ async fn train_stats(st: AppState) -> Resp {
     ))
 }
 
-/// Body of `POST /memory/store`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StoreBody {
-    text: String,
-    source: Option<String>,
-    importance: Option<f32>,
-}
-
-/// `POST /memory/store`: remember a text in long-term memory.
-async fn memory_store(st: AppState, b: StoreBody) -> Resp {
-    let long = st
-        .rt
-        .addrs
-        .long_term_memory
-        .clone()
-        .ok_or_else(|| ApiError::unavailable("LongTermMemory is not running"))?;
-    let importance = b.importance.unwrap_or(0.5);
-    if !(0.0..=1.0).contains(&importance) {
-        return Err(ApiError::bad_request("importance is within 0..=1").into());
-    }
-    let ids = reply(
-        "long_term_memory",
-        long.send(Memorize(vec![NewMemory {
-            text: b.text,
-            source: b.source.unwrap_or_else(|| "api".into()),
-            importance,
-        }]))
-        .await,
-    )?;
-    Ok(warp::reply::with_status(
-        json(&serde_json::json!({ "ids": ids })),
-        StatusCode::CREATED,
-    )
-    .into_response())
-}
-
-/// Body of `POST /memory/recall`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RecallBody {
-    query: String,
-    limit: Option<usize>,
-}
-
-/// `POST /memory/recall`: what the three memory stores know about a text, best first.
-async fn memory_recall(st: AppState, b: RecallBody) -> Resp {
-    if b.query.trim().is_empty() {
-        return Err(ApiError::bad_request("`query` is empty").into());
-    }
-    let limit = b.limit.unwrap_or(10).clamp(1, MAX_RECALL);
-    let hits = st.rt.recall(&b.query, limit).await.map_err(|e| match e {
-        crate::ThauError::Invalid(m) => ApiError::bad_request(m),
-        other => ApiError::unavailable(other.to_string()),
-    })?;
-    Ok(json(&serde_json::json!({ "hits": hits })))
-}
-
-/// Most items in one page of a memory listing.
-const MAX_ITEMS: usize = 200;
-/// Items in a page when the request does not say.
-const DEFAULT_ITEMS: usize = 50;
-
-/// The query of `GET /memory/{store}/items`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ItemsQuery {
-    /// Only the items that match this text, best first.
-    q: Option<String>,
-    limit: Option<usize>,
-    /// Episodic listing: items to skip (newest first).
-    offset: Option<usize>,
-    /// Long-term listing: the id after which the page starts (`next` of the last page).
-    after: Option<uuid::Uuid>,
-    /// Read by the key check.
-    #[allow(dead_code)]
-    api_key: Option<String>,
-}
-
-/// The store a path names.
-fn store_kind(name: &str) -> Result<crate::memory::StoreKind, ApiError> {
-    use crate::memory::StoreKind;
-    match name {
-        "short" => Ok(StoreKind::Short),
-        "episodic" => Ok(StoreKind::Episodic),
-        "long" => Ok(StoreKind::Long),
-        other => Err(ApiError::not_found(format!(
-            "no memory store `{other}` (short, episodic or long)"
-        ))),
-    }
-}
-
-fn parse_id(id: &str) -> Result<uuid::Uuid, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::bad_request(format!("`{id}` is not a memory id (a UUID)")))
-}
-
-fn actor<A>(a: &Option<A>, name: &str) -> Result<A, ApiError>
-where
-    A: Clone,
-{
-    a.clone()
-        .ok_or_else(|| ApiError::unavailable(format!("{name} is not running")))
-}
-
-/// `GET /memory/{store}/items[?q=TEXT][&limit=N][&offset=N | &after=ID]`: what a store
-/// holds — episodes newest first, long-term memories in id order (`next` is the cursor of
-/// the following page), short-term conversation windows — or, with `q`, what matches it,
-/// best first. This is what the web page's memory inspector reads.
-async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> Resp {
-    use crate::actors::episodic_memory::{ListEpisodes, SearchEpisodes};
-    use crate::actors::long_term_memory::{ListMemories, RecallLong};
-    use crate::actors::short_term_memory::{ListWindows, SearchShort};
-    use crate::memory::StoreKind;
-    let kind = store_kind(&store)?;
-    let limit = q.limit.unwrap_or(DEFAULT_ITEMS).clamp(1, MAX_ITEMS);
-    let text = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty());
-    let a = &st.rt.addrs;
-    let body = match (kind, text) {
-        (StoreKind::Episodic, Some(t)) => {
-            let e = actor(&a.episodic_memory, "EpisodicMemory")?;
-            let hits = e.send(SearchEpisodes {
-                query: t.to_string(),
-                filter: Default::default(),
-                limit,
-            });
-            serde_json::json!({ "store": store, "hits": reply("episodic_memory", hits.await)? })
-        }
-        (StoreKind::Episodic, None) => {
-            let e = actor(&a.episodic_memory, "EpisodicMemory")?;
-            let page = e.send(ListEpisodes {
-                filter: Default::default(),
-                limit,
-                offset: q.offset.unwrap_or(0),
-            });
-            serde_json::json!({ "store": store, "items": reply("episodic_memory", page.await)? })
-        }
-        (StoreKind::Long, Some(t)) => {
-            let l = actor(&a.long_term_memory, "LongTermMemory")?;
-            let hits = l.send(RecallLong {
-                query: t.to_string(),
-                limit,
-                filter: Default::default(),
-            });
-            serde_json::json!({ "store": store, "hits": reply("long_term_memory", hits.await)? })
-        }
-        (StoreKind::Long, None) => {
-            let l = actor(&a.long_term_memory, "LongTermMemory")?;
-            let page = l.send(ListMemories {
-                after: q.after,
-                limit,
-            });
-            let (items, next) = reply("long_term_memory", page.await)?;
-            serde_json::json!({ "store": store, "items": items, "next": next })
-        }
-        (StoreKind::Short, Some(t)) => {
-            let s = actor(&a.short_term_memory, "ShortTermMemory")?;
-            let hits = s.send(SearchShort {
-                query: t.to_string(),
-                limit,
-            });
-            serde_json::json!({ "store": store, "hits": reply("short_term_memory", hits.await)? })
-        }
-        (StoreKind::Short, None) => {
-            let s = actor(&a.short_term_memory, "ShortTermMemory")?;
-            let mut windows = reply("short_term_memory", s.send(ListWindows).await)?;
-            windows.truncate(limit);
-            serde_json::json!({ "store": store, "items": windows })
-        }
-    };
-    Ok(json(&body))
-}
-
-/// `GET /memory/{store}/items/{id}`: one episode or long-term memory by id, or one
-/// conversation's short-term window by its name.
-async fn memory_item(store: String, id: String, st: AppState) -> Resp {
-    use crate::actors::episodic_memory::GetEpisode;
-    use crate::actors::long_term_memory::GetMemory;
-    use crate::actors::short_term_memory::{GetWindow, ListWindows};
-    use crate::memory::StoreKind;
-    let a = &st.rt.addrs;
-    let body = match store_kind(&store)? {
-        StoreKind::Episodic => {
-            let e = actor(&a.episodic_memory, "EpisodicMemory")?;
-            serde_json::to_value(reply(
-                "episodic_memory",
-                e.send(GetEpisode(parse_id(&id)?)).await,
-            )?)
-        }
-        StoreKind::Long => {
-            let l = actor(&a.long_term_memory, "LongTermMemory")?;
-            let mut p = reply("long_term_memory", l.send(GetMemory(parse_id(&id)?)).await)?;
-            // The vector is hundreds of numbers no reader wants.
-            p.vector.clear();
-            serde_json::to_value(p)
-        }
-        StoreKind::Short => {
-            let s = actor(&a.short_term_memory, "ShortTermMemory")?;
-            let known = reply("short_term_memory", s.send(ListWindows).await)?;
-            if !known.iter().any(|w| w.conversation == id) {
-                return Err(ApiError::not_found(format!("no conversation `{id}`")).into());
-            }
-            let w = reply("short_term_memory", s.send(GetWindow(id.clone())).await)?;
-            Ok(serde_json::json!({ "conversation": id, "turns": w.messages() }))
-        }
-    }
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    Ok(json(&body))
-}
-
-/// `DELETE /memory/{store}/items/{id}` (API key): forgets one episode, long-term memory or
-/// conversation window for good.
-async fn memory_forget(store: String, id: String, st: AppState) -> Resp {
-    use crate::actors::episodic_memory::ForgetEpisode;
-    use crate::actors::long_term_memory::ForgetMemory;
-    use crate::actors::short_term_memory::ForgetWindow;
-    use crate::memory::StoreKind;
-    let a = &st.rt.addrs;
-    match store_kind(&store)? {
-        StoreKind::Episodic => {
-            let e = actor(&a.episodic_memory, "EpisodicMemory")?;
-            reply(
-                "episodic_memory",
-                e.send(ForgetEpisode(parse_id(&id)?)).await,
-            )?;
-        }
-        StoreKind::Long => {
-            let l = actor(&a.long_term_memory, "LongTermMemory")?;
-            reply(
-                "long_term_memory",
-                l.send(ForgetMemory(parse_id(&id)?)).await,
-            )?;
-        }
-        StoreKind::Short => {
-            let s = actor(&a.short_term_memory, "ShortTermMemory")?;
-            reply("short_term_memory", s.send(ForgetWindow(id.clone())).await)?;
-        }
-    }
-    Ok(json(
-        &serde_json::json!({ "store": store, "forgotten": id }),
-    ))
-}
-
 /// The query of `GET /events`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -702,27 +468,6 @@ fn events(q: EventsQuery, st: AppState) -> warp::reply::Response {
     warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response()
 }
 
-/// `GET /memory/stats`: the episodic and long-term stores' figures.
-async fn memory_stats(st: AppState) -> Resp {
-    let a = &st.rt.addrs;
-    let episodic = match &a.episodic_memory {
-        Some(e) => serde_json::to_value(reply(
-            "episodic_memory",
-            e.send(EpisodicStatsRequest).await,
-        )?)
-        .unwrap_or_default(),
-        None => serde_json::Value::Null,
-    };
-    let long = match &a.long_term_memory {
-        Some(l) => serde_json::to_value(reply("long_term_memory", l.send(LongStatsRequest).await)?)
-            .unwrap_or_default(),
-        None => serde_json::Value::Null,
-    };
-    Ok(json(
-        &serde_json::json!({ "episodic": episodic, "long_term": long }),
-    ))
-}
-
 /// `POST /vision/generate`: a picture from the `generate_image` arguments.
 async fn vision_generate(st: AppState, req: ImageRequest) -> Resp {
     let image = st
@@ -761,87 +506,4 @@ async fn vision_stats(st: AppState) -> Resp {
         "image_tool",
         image.send(ImageStatsRequest).await,
     )?))
-}
-
-/// The OpenAPI 3 description of the REST routes.
-pub fn openapi() -> serde_json::Value {
-    let op = |summary: &str, body: Option<&str>| {
-        let mut o = serde_json::json!({ "summary": summary, "responses": {
-            "200": {"description": "OK (JSON)"},
-            "4XX": {"description": "{\"error\": {\"code\", \"message\"}}"} } });
-        if let Some(b) = body {
-            o["requestBody"] = serde_json::json!({ "required": true,
-                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
-        }
-        o
-    };
-    serde_json::json!({
-        "openapi": "3.0.3",
-        "info": { "title": "THAU", "version": env!("CARGO_PKG_VERSION") },
-        "paths": {
-            "/": { "get": { "summary": "The web page (text/html; its assets under /static/)",
-                "responses": {"200": {"description": "HTML"}}}},
-            "/health": { "get": op("Actors' health", None) },
-            "/metrics": { "get": op("Prometheus metrics (text)", None) },
-            "/chat/message": { "post": op("One chat turn", Some("ChatRequest")) },
-            "/vision/chat": { "post": op("A chat turn with automatic tool detection", Some("ChatRequest")) },
-            "/vision/generate": { "post": op("Generate a picture", Some("ImageRequest")) },
-            "/vision/image/{filename}": { "get": {
-                "summary": "A picture the ImageTool made (image/png)",
-                "parameters": [{"name": "filename", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "PNG"}, "404": {"description": "no such picture"}}}},
-            "/vision/stats": { "get": op("Pictures made, backend, device", None) },
-            "/train/interaction": { "post": op("Feedback on a chat turn (auto-tuning)", Some("Interaction")) },
-            "/train/stats": { "get": op("Learning sessions with loss curves, the model's age and size, tuning", None) },
-            "/memory/store": { "post": op("Remember a text (long-term)", Some("StoreBody")) },
-            "/memory/recall": { "post": op("Recall from every store", Some("RecallBody")) },
-            "/memory/stats": { "get": op("Memory stores' figures", None) },
-            "/memory/{store}/items": { "get": {
-                "summary": "List a store (short, episodic, long), or search it with q",
-                "parameters": [
-                    {"name": "store", "in": "path", "required": true, "schema": {"type": "string", "enum": ["short", "episodic", "long"]}},
-                    {"name": "q", "in": "query", "schema": {"type": "string"}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ITEMS}},
-                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "after", "in": "query", "schema": {"type": "string", "format": "uuid"}}],
-                "responses": {"200": {"description": "OK (JSON)"}, "404": {"description": "no such store"}}}},
-            "/memory/{store}/items/{id}": {
-                "get": { "summary": "One item: an episode or memory by id, a conversation window by name",
-                    "parameters": [
-                        {"name": "store", "in": "path", "required": true, "schema": {"type": "string"}},
-                        {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                    "responses": {"200": {"description": "OK (JSON)"}, "404": {"description": "no such item"}}},
-                "delete": { "summary": "Forget one item (API key)",
-                    "parameters": [
-                        {"name": "store", "in": "path", "required": true, "schema": {"type": "string"}},
-                        {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                    "responses": {"200": {"description": "OK (JSON)"}, "404": {"description": "no such item"}}}},
-            "/events": { "get": {
-                "summary": "The runtime event stream (server-sent events; message events only with all=true)",
-                "parameters": [{"name": "all", "in": "query", "schema": {"type": "boolean"}}],
-                "responses": {"200": {"description": "text/event-stream"}}}},
-            "/api/tags": { "get": op("Ollama: the models served", None) },
-            "/api/generate": { "post": op("Ollama: complete a prompt (NDJSON stream unless stream is false)", None) },
-            "/api/chat": { "post": op("Ollama: the next chat message (NDJSON stream unless stream is false)", None) },
-            "/v1/chat/completions": { "post": op("OpenAI: chat completion (SSE when stream is true)", None) },
-            "/ws/chat": { "get": {
-                "summary": "WebSocket chat: JSON events with a `type` (session.update, message.create, response.cancel, feedback → session.created, response.delta, tool.call, tool.result, response.done, feedback.recorded, error)",
-                "responses": {"101": {"description": "switching protocols"}}}},
-        },
-        "components": { "schemas": {
-            "ChatRequest": {"type": "object", "required": ["message"], "properties": {
-                "session": {"type": "string"}, "message": {"type": "string"},
-                "max_tokens": {"type": "integer"}, "temperature": {"type": "number"}, "seed": {"type": "integer"}}},
-            "ImageRequest": serde_json::from_str::<serde_json::Value>(crate::tools::BUILTIN_TOOLS[0].1)
-                .map(|m| m["parameters"].clone()).unwrap_or_default(),
-            "Interaction": {"type": "object", "required": ["turn", "rating"], "properties": {
-                "session": {"type": "string"}, "turn": {"type": "string"},
-                "rating": {"type": "string", "enum": ["up", "down"]}, "note": {"type": "string"}}},
-            "StoreBody": {"type": "object", "required": ["text"], "properties": {
-                "text": {"type": "string"}, "source": {"type": "string"},
-                "importance": {"type": "number", "minimum": 0, "maximum": 1}}},
-            "RecallBody": {"type": "object", "required": ["query"], "properties": {
-                "query": {"type": "string"}, "limit": {"type": "integer", "minimum": 1, "maximum": MAX_RECALL}}},
-        }}
-    })
 }
