@@ -30,6 +30,8 @@ pub mod replay;
 pub mod runtime;
 pub mod server;
 pub mod status;
+#[doc(hidden)]
+pub mod testing;
 pub mod tools;
 
 pub use error::{Result, ThauError};

@@ -1448,7 +1448,7 @@ fn with_bench_server<T: Send + 'static>(
     max_sessions: usize,
     client: impl FnOnce(
             std::net::SocketAddr,
-            &dyn Fn() -> Option<thau::model::batch::EngineStats>,
+            &dyn Fn() -> Option<thau::model::decode::batch::EngineStats>,
         ) -> Result<T>
         + Send
         + 'static,

@@ -6,11 +6,12 @@ mod common;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use thau::export::{export_gguf, modelfile, verify, ExportType};
 use thau::model::checkpoint::Checkpoint;
 use thau::model::train::Trainer;
+use thau::testing::max_diff;
 
 /// A tiny model trained briefly (so that its predictions are confident), as a checkpoint.
 fn trained(dir: &Path) -> Checkpoint {
@@ -91,14 +92,7 @@ fn f32_export_matches_the_native_logits_and_q8_0_the_greedy_tokens() {
         thau::model::transformer::from_tensors(ck.weights.clone(), &ck.config, &Device::Cpu)
             .unwrap();
     let native_last = native.forward_last(&x, None).unwrap().squeeze(0).unwrap();
-    let d: f32 = (last - native_last)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(D::Minus1)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let d = max_diff(&last, &native_last);
     assert!(d < 1e-3, "f32 logits differ by {d}");
     // Every position, one token at a time.
     let v = verify(&ck, &f32_path, &prompts).unwrap();

@@ -13,6 +13,7 @@ use thau::model::growth::{grow, grow_moments, grown_config, resized, Placement};
 use thau::model::train::Trainer;
 use thau::model::transformer::{from_tensors, init_weights, is_norm, Thau};
 use thau::model::ModelConfig;
+use thau::testing::max_diff;
 
 /// Random weights with non-trivial norm gains (so the gain rescaling is exercised).
 fn random_weights(cfg: &ModelConfig, seed: u64) -> HashMap<String, Tensor> {
@@ -44,19 +45,6 @@ fn batch(cfg: &ModelConfig, n: usize) -> (Tensor, Tensor) {
         all.narrow(1, 0, n).unwrap().contiguous().unwrap(),
         all.narrow(1, 1, n).unwrap().contiguous().unwrap(),
     )
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 /// Grows `weights` from `from` into `to` and checks logits and loss on a fixed batch.

@@ -22,8 +22,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::actors::{guarded, ActorBase, ActorError, Reply, ThauActor, Tunable};
 use crate::learn::tuning::Knob;
-use crate::model::batch::{Engine, Job, ServedModel};
 use crate::model::checkpoint;
+use crate::model::decode::batch::{Engine, Job, ServedModel};
 use crate::model::generate::{generate, score, Generation, SamplingParams};
 use crate::model::gguf::GgufModel;
 use crate::model::tokenizer::{Message as ChatMessage, ThauTokenizer};
@@ -148,7 +148,7 @@ impl WeightsCell {
     }
 
     /// The decode thread's counters, when there is one.
-    pub fn engine_stats(&self) -> Option<crate::model::batch::EngineStats> {
+    pub fn engine_stats(&self) -> Option<crate::model::decode::batch::EngineStats> {
         self.engine.as_ref().map(Engine::stats)
     }
 

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::tokenizer::ThauTokenizer;
-use super::transformer::{KvCache, Thau};
+use super::{KvCache, Thau};
 use super::{ModelError, Result};
 
 /// How to sample.
@@ -227,7 +227,7 @@ pub fn generate_with(
 }
 
 /// One generation as a state machine, so that a scheduler can advance many of them a token
-/// at a time ([`super::batch`]): feed [`Sequence::input`] to the model, hand the logits of
+/// at a time ([`super::decode::batch`]): feed [`Sequence::input`] to the model, hand the logits of
 /// its last position to [`Sequence::accept`], until [`Sequence::is_done`].
 #[derive(Debug, Clone)]
 pub struct Sequence {

@@ -2,32 +2,33 @@
 //!
 //! - [`config`]: [`ModelConfig`] and the six ages;
 //! - [`ops`]: fused CPU ops with hand-written backward passes (RMSNorm, RoPE, causal
-//!   softmax, cross-entropy);
-//! - [`transformer`]: [`Thau`], the decoder itself, and its [`KvCache`];
-//! - [`generate`]: sampling and streaming ([`generate::Sequence`]); [`batch`]: one decode
-//!   thread batching every session's next token (and new prompts) into one forward pass;
-//!   [`packed`]: the inference-only kernels of that pass (packed weights, host attention);
-//! - [`tokenizer`]: the byte-level BPE [`ThauTokenizer`] and the chat template;
+//!   softmax and attention, SwiGLU, the LM-head loss, linear), one file per op family;
+//! - [`transformer`]: [`Thau`], the decoder itself (its layers, the training path, weight
+//!   initialisation and loading);
+//! - [`decode`]: serving: the [`KvCache`], the packed host decoding path (packed weights,
+//!   host attention, AMX) and [`decode::batch`], one decode thread batching every
+//!   session's next token (and new prompts) into one forward pass;
+//! - [`generate`]: sampling with a KV cache, streaming and scoring
+//!   ([`generate::Sequence`]);
+//! - [`tokenizer`]: the byte-level BPE [`ThauTokenizer`](tokenizer::ThauTokenizer) and
+//!   the chat template;
 //! - [`data`]: corpora (text, JSONL) turned into packed training windows;
 //! - [`optim`]: AdamW with decoupled decay, gradient clipping, warmup + cosine schedule;
 //! - [`checkpoint`]: atomic checkpoints under `checkpoints/age_N/`;
 //! - [`train`]: the [`Trainer`](train::Trainer) loop with evaluation and resume;
-//! - [`generate`]: sampling with a KV cache, streaming and scoring;
 //! - [`gguf`]: chat with a `llama`-architecture GGUF file (our export or another model);
 //! - [`growth`]: exact, function-preserving growth from one age to the next;
 //! - [`policy`]: when to grow (loss plateau, examples seen, probe accuracy).
 
-pub mod amx;
-pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod decode;
 pub mod generate;
 pub mod gguf;
 pub mod growth;
 pub mod ops;
 pub mod optim;
-pub mod packed;
 pub mod policy;
 pub mod tokenizer;
 pub mod train;
@@ -35,7 +36,8 @@ pub mod transformer;
 
 pub use config::{ModelConfig, AGES};
 
-pub use transformer::{KvCache, Thau};
+pub use decode::kv::KvCache;
+pub use transformer::Thau;
 
 use std::path::PathBuf;
 

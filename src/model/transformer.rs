@@ -1,6 +1,7 @@
 //! [`Thau`]: the Llama-style decoder. Read top to bottom: rotary tables → attention →
-//! SwiGLU MLP → block → model. Every layer has `load(vb, cfg)` and `forward`; the KV cache
-//! ([`KvCache`]) is an explicit argument so the same weights serve training and decoding.
+//! SwiGLU MLP → block → model → weight initialisation and loading. Every layer has
+//! `load(vb, cfg)` and `forward`; the KV cache ([`KvCache`]) is an explicit argument so
+//! the same weights serve training and decoding.
 //!
 //! ```text
 //! ids [B, T] → token_embd → N × ( x + attn(rms_norm(x)),  x + mlp(rms_norm(x)) )
@@ -8,23 +9,25 @@
 //! ```
 //! Tensor names follow GGUF's `llama` layout (`token_embd.weight`,
 //! `blk.N.attn_q.weight`, …) so export is a rename-free copy.
+//!
+//! This is the tensor path, the one training differentiates. An inference model also
+//! packs its weights for the host decoding path ([`super::decode`]), which
+//! [`Thau::forward_rows`] and [`Thau::forward_seqs`] take when it exists.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
-use rayon::prelude::*;
 
 use super::config::ModelConfig;
+use super::decode::kv::{KvCache, LayerKv};
+use super::decode::packed::{DecodeWeights, PackedBlock};
 use super::ops::{
     self, causal_attention, lm_head_cross_entropy, rms_norm, rope_i, small_linear, swiglu,
-};
-use super::packed::{
-    attend_one, rms_norm_rows, rotate_pairs, swiglu_rows, AppendRows, PackedLinear, KV_DTYPE,
 };
 use super::{ModelError, Result};
 
@@ -33,7 +36,11 @@ const INIT_STD: f64 = 0.02;
 
 /// `x @ wᵀ` for `x` of any rank `[.., in]` and `w` `[out, in]`, through one 2-D matmul
 /// (candle's broadcast matmul would sum the weight gradient over a broadcast batch).
-fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+///
+/// A helper of its own rather than [`ops::linear`], which it calls: that op takes 2-D
+/// inputs only, while the layers pass `[B, T, in]`; and a few rows without gradient
+/// (decoding) take [`small_linear`]'s dot products instead.
+fn linear_nd(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     let dims = x.dims().to_vec();
     let inner = dims[dims.len() - 1];
     let rows = x.elem_count() / inner;
@@ -78,132 +85,6 @@ impl Rope {
         ))
     }
 }
-
-/// Positions a layer's KV buffers hold at first; they double when full (up to the
-/// context). Small, because a buffer of the whole context per layer and sequence (18 MB
-/// for age 0 at 1,024 positions) made every new chat session fault in and zero fresh
-/// pages: a sixth of a 32-session decoding run went to the kernel clearing pages.
-const KV_INITIAL_CAPACITY: usize = 128;
-
-/// Keys and values of one layer, in buffers with room for more positions (no
-/// concatenation per token; a full buffer is copied once into one twice its size).
-#[derive(Debug, Clone)]
-struct LayerKv {
-    k: Tensor, // [B, H, capacity, hd]
-    v: Tensor, // [B, H, capacity, hd]
-    len: usize,
-}
-
-impl LayerKv {
-    /// A layer's cache with room for at least `needed` positions of keys and values
-    /// shaped `[B, H, _, hd]`, keeping what `old` holds: exactly `room` positions when
-    /// they suffice (the cache's hint, see [`KvCache::with_room`]), else a power of two.
-    fn with_room(
-        old: Option<LayerKv>,
-        (b, h, hd): (usize, usize, usize),
-        (needed, room): (usize, usize),
-        max_seq_len: usize,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<LayerKv> {
-        let capacity = if needed <= room {
-            room.min(max_seq_len.max(needed))
-        } else {
-            needed
-                .max(KV_INITIAL_CAPACITY)
-                .next_power_of_two()
-                .min(max_seq_len.max(needed))
-        };
-        // SAFETY: uninitialised buffers of plain numbers; every reader of a cache reads
-        // its first `len` positions only, which are written before `len` grows. Zeroing
-        // them cost a memset of every new session's buffers.
-        let (k, v) = unsafe {
-            (
-                Tensor::empty((b, h, capacity, hd), dtype, dev)?,
-                Tensor::empty((b, h, capacity, hd), dtype, dev)?,
-            )
-        };
-        let len = match old {
-            Some(o) if o.len > 0 => {
-                let keep = |t: &Tensor| t.narrow(2, 0, o.len)?.to_dtype(dtype)?.contiguous();
-                k.slice_set(&keep(&o.k)?, 2, 0)?;
-                v.slice_set(&keep(&o.v)?, 2, 0)?;
-                o.len
-            }
-            _ => 0,
-        };
-        Ok(LayerKv { k, v, len })
-    }
-
-    /// Positions the buffers hold.
-    fn capacity(&self) -> usize {
-        self.k.dims()[2]
-    }
-
-    /// The cache in `slot`, grown to hold `extra` more positions, in `dtype` (a cache
-    /// the other path began is converted: the packed path keeps f16, the tensor path
-    /// the model's type).
-    fn reserve<'a>(
-        slot: &'a mut Option<LayerKv>,
-        shape: (usize, usize, usize),
-        (extra, room): (usize, usize),
-        max_seq_len: usize,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<&'a mut LayerKv> {
-        let len = slot.as_ref().map_or(0, |kv| kv.len);
-        if slot
-            .as_ref()
-            .is_none_or(|kv| len + extra > kv.capacity() || kv.k.dtype() != dtype)
-        {
-            let needed = (len + extra, room);
-            let grown = LayerKv::with_room(slot.take(), shape, needed, max_seq_len, dtype, dev)?;
-            *slot = Some(grown);
-        }
-        match slot {
-            Some(kv) => Ok(kv),
-            None => candle_core::bail!("KV cache slot empty after reserve"),
-        }
-    }
-}
-
-/// Keys and values of the positions seen so far, per layer.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<Option<LayerKv>>,
-    /// Positions to make room for when a layer's buffers are first allocated (0: the
-    /// default [`KV_INITIAL_CAPACITY`]).
-    room: usize,
-}
-
-impl KvCache {
-    pub fn new(n_layers: usize) -> Self {
-        KvCache {
-            layers: vec![None; n_layers],
-            room: 0,
-        }
-    }
-
-    /// A cache whose buffers start with room for `positions` (a generation that knows
-    /// its prompt and token budget allocates once and never copies into larger ones).
-    pub fn with_room(n_layers: usize, positions: usize) -> Self {
-        KvCache {
-            layers: vec![None; n_layers],
-            room: positions,
-        }
-    }
-    /// Number of positions already in the cache.
-    pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map_or(0, |l| l.len)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// Causal multi-head self-attention with RoPE on queries and keys.
 #[derive(Debug, Clone)]
 struct Attention {
@@ -233,7 +114,7 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let (h, hd) = (self.n_heads, self.head_dim);
         let heads = |w: &Tensor| -> candle_core::Result<Tensor> {
-            linear(x, w)? // [B, T, H*hd]
+            linear_nd(x, w)? // [B, T, H*hd]
                 .reshape((b, t, h, hd))? // [B, T, H, hd]
                 .transpose(1, 2) // [B, H, T, hd]
         };
@@ -293,7 +174,7 @@ impl Attention {
         let y = y
             .transpose(1, 2)?
             .reshape((b, t, self.n_heads * self.head_dim))?; // [B, T, H*hd]
-        Ok(linear(&y, &self.wo)?)
+        Ok(linear_nd(&y, &self.wo)?)
     }
 
     /// One new position for each of N sequences, `x` `[N, 1, d]`, row `i` continuing
@@ -324,98 +205,7 @@ impl Attention {
         let y = y
             .transpose(1, 2)?
             .reshape((n, 1, self.n_heads * self.head_dim))?; // [N, 1, H*hd]
-        Ok(linear(&y, &self.wo)?)
-    }
-
-    /// The attention of new positions on host values: sequence `i` continues `caches[i]`
-    /// by `counts[i]` tokens, whose rows follow each other in `qkv` `[R, 3·H·hd]`
-    /// (queries, keys, values, before RoPE; R = Σ counts). The rows are rotated in place,
-    /// their keys and values appended to the caches, and each row attends to its cache up
-    /// to its own position (causal): `[R, H·hd]`.
-    fn attend_rows_host(
-        &self,
-        qkv: &mut [f32],
-        caches: &mut [(&mut Option<LayerKv>, usize)],
-        counts: &[usize],
-        max_seq_len: usize,
-        tables: &RopeTables,
-        dev: &Device,
-    ) -> Result<Vec<f32>> {
-        let (h, hd) = (self.n_heads, self.head_dim);
-        let (a, half) = (h * hd, hd / 2);
-        // Each sequence's rows: rotate the queries and keys, append the keys and values
-        // to its cache. Sequences are independent, so this runs over the threads too.
-        let mut blocks: Vec<&mut [f32]> = Vec::with_capacity(counts.len());
-        let mut rest = &mut qkv[..];
-        for &m in counts {
-            let (block, tail) = rest.split_at_mut(m * 3 * a); // [m, 3a]
-            blocks.push(block);
-            rest = tail;
-        }
-        let appended = caches
-            .par_iter_mut()
-            .zip(blocks)
-            .zip(counts)
-            .map(
-                |(((slot, room), block), &m)| -> candle_core::Result<(Tensor, Tensor, usize)> {
-                    let room = *room;
-                    let start = slot.as_ref().map_or(0, |kv| kv.len);
-                    for (j, row) in block.chunks_exact_mut(3 * a).enumerate() {
-                        let angles = (start + j) * half..(start + j + 1) * half;
-                        let (cos, sin) = (&tables.cos[angles.clone()], &tables.sin[angles]);
-                        for head in row[..2 * a].chunks_exact_mut(hd) {
-                            rotate_pairs(head, cos, sin);
-                        }
-                    }
-                    let kv =
-                        LayerKv::reserve(slot, (1, h, hd), (m, room), max_seq_len, KV_DTYPE, dev)?;
-                    for (t, offset) in [(&kv.k, a), (&kv.v, 2 * a)] {
-                        let (rows, stride, heads, head_dim, at) = (&*block, 3 * a, h, hd, kv.len);
-                        t.inplace_op1(&AppendRows {
-                            rows,
-                            stride,
-                            offset,
-                            heads,
-                            head_dim,
-                            at,
-                        })?;
-                    }
-                    kv.len += m;
-                    Ok((kv.k.clone(), kv.v.clone(), start))
-                },
-            )
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        // Per row: its sequence's cache buffers and the positions it may see.
-        let mut rows: Vec<(Tensor, Tensor, usize)> = Vec::with_capacity(counts.iter().sum());
-        for ((k, v, start), &m) in appended.into_iter().zip(counts) {
-            rows.extend((1..=m).map(|j| (k.clone(), v.clone(), start + j)));
-        }
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut y = vec![0.0f32; rows.len() * a]; // [R, H, hd]
-        let qkv = &*qkv;
-        y.par_chunks_mut(hd)
-            .enumerate()
-            .try_for_each(|(j, out)| -> candle_core::Result<()> {
-                let (i, head) = (j / h, j % h);
-                let (k, v, len) = &rows[i];
-                let q = &qkv[i * 3 * a + head * hd..][..hd];
-                let cap = k.dims()[2];
-                let span = head * cap * hd..(head * cap + len) * hd;
-                let (ks, kl) = k.storage_and_layout();
-                let (vs, vl) = v.storage_and_layout();
-                let (kc, vc) = (cpu_f16(&ks, kl)?, cpu_f16(&vs, vl)?);
-                attend_one(q, &kc[span.clone()], &vc[span], scale, out);
-                Ok(())
-            })?;
-        Ok(y)
-    }
-}
-
-/// The contiguous f16 values of a CPU tensor's storage (a packed-path cache).
-fn cpu_f16<'a>(s: &'a Storage, l: &Layout) -> candle_core::Result<&'a [half::f16]> {
-    match (s, l.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F16(v)), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("KV cache: expected contiguous f16 on the CPU"),
+        Ok(linear_nd(&y, &self.wo)?)
     }
 }
 
@@ -438,51 +228,10 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = linear(x, &self.gate)?; // [.., d_ff]
-        let u = linear(x, &self.up)?; // [.., d_ff]
-        Ok(linear(&swiglu(&g, &u)?, &self.down)?)
+        let g = linear_nd(x, &self.gate)?; // [.., d_ff]
+        let u = linear_nd(x, &self.up)?; // [.., d_ff]
+        Ok(linear_nd(&swiglu(&g, &u)?, &self.down)?)
     }
-}
-
-/// A block's weights packed for batched decoding ([`PackedLinear`]).
-#[derive(Debug, Clone)]
-struct PackedBlock {
-    qkv: PackedLinear,     // [3·H·hd, d]
-    o: PackedLinear,       // [d, H·hd]
-    gate_up: PackedLinear, // [2·d_ff, d]
-    down: PackedLinear,    // [d, d_ff]
-    attn_norm: Vec<f32>,   // [d]
-    ffn_norm: Vec<f32>,    // [d]
-}
-
-impl PackedBlock {
-    fn pack(b: &Block) -> candle_core::Result<Self> {
-        let (a, m) = (&b.attn, &b.mlp);
-        Ok(PackedBlock {
-            qkv: PackedLinear::pack(&[&a.wq, &a.wk, &a.wv])?,
-            o: PackedLinear::pack(&[&a.wo])?,
-            gate_up: PackedLinear::pack(&[&m.gate, &m.up])?,
-            down: PackedLinear::pack(&[&m.down])?,
-            attn_norm: b.attn_norm.to_dtype(DType::F32)?.to_vec1()?,
-            ffn_norm: b.ffn_norm.to_dtype(DType::F32)?.to_vec1()?,
-        })
-    }
-}
-
-/// The RoPE angles on the host, f32: `[max_seq_len, head_dim / 2]` each.
-#[derive(Debug)]
-struct RopeTables {
-    cos: Vec<f32>,
-    sin: Vec<f32>,
-}
-
-/// Every weight matrix of the model packed for batched decoding.
-#[derive(Debug)]
-struct DecodeWeights {
-    blocks: Vec<PackedBlock>,
-    lm_head: PackedLinear, // [V, d]
-    norm: Vec<f32>,        // [d]
-    rope: RopeTables,
 }
 
 /// One pre-norm decoder block.
@@ -513,15 +262,7 @@ impl Block {
         cache: Option<&mut Option<LayerKv>>,
         max_seq_len: usize,
     ) -> Result<Tensor> {
-        let h = self.attn.forward(
-            &rms_norm(x, &self.attn_norm, self.eps)?,
-            rope,
-            cache,
-            max_seq_len,
-        )?;
-        let x = (x + h)?;
-        let x = (&x + self.mlp.forward(&rms_norm(&x, &self.ffn_norm, self.eps)?)?)?;
-        Ok(x)
+        self.residual(x, |x| self.attn.forward(x, rope, cache, max_seq_len))
     }
 
     /// [`Block::forward`] for one new position of N sequences (see
@@ -533,51 +274,32 @@ impl Block {
         caches: &mut [&mut Option<LayerKv>],
         max_seq_len: usize,
     ) -> Result<Tensor> {
-        let h = self.attn.forward_rows(
-            &rms_norm(x, &self.attn_norm, self.eps)?,
-            rope,
-            caches,
-            max_seq_len,
-        )?;
+        self.residual(x, |x| self.attn.forward_rows(x, rope, caches, max_seq_len))
+    }
+
+    /// The block around an attention, which is all that [`Block::forward`] and
+    /// [`Block::forward_rows`] change: `x + attend(rms_norm(x))`, then the MLP's residual.
+    fn residual(
+        &self,
+        x: &Tensor,
+        attend: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let h = attend(&rms_norm(x, &self.attn_norm, self.eps)?)?;
         let x = (x + h)?;
         let x = (&x + self.mlp.forward(&rms_norm(&x, &self.ffn_norm, self.eps)?)?)?;
         Ok(x)
     }
 
-    /// [`Block::forward_rows`] on host values `x` `[R, d]` (updated in place) through the
-    /// packed weights, sequence `i` continuing `caches[i]` by `counts[i]` rows: five
-    /// parallel passes per block (three matmuls, the attention, the MLP's second matmul)
-    /// and no candle op but the cache writes, because at 32 rows the per-op dispatch and
-    /// thread wake-ups of the tensor path cost as much as the maths.
-    fn forward_rows_host(
-        &self,
-        x: &mut [f32],
-        caches: &mut [(&mut Option<LayerKv>, usize)],
-        counts: &[usize],
-        max_seq_len: usize,
-        (p, tables): (&PackedBlock, &RopeTables),
-        dev: &Device,
-    ) -> Result<()> {
-        let r = counts.iter().sum();
-        let f = self.mlp.gate.dim(0)?;
-        let mut qkv = p.qkv.matmul(&rms_norm_rows(x, &p.attn_norm, self.eps), r)?; // [R, 3a]
-        let y = self
-            .attn
-            .attend_rows_host(&mut qkv, caches, counts, max_seq_len, tables, dev)?; // [R, a]
-        add_into(x, &p.o.matmul(&y, r)?); // x += o(y)
-        let gu = p
-            .gate_up
-            .matmul(&rms_norm_rows(x, &p.ffn_norm, self.eps), r)?; // [R, 2f]
-        add_into(x, &p.down.matmul(&swiglu_rows(&gu, f), r)?); // x += down(act)
-        Ok(())
+    /// This block's weights packed for the host decoding path.
+    fn pack(&self) -> candle_core::Result<PackedBlock> {
+        let (a, m) = (&self.attn, &self.mlp);
+        PackedBlock::pack(
+            [&a.wq, &a.wk, &a.wv, &a.wo],
+            [&m.gate, &m.up, &m.down],
+            [&self.attn_norm, &self.ffn_norm],
+        )
     }
 }
-
-/// `x += y`, element by element.
-fn add_into(x: &mut [f32], y: &[f32]) {
-    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
-}
-
 /// The THAU decoder.
 #[derive(Debug, Clone)]
 pub struct Thau {
@@ -615,18 +337,13 @@ impl Thau {
     /// this when it loads or swaps in a model. Nothing for trainable models.
     pub fn prepare_for_serving(&self) {
         if let Some(p) = self.decode_weights() {
-            for b in &p.blocks {
-                for lin in [&b.qkv, &b.o, &b.gate_up, &b.down] {
-                    lin.prepare_tiles();
-                }
-            }
-            p.lm_head.prepare_tiles();
+            p.prepare_tiles();
         }
     }
 
     /// The packed decoding weights: only for f32 CPU weights that are not trained in
     /// place (a `Var` changes under a packed copy), else `None` (the plain path).
-    fn decode_weights(&self) -> Option<&DecodeWeights> {
+    pub(in crate::model) fn decode_weights(&self) -> Option<&DecodeWeights> {
         self.packed
             .get_or_init(|| {
                 let plain = self.embed.device().is_cpu()
@@ -637,19 +354,13 @@ impl Thau {
                     return None;
                 }
                 let packed = || -> candle_core::Result<DecodeWeights> {
-                    Ok(DecodeWeights {
-                        blocks: self
-                            .blocks
-                            .iter()
-                            .map(PackedBlock::pack)
-                            .collect::<candle_core::Result<_>>()?,
-                        lm_head: PackedLinear::pack(&[&self.lm_head])?,
-                        norm: self.norm.to_dtype(DType::F32)?.to_vec1()?,
-                        rope: RopeTables {
-                            cos: self.rope.cos.flatten_all()?.to_vec1()?,
-                            sin: self.rope.sin.flatten_all()?.to_vec1()?,
-                        },
-                    })
+                    let blocks = self
+                        .blocks
+                        .iter()
+                        .map(Block::pack)
+                        .collect::<candle_core::Result<_>>()?;
+                    let rope = (&self.rope.cos, &self.rope.sin);
+                    DecodeWeights::pack(&self.embed, blocks, &self.norm, &self.lm_head, rope)
                 };
                 packed()
                     .inspect_err(|e| tracing::warn!("packing the decoding weights failed: {e}"))
@@ -667,20 +378,14 @@ impl Thau {
     pub fn forward(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let h = self.hidden(ids, cache)?; // [B*T, d]
-        Ok(linear(&h, &self.lm_head)?.reshape((b, t, self.cfg.vocab_size))?) // [B, T, V]
+        Ok(linear_nd(&h, &self.lm_head)?.reshape((b, t, self.cfg.vocab_size))?) // [B, T, V]
     }
 
     /// The final normalised hidden states, flattened to `[B*T, d]`.
     pub fn hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let seen = cache.as_ref().map_or(0, |c| c.len());
-        if seen + t > self.cfg.max_seq_len {
-            return Err(ModelError::Data(format!(
-                "sequence of {} tokens exceeds the model's context of {}",
-                seen + t,
-                self.cfg.max_seq_len
-            )));
-        }
+        self.check_context(seen + t)?;
         if let Some(c) = cache.as_deref_mut() {
             c.layers.resize(self.blocks.len(), None);
         }
@@ -724,32 +429,16 @@ impl Thau {
             )));
         }
         for c in caches.iter_mut() {
-            if c.len() + 1 > self.cfg.max_seq_len {
-                return Err(ModelError::Data(format!(
-                    "sequence of {} tokens exceeds the model's context of {}",
-                    c.len() + 1,
-                    self.cfg.max_seq_len
-                )));
-            }
+            self.check_context(c.len() + 1)?;
             c.layers.resize(self.blocks.len(), None);
         }
-        if self.decode_weights().is_some() {
-            let tokens: Vec<&[u32]> = ids.chunks(1).collect();
-            return self.forward_seqs(caches, &tokens);
+        match self.decode_weights() {
+            Some(p) => {
+                let tokens: Vec<&[u32]> = ids.chunks(1).collect();
+                Ok(p.forward_seqs(&self.cfg, caches, &tokens)?)
+            }
+            None => self.rows_tensor(ids, caches),
         }
-        let ids = Tensor::new(ids, self.device())?; // [N]
-        let mut x = self
-            .embed
-            .index_select(&ids, 0)? // [N, d]
-            .reshape((n, 1, self.cfg.d_model))?; // [N, 1, d]
-        for (l, block) in self.blocks.iter().enumerate() {
-            let mut slots: Vec<&mut Option<LayerKv>> =
-                caches.iter_mut().map(|c| &mut c.layers[l]).collect();
-            x = block.forward_rows(&x, &self.rope, &mut slots, self.cfg.max_seq_len)?;
-        }
-        let x = x.reshape((n, self.cfg.d_model))?; // [N, d]
-        let x = rms_norm(&x, &self.norm, self.cfg.rms_eps)?;
-        Ok(linear(&x, &self.lm_head)?) // [N, V]
     }
 
     /// The logits `[N, V]` of the last token of each of N sequences, sequence `i`
@@ -767,83 +456,75 @@ impl Thau {
             )));
         }
         for (c, t) in caches.iter_mut().zip(tokens) {
-            if c.len() + t.len() > self.cfg.max_seq_len {
-                return Err(ModelError::Data(format!(
-                    "sequence of {} tokens exceeds the model's context of {}",
-                    c.len() + t.len(),
-                    self.cfg.max_seq_len
-                )));
-            }
+            self.check_context(c.len() + t.len())?;
             c.layers.resize(self.blocks.len(), None);
         }
-        let dev = self.device();
-        let Some(p) = self.decode_weights() else {
-            // The tensor path: the one-token sequences in one batched step, each prompt in
-            // a pass of its own.
-            let (single, ones): (Vec<usize>, Vec<u32>) = (0..n)
-                .filter(|&i| tokens[i].len() == 1)
-                .map(|i| (i, tokens[i][0]))
-                .unzip();
-            let mut out: Vec<Option<Tensor>> = vec![None; n];
-            if !single.is_empty() {
-                let mut cs: Vec<&mut KvCache> = caches
-                    .iter_mut()
-                    .enumerate()
-                    .filter(|(i, _)| tokens[*i].len() == 1)
-                    .map(|(_, c)| &mut **c)
-                    .collect();
-                let l = self.forward_rows(&ones, &mut cs)?; // [S, V]
-                for (j, &i) in single.iter().enumerate() {
-                    out[i] = Some(l.narrow(0, j, 1)?);
-                }
-            }
-            for (i, c) in caches.iter_mut().enumerate() {
-                if tokens[i].len() > 1 {
-                    let ids = Tensor::new(tokens[i], dev)?.unsqueeze(0)?; // [1, T]
-                    out[i] = Some(self.forward_last(&ids, Some(&mut **c))?); // [1, V]
-                }
-            }
-            let out: Vec<Tensor> = out.into_iter().flatten().collect();
-            return Ok(Tensor::cat(&out, 0)?); // [N, V]
-        };
-        // On a pool thread: each of the pass's parallel products then runs on the calling
-        // thread and wakes only the others, instead of blocking this thread and waking
-        // every worker (a decoding step makes about 30 of them).
-        rayon::scope(|_| self.forward_seqs_packed(caches, tokens, p))
+        match self.decode_weights() {
+            Some(p) => Ok(p.forward_seqs(&self.cfg, caches, tokens)?),
+            None => self.seqs_tensor(caches, tokens),
+        }
     }
 
-    /// [`Thau::forward_seqs`] through the packed weights.
-    fn forward_seqs_packed(
-        &self,
-        caches: &mut [&mut KvCache],
-        tokens: &[&[u32]],
-        p: &DecodeWeights,
-    ) -> Result<Tensor> {
-        let (n, dev) = (tokens.len(), self.device());
-        let counts: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
-        let ids: Vec<u32> = tokens.concat();
-        let ids = Tensor::new(ids.as_slice(), dev)?; // [R]
-        let mut x: Vec<f32> = self.embed.index_select(&ids, 0)?.flatten_all()?.to_vec1()?; // [R, d]
+    /// [`Thau::forward_rows`] on the tensor path, for checked inputs and caches with a
+    /// slot per layer.
+    fn rows_tensor(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let n = ids.len();
+        let ids = Tensor::new(ids, self.device())?; // [N]
+        let mut x = self
+            .embed
+            .index_select(&ids, 0)? // [N, d]
+            .reshape((n, 1, self.cfg.d_model))?; // [N, 1, d]
         for (l, block) in self.blocks.iter().enumerate() {
-            let mut slots: Vec<(&mut Option<LayerKv>, usize)> = caches
+            let mut slots: Vec<&mut Option<LayerKv>> =
+                caches.iter_mut().map(|c| &mut c.layers[l]).collect();
+            x = block.forward_rows(&x, &self.rope, &mut slots, self.cfg.max_seq_len)?;
+        }
+        let x = x.reshape((n, self.cfg.d_model))?; // [N, d]
+        let x = rms_norm(&x, &self.norm, self.cfg.rms_eps)?;
+        Ok(linear_nd(&x, &self.lm_head)?) // [N, V]
+    }
+
+    /// [`Thau::forward_seqs`] on the tensor path, for checked inputs and caches with a
+    /// slot per layer: the one-token sequences in one batched step, each prompt in a pass
+    /// of its own.
+    fn seqs_tensor(&self, caches: &mut [&mut KvCache], tokens: &[&[u32]]) -> Result<Tensor> {
+        let (n, dev) = (tokens.len(), self.device());
+        let (single, ones): (Vec<usize>, Vec<u32>) = (0..n)
+            .filter(|&i| tokens[i].len() == 1)
+            .map(|i| (i, tokens[i][0]))
+            .unzip();
+        let mut out: Vec<Option<Tensor>> = vec![None; n];
+        if !single.is_empty() {
+            let mut cs: Vec<&mut KvCache> = caches
                 .iter_mut()
-                .map(|c| (&mut c.layers[l], c.room))
+                .enumerate()
+                .filter(|(i, _)| tokens[*i].len() == 1)
+                .map(|(_, c)| &mut **c)
                 .collect();
-            let packed = (&p.blocks[l], &p.rope);
-            let max = self.cfg.max_seq_len;
-            block.forward_rows_host(&mut x, &mut slots, &counts, max, packed, dev)?;
+            let l = self.rows_tensor(&ones, &mut cs)?; // [S, V]
+            for (j, &i) in single.iter().enumerate() {
+                out[i] = Some(l.narrow(0, j, 1)?);
+            }
         }
-        // Only each sequence's last row goes through the LM head.
-        let d = self.cfg.d_model;
-        let mut last = Vec::with_capacity(n * d);
-        let mut end = 0;
-        for m in &counts {
-            end += m;
-            last.extend_from_slice(&x[(end - 1) * d..end * d]);
+        for (i, c) in caches.iter_mut().enumerate() {
+            if tokens[i].len() > 1 {
+                let ids = Tensor::new(tokens[i], dev)?.unsqueeze(0)?; // [1, T]
+                out[i] = Some(self.forward_last(&ids, Some(&mut **c))?); // [1, V]
+            }
         }
-        let last = rms_norm_rows(&last, &p.norm, self.cfg.rms_eps);
-        let logits = p.lm_head.matmul(&last, n)?; // [N, V]
-        Ok(Tensor::from_vec(logits, (n, self.cfg.vocab_size), dev)?)
+        let out: Vec<Tensor> = out.into_iter().flatten().collect();
+        Ok(Tensor::cat(&out, 0)?) // [N, V]
+    }
+
+    /// An error if a sequence of `len` positions exceeds the model's context.
+    fn check_context(&self, len: usize) -> Result<()> {
+        if len > self.cfg.max_seq_len {
+            return Err(ModelError::Data(format!(
+                "sequence of {len} tokens exceeds the model's context of {}",
+                self.cfg.max_seq_len
+            )));
+        }
+        Ok(())
     }
 
     /// The logits of the last position only: `[B, V]`.
@@ -946,20 +627,7 @@ pub fn from_tensors(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The largest absolute difference between two tensors of the same shape.
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::testing::max_diff;
 
     #[test]
     fn kv_cache_decoding_matches_the_full_forward() {
@@ -1017,103 +685,5 @@ mod tests {
         // A cache per token, and room in the context, or a clear error.
         let mut one: Vec<&mut KvCache> = batched.iter_mut().take(1).collect();
         assert!(m.forward_rows(&next, &mut one).is_err());
-    }
-
-    #[test]
-    fn a_cache_moves_between_the_tensor_and_the_packed_path() {
-        let cfg = ModelConfig::tiny(50);
-        let vm = init_weights(&cfg, 7, DType::F32, &Device::Cpu).unwrap();
-        let trainable = from_varmap(&vm, &cfg, DType::F32, &Device::Cpu).unwrap();
-        let weights: HashMap<String, Tensor> = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-            .collect();
-        let plain = from_tensors(weights, &cfg, &Device::Cpu).unwrap();
-        let ids = |t: &[u32]| Tensor::new(t, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        // The reference stays on the tensor path; the other cache starts there (f32),
-        // goes through the packed path (f16) and comes back.
-        let (mut reference, mut moved) = (KvCache::new(cfg.n_layers), KvCache::new(cfg.n_layers));
-        trainable
-            .forward_last(&ids(&[1, 2, 3]), Some(&mut reference))
-            .unwrap();
-        plain
-            .forward_last(&ids(&[1, 2, 3]), Some(&mut moved))
-            .unwrap();
-        let want = trainable
-            .forward_last(&ids(&[4, 5]), Some(&mut reference))
-            .unwrap();
-        let got = plain.forward_seqs(&mut [&mut moved], &[&[4, 5]]).unwrap();
-        assert!(max_diff(&got, &want) < 1e-4, "{}", max_diff(&got, &want));
-        let want = trainable
-            .forward_last(&ids(&[6]), Some(&mut reference))
-            .unwrap();
-        let got = plain.forward_last(&ids(&[6]), Some(&mut moved)).unwrap();
-        assert!(max_diff(&got, &want) < 1e-4, "{}", max_diff(&got, &want));
-        assert_eq!(moved.len(), 6);
-    }
-
-    #[test]
-    fn the_packed_path_matches_the_tensor_path_for_prompts_and_steps_together() {
-        let mut cfg = ModelConfig::tiny(50);
-        cfg.max_seq_len = 512;
-        let vm = init_weights(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
-        let trainable = from_varmap(&vm, &cfg, DType::F32, &Device::Cpu).unwrap();
-        let weights: HashMap<String, Tensor> = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-            .collect();
-        let plain = from_tensors(weights, &cfg, &Device::Cpu).unwrap();
-        assert!(
-            plain.decode_weights().is_some(),
-            "plain f32 weights are packed"
-        );
-        assert!(
-            trainable.decode_weights().is_none(),
-            "trainable weights never are"
-        );
-        // A prompt longer than the first KV buffer, one that outgrows it in the next
-        // pass, and a sequence that joins later: prompts and single tokens share passes.
-        let long: Vec<u32> = (0..140).map(|i| (i * 7 % 50) as u32).collect();
-        let near: Vec<u32> = (0..KV_INITIAL_CAPACITY - 2)
-            .map(|i| (i * 3 % 50) as u32)
-            .collect();
-        let script: [Vec<Vec<u32>>; 3] = [
-            vec![long.clone(), near],
-            vec![vec![9], vec![5, 6, 7, 8], vec![2]],
-            vec![vec![11], vec![12], vec![13]],
-        ];
-        let mut ours: Vec<KvCache> = (0..3).map(|_| KvCache::new(cfg.n_layers)).collect();
-        let mut theirs = ours.clone();
-        for step in &script {
-            let n = step.len();
-            let tokens: Vec<&[u32]> = step.iter().map(Vec::as_slice).collect();
-            let mut a: Vec<&mut KvCache> = ours.iter_mut().take(n).collect();
-            let got = plain.forward_seqs(&mut a, &tokens).unwrap(); // [n, V]
-            let mut b: Vec<&mut KvCache> = theirs.iter_mut().take(n).collect();
-            let want = trainable.forward_seqs(&mut b, &tokens).unwrap(); // [n, V]
-            assert_eq!(got.dims(), &[n, 50]);
-            let diff = max_diff(&got, &want);
-            assert!(diff < 1e-4, "{diff}");
-            for (x, y) in ours.iter().zip(&theirs) {
-                assert_eq!(x.len(), y.len());
-            }
-        }
-        assert_eq!(ours[0].len(), 142);
-        assert_eq!(
-            ours[1].len(),
-            KV_INITIAL_CAPACITY + 3,
-            "grown past its first buffer"
-        );
-        // An empty sequence, a missing cache or an overflowing context is an error.
-        let mut one: Vec<&mut KvCache> = ours.iter_mut().take(1).collect();
-        assert!(plain.forward_seqs(&mut one, &[&[]]).is_err());
-        assert!(plain.forward_seqs(&mut one, &[&[1], &[2]]).is_err());
-        assert!(plain.forward_seqs(&mut one, &[&[1u32; 400]]).is_err());
     }
 }

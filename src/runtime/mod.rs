@@ -134,7 +134,7 @@ impl Runtime {
     }
 
     /// The batching decode thread's counters (steps, rows, prefills), when Inference runs.
-    pub fn decode_stats(&self) -> Option<crate::model::batch::EngineStats> {
+    pub fn decode_stats(&self) -> Option<crate::model::decode::batch::EngineStats> {
         self.inference_cell.as_ref()?.engine_stats()
     }
 

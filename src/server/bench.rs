@@ -1,6 +1,6 @@
 //! `thau bench serve`: N concurrent WebSocket chats against a server on this machine —
 //! aggregate tokens/s, time to first token (p50/p99) and the ratio to one session, which
-//! the batching decode thread ([`crate::model::batch`]) is there to raise — and `thau bench
+//! the batching decode thread ([`crate::model::decode::batch`]) is there to raise — and `thau bench
 //! load` ([`run_load`]): many sessions chatting for a while, with errors and p50/p99 latency.
 
 use std::net::SocketAddr;
@@ -101,7 +101,7 @@ pub fn run_rounds(
     sessions: &[usize],
     tokens: usize,
     prompt: &str,
-    stats: &dyn Fn() -> Option<crate::model::batch::EngineStats>,
+    stats: &dyn Fn() -> Option<crate::model::decode::batch::EngineStats>,
 ) -> Result<Vec<ServeRound>> {
     one_chat(addr, prompt, tokens, 0, &Barrier::new(1))?;
     let mut rounds: Vec<ServeRound> = Vec::new();

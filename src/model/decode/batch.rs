@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use candle_core::DType;
 use serde::Serialize;
 
-use super::generate::{Generation, SamplingParams, Sequence};
-use super::tokenizer::ThauTokenizer;
-use super::transformer::{KvCache, Thau};
-use super::{ModelError, Result};
+use super::kv::KvCache;
+use crate::model::generate::{Generation, SamplingParams, Sequence};
+use crate::model::tokenizer::ThauTokenizer;
+use crate::model::{ModelError, Result, Thau};
 
 /// Most generations decoded together.
 pub const MAX_BATCH: usize = 32;
@@ -293,6 +293,7 @@ mod tests {
     use crate::model::generate::generate;
     use crate::model::transformer::{from_tensors, from_varmap, init_weights};
     use crate::model::ModelConfig;
+    use crate::testing::detached;
     use candle_core::Device;
 
     fn served() -> Arc<ServedModel> {
@@ -308,14 +309,7 @@ mod tests {
         cfg.max_seq_len = 128;
         let vm = init_weights(&cfg, 3, DType::F32, &Device::Cpu).unwrap();
         let trainable = from_varmap(&vm, &cfg, DType::F32, &Device::Cpu).unwrap();
-        let weights: std::collections::HashMap<String, candle_core::Tensor> = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-            .collect();
-        let plain = from_tensors(weights, &cfg, &Device::Cpu).unwrap();
+        let plain = from_tensors(detached(&vm), &cfg, &Device::Cpu).unwrap();
         let serve = |model| {
             Arc::new(ServedModel {
                 model,

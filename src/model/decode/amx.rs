@@ -23,6 +23,8 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::SharedOut;
+
 /// Inputs per tile: a row of an A tile is 64 bytes of bf16.
 const CHUNK: usize = 32;
 /// Outputs per tile column block: a row of a C tile is 64 bytes of f32.
@@ -168,21 +170,6 @@ impl AmxLinear {
                 }
             }
         });
-    }
-}
-
-/// The output buffer, shared by the tasks that write disjoint parts of it.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: the tasks write disjoint blocks (see `matmul`), and the buffer outlives them.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// # Safety
-    /// `offset` must be inside the buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        self.0.add(offset)
     }
 }
 
