@@ -37,8 +37,13 @@ pub enum ThauError {
     },
     #[error("actor `{actor}`: {message}")]
     Actor { actor: String, message: String },
+    /// Bad user input: flags, a missing file the user must create first, a malformed file
+    /// (exit 2).
     #[error("{0}")]
     Invalid(String),
+    /// The command could not complete at run time (exit 1).
+    #[error("{0}")]
+    Runtime(String),
     /// The command ran, and what it checked did not hold (failed scenarios).
     #[error("{0}")]
     Failed(String),

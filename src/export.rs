@@ -338,3 +338,23 @@ pub fn reference(ck: &Checkpoint, texts: &[&str]) -> Result<serde_json::Value> {
     }
     Ok(serde_json::json!({ "new_tokens": REFERENCE_NEW_TOKENS, "texts": out }))
 }
+
+/// The checkpoint directory `thau export gguf` exports: `checkpoint` when given, else the
+/// newest of age `age` when given, else the newest of all. No such checkpoint is the
+/// user's to create first (`thau train`): an [`crate::ThauError::Invalid`].
+pub fn checkpoint_to_export(
+    home: &crate::home::Home,
+    checkpoint: Option<PathBuf>,
+    age: Option<u32>,
+) -> crate::Result<PathBuf> {
+    use crate::model::checkpoint as ckpt;
+    use crate::ThauError;
+    Ok(match (checkpoint, age) {
+        (Some(d), _) => d,
+        (None, Some(a)) => ckpt::latest(&home.age_checkpoint(a))?
+            .ok_or_else(|| ThauError::Invalid(format!("no checkpoint of age {a}")))?,
+        (None, None) => ckpt::newest(&home.checkpoints())?.ok_or_else(|| {
+            ThauError::Invalid("no checkpoint yet: run `thau train` first".into())
+        })?,
+    })
+}

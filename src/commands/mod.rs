@@ -12,3 +12,23 @@ pub mod memory;
 pub mod stats;
 pub mod train;
 pub mod tune;
+
+use crate::config::ThauConfig;
+use crate::home::Home;
+use crate::runtime::Runtime;
+
+/// Runs `f` inside an actix system with the runtime started (the commands that talk to the
+/// actors: `thau status`, `chat`, `serve`, `learn`, `generate`, and the server benchmarks).
+pub fn with_runtime<F, Fut, T>(home: Home, config: ThauConfig, f: F) -> crate::Result<T>
+where
+    F: FnOnce(Runtime) -> Fut,
+    Fut: std::future::Future<Output = crate::Result<T>>,
+{
+    let system = actix::System::new();
+    let result = system.block_on(async move {
+        let rt = Runtime::start(home, config)?;
+        f(rt).await
+    });
+    actix::System::current().stop();
+    result
+}

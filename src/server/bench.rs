@@ -1,7 +1,9 @@
-//! `thau bench serve`: N concurrent WebSocket chats against a server on this machine —
-//! aggregate tokens/s, time to first token (p50/p99) and the ratio to one session, which
-//! the batching decode thread ([`crate::model::decode::batch`]) is there to raise — and `thau bench
-//! load` ([`run_load`]): many sessions chatting for a while, with errors and p50/p99 latency.
+//! `thau bench serve` ([`serve_bench`]): N concurrent WebSocket chats against a server on
+//! this machine — aggregate tokens/s, time to first token (p50/p99) and the ratio to one
+//! session, which the batching decode thread ([`crate::model::decode::batch`]) is there to raise —
+//! and `thau bench load` ([`load_bench`]): many sessions chatting for a while, with errors
+//! and p50/p99 latency. Both run against [`with_bench_server`], a server on a free local
+//! port.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
@@ -10,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::config::ThauConfig;
 use crate::error::{Result, ThauError};
+use crate::home::Home;
 
 /// How long one chat of the benchmark may take.
 const CHAT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -45,7 +49,7 @@ fn one_chat(
     seed: u64,
     start: &Barrier,
 ) -> Result<(Duration, usize)> {
-    let err = |e: &dyn std::fmt::Display| ThauError::Invalid(format!("bench chat: {e}"));
+    let err = |e: &dyn std::fmt::Display| ThauError::Runtime(format!("bench chat: {e}"));
     let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/ws/chat")).map_err(|e| err(&e))?;
     if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
         let _ = s.set_read_timeout(Some(CHAT_TIMEOUT));
@@ -122,7 +126,7 @@ pub fn run_rounds(
         for h in handles {
             let (first, toks) = h
                 .join()
-                .map_err(|_| ThauError::Invalid("a bench client panicked".into()))??;
+                .map_err(|_| ThauError::Runtime("a bench client panicked".into()))??;
             ttft.push(first.as_secs_f64() * 1e3);
             total += toks;
         }
@@ -173,7 +177,7 @@ pub fn fresh_model(
     let weights: std::collections::HashMap<String, candle_core::Tensor> = vm
         .data()
         .lock()
-        .map_err(|_| ThauError::Invalid("weights lock poisoned".into()))?
+        .map_err(|_| ThauError::Runtime("weights lock poisoned".into()))?
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
@@ -284,7 +288,7 @@ pub fn run_load(
             std::thread::Builder::new()
                 .stack_size(256 * 1024)
                 .spawn(move || load_session(addr, i, tokens, &b, &u))
-                .map_err(|e| ThauError::Invalid(format!("bench thread: {e}")))
+                .map_err(|e| ThauError::Runtime(format!("bench thread: {e}")))
         })
         .collect::<Result<_>>()?;
     // Every session is connected (or failed to): the clock starts now.
@@ -295,7 +299,7 @@ pub fn run_load(
     for h in handles {
         let (l, e) = h
             .join()
-            .map_err(|_| ThauError::Invalid("a bench client panicked".into()))?;
+            .map_err(|_| ThauError::Runtime("a bench client panicked".into()))?;
         lat.extend(l);
         match e {
             None => held += 1,
@@ -320,5 +324,167 @@ pub fn run_load(
         latency_p50_ms: percentile(&lat, 50.0),
         latency_p99_ms: percentile(&lat, 99.0),
         latency_max_ms: lat.last().copied().unwrap_or(0.0),
+    })
+}
+
+/// What every chat of `thau bench serve` asks (each session adds its number).
+const SERVE_PROMPT: &str = "Tell me about the red fox";
+
+/// Runs `client` on a blocking thread against a server on a free local port, over the
+/// data directory's newest model (else an untrained age-0 one, trained on `corpus`'s
+/// tokenizer), admitting `max_sessions` sessions with no turn rate limit (the benchmarks
+/// measure the server, not its admission limits). `client` gets the server's address and a
+/// reader of the decode thread's counters. Returns what the client measured and which
+/// model it was.
+pub fn with_bench_server<T: Send + 'static>(
+    home: Home,
+    mut config: ThauConfig,
+    corpus: &std::path::Path,
+    max_sessions: usize,
+    progress: &mut dyn FnMut(&str),
+    client: impl FnOnce(
+            SocketAddr,
+            &dyn Fn() -> Option<crate::model::decode::batch::EngineStats>,
+        ) -> Result<T>
+        + Send
+        + 'static,
+) -> Result<(T, &'static str)> {
+    use crate::server::{serve, AppState, ServeOptions};
+    let tmp = tempfile::tempdir().map_err(|e| ThauError::io(std::env::temp_dir(), e))?;
+    let (home, model) = if crate::model::checkpoint::newest(&home.checkpoints())?.is_some() {
+        (home, "the data directory's newest checkpoint")
+    } else {
+        let fresh = Home::new(tmp.path().join("home"));
+        progress("no model in the data directory: an untrained age-0 model it is");
+        let vocab = config.model.vocab_size;
+        fresh_model(
+            &fresh,
+            corpus,
+            0,
+            vocab,
+            config.model.context_length,
+            config.seed,
+        )?;
+        (fresh, "an untrained age-0 model")
+    };
+    config.server.max_sessions = max_sessions;
+    config.server.turns_per_minute = 0;
+    crate::commands::with_runtime(home, config, |rt| async move {
+        let rt = Arc::new(rt);
+        let state = AppState::new(rt.clone(), None);
+        let opts = ServeOptions {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_key: None,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let server = tokio::spawn(async move {
+            serve(
+                state,
+                &opts,
+                move |addr| {
+                    let _ = addr_tx.send(addr);
+                },
+                async move {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+        });
+        let rt2 = rt.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            let addr = addr_rx
+                .recv()
+                .map_err(|_| ThauError::Runtime("the server did not start".into()))?;
+            client(addr, &|| rt2.decode_stats())
+        })
+        .await
+        .map_err(|e| ThauError::Runtime(format!("bench: {e}")))?;
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        if let Ok(rt) = Arc::try_unwrap(rt) {
+            rt.shutdown().await;
+        }
+        Ok((measured?, model))
+    })
+}
+
+/// What `thau bench serve` measured, and on which model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeBenchReport {
+    pub model: &'static str,
+    pub rounds: Vec<ServeRound>,
+    /// Tokens asked of each chat.
+    #[serde(skip)]
+    pub tokens: usize,
+}
+
+/// `thau bench serve`: a server on a free local port, then a round of concurrent chats
+/// of `tokens` tokens for each count in `sessions`.
+pub fn serve_bench(
+    home: Home,
+    config: ThauConfig,
+    corpus: &std::path::Path,
+    sessions: &[usize],
+    tokens: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ServeBenchReport> {
+    if sessions.is_empty() || sessions.contains(&0) {
+        return Err(ThauError::Invalid(
+            "--sessions takes counts above 0, e.g. 1,8,32".into(),
+        ));
+    }
+    let counts = sessions.to_vec();
+    let most = sessions.iter().max().copied().unwrap_or(1) + 1;
+    let (rounds, model) =
+        with_bench_server(home, config, corpus, most, progress, move |addr, stats| {
+            run_rounds(addr, &counts, tokens, SERVE_PROMPT, stats)
+        })?;
+    Ok(ServeBenchReport {
+        model,
+        rounds,
+        tokens,
+    })
+}
+
+/// What `thau bench load` measured, and on which model.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadBenchReport {
+    pub model: &'static str,
+    pub load: LoadReport,
+    /// Seconds asked for (`load.seconds` is what the sessions took).
+    #[serde(skip)]
+    pub seconds: f64,
+    /// Tokens asked of each answer.
+    #[serde(skip)]
+    pub tokens: usize,
+}
+
+/// `thau bench load`: `clients` sessions chatting for `seconds`, answers of `tokens`
+/// tokens, against a server on a free local port.
+pub fn load_bench(
+    home: Home,
+    config: ThauConfig,
+    corpus: &std::path::Path,
+    clients: usize,
+    seconds: f64,
+    tokens: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<LoadBenchReport> {
+    if clients == 0 || tokens == 0 || !seconds.is_finite() || seconds <= 0.0 {
+        return Err(ThauError::Invalid(
+            "--clients, --turn-tokens and --seconds must be above 0".into(),
+        ));
+    }
+    let duration = Duration::from_secs_f64(seconds);
+    let (load, model) =
+        with_bench_server(home, config, corpus, clients, progress, move |addr, _| {
+            run_load(addr, clients, duration, tokens)
+        })?;
+    Ok(LoadBenchReport {
+        model,
+        load,
+        seconds,
+        tokens,
     })
 }

@@ -1,0 +1,312 @@
+//! The model commands: `thau init`, `model ages`, `train`, `eval`, `generate`, `grow` and
+//! `export`. Each returns its report; `thau train` draws a progress bar on standard error
+//! while it runs, and `thau generate` streams the answer to standard output as it is
+//! decoded (without `--json`).
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use thau::commands::with_runtime;
+use thau::config::ThauConfig;
+use thau::home::Home;
+use thau::{Result, ThauError};
+
+use super::args::{EvalArgs, ExportCommand, GenerateArgs, GgufType, GrowArgs, TrainArgs};
+use super::report::Report;
+
+/// `thau init`: creates the data directory (idempotent).
+pub fn init(home: &Home) -> Result<thau::home::InitReport> {
+    home.init()
+}
+
+/// What `thau model ages` shows: every age's shape, for the configured vocabulary.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct Ages {
+    #[serde(skip)]
+    pub vocab_size: usize,
+    pub rows: Vec<thau::commands::ages::AgeRow>,
+}
+
+/// `thau model ages`.
+pub fn ages(config: &ThauConfig) -> Ages {
+    Ages {
+        vocab_size: config.model.vocab_size,
+        rows: thau::commands::ages::ages(config.model.vocab_size, config.model.context_length),
+    }
+}
+
+/// `thau train`: runs the trainer with a progress bar; Ctrl-C stops after the current step
+/// and saves a checkpoint.
+pub fn train(
+    home: &Home,
+    config: &ThauConfig,
+    a: TrainArgs,
+    json: bool,
+) -> Result<thau::commands::train::TrainReport> {
+    use thau::commands::train::{train, Budget, Progress, TrainRequest};
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    // A second Ctrl-C while saving is ignored: the checkpoint must finish.
+    let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+    home.init()?;
+    let req = TrainRequest {
+        data: a.data,
+        age: a.age.unwrap_or(config.model.age),
+        budget: match (a.steps, a.minutes) {
+            (Some(s), _) => Some(Budget::Steps(s)),
+            (None, Some(m)) => Some(Budget::Minutes(m)),
+            _ => None,
+        },
+        options: thau::model::train::TrainOptions {
+            batch_size: a.batch,
+            seq_len: a.seq_len,
+            accum: a.accum,
+            lr: a.lr,
+            warmup: a.warmup,
+            seed: a.seed.unwrap_or(config.seed),
+            // A dataset's conversations are answered alone: train them alone too.
+            chats_apart: a.dataset.is_some(),
+            ..Default::default()
+        },
+        vocab_size: config.model.vocab_size,
+        fresh: a.fresh,
+        dataset: a
+            .dataset
+            .as_deref()
+            .map(|d| thau::commands::train::DatasetMix {
+                path: thau::tools::dataset::resolve_dataset(d),
+                replay_ratio: a.replay,
+                repeat: a.dataset_repeat,
+            }),
+    };
+    let bar = indicatif::ProgressBar::hidden();
+    if !json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+    let mut on = |p: Progress| match p {
+        Progress::Started {
+            total_steps,
+            budget,
+            params,
+            resumed,
+        } => {
+            let (len, template) = match budget {
+                Some(Budget::Minutes(m)) => (
+                    (m * 60.0) as u64,
+                    "{bar:30} {elapsed_precise}/{duration_precise} {msg}",
+                ),
+                _ => (total_steps, "{bar:30} step {pos}/{len} ETA {eta} {msg}"),
+            };
+            bar.set_length(len);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            bar.println(format!(
+                "{} model, {params} parameters",
+                if resumed { "resumed" } else { "new" }
+            ));
+        }
+        Progress::Step(r, elapsed) => {
+            match req.budget {
+                Some(Budget::Minutes(_)) => bar.set_position(elapsed as u64),
+                _ => bar.inc(1),
+            }
+            bar.set_message(format!(
+                "loss {:.3} lr {:.1e} {:.0} tok/s",
+                r.loss,
+                r.lr,
+                r.tokens as f64 / r.seconds
+            ));
+        }
+        Progress::Eval(c) => bar.println(format!(
+            "step {:>6}  {:>6.0}s  held-out loss {}{}",
+            c.step,
+            c.seconds,
+            c.heldout_loss.map_or("n/a".into(), |l| format!("{l:.4}")),
+            c.train_loss
+                .map_or(String::new(), |l| format!("  train loss {l:.4}"))
+        )),
+    };
+    let report = train(home, &req, &stop, &mut on)?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// `thau eval`: held-out loss of the newest (or the given) checkpoint.
+pub fn eval(home: &Home, a: &EvalArgs) -> Result<thau::commands::train::EvalSummary> {
+    Ok(thau::commands::train::eval(
+        home,
+        &a.data,
+        a.checkpoint.as_deref(),
+        a.max_batches,
+    )?)
+}
+
+/// `thau generate`: asks the Inference actor, printing text as it streams in (without
+/// `--json`); the report is the whole generation.
+pub fn generate(
+    home: Home,
+    mut config: ThauConfig,
+    a: GenerateArgs,
+    json: bool,
+) -> Result<thau::model::generate::Generation> {
+    use thau::actors::inference::{Generate, Prompt};
+    use thau::model::tokenizer::{Message, Role};
+    if let Some(g) = &a.gguf {
+        config.model.gguf = g.display().to_string();
+    }
+    with_runtime(home, config, move |rt| async move {
+        let inference = rt.addrs.inference.clone().ok_or_else(|| {
+            ThauError::Invalid("the inference actor is disabled in agents/".into())
+        })?;
+        let mut params = thau::model::generate::SamplingParams::default();
+        if let Some(v) = a.max_tokens {
+            params.max_new_tokens = v;
+        }
+        if let Some(v) = a.temperature {
+            params.temperature = v;
+        }
+        if let Some(v) = a.top_k {
+            params.top_k = v;
+        }
+        if let Some(v) = a.top_p {
+            params.top_p = v;
+        }
+        if let Some(v) = a.repetition_penalty {
+            params.repetition_penalty = v;
+        }
+        if let Some(v) = a.seed {
+            params.seed = v;
+        }
+        let prompt = if a.raw {
+            Prompt::Text(a.prompt)
+        } else {
+            Prompt::Chat(vec![Message::new(Role::User, a.prompt)])
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let printer = tokio::spawn(async move {
+            use std::io::Write;
+            while let Some(piece) = rx.recv().await {
+                if !json {
+                    print!("{piece}");
+                    let _ = std::io::stdout().flush();
+                }
+            }
+        });
+        // TODO(r25): use actors::reply
+        let reply = inference
+            .send(Generate {
+                prompt,
+                params: Some(params),
+                stream: Some(tx),
+            })
+            .await
+            .map_err(|e| ThauError::Actor {
+                actor: "inference".into(),
+                message: e.to_string(),
+            })?;
+        let _ = printer.await;
+        // TODO(r25): use actors::reply
+        let result = reply.map_err(|e| ThauError::Actor {
+            actor: "inference".into(),
+            message: e.to_string(),
+        });
+        rt.shutdown().await;
+        result
+    })
+}
+
+/// `thau grow`: grows the newest model to `--to`, exactly.
+pub fn grow(home: &Home, a: &GrowArgs) -> Result<thau::commands::grow::GrowReport> {
+    Ok(thau::commands::grow::grow(home, a.to, a.placement.into())?)
+}
+
+/// What `thau export gguf` wrote, from which checkpoint, and the check of it
+/// (`--verify`).
+#[derive(Debug, Serialize)]
+pub struct Exported {
+    pub export: thau::export::ExportReport,
+    pub verify: Option<thau::export::VerifyReport>,
+    /// The exported checkpoint directory.
+    #[serde(skip)]
+    pub from: PathBuf,
+}
+
+/// `thau export gguf`: the chosen checkpoint as a GGUF file, with the reference logits
+/// (`--reference`) and the check through candle's `quantized_llama` (`--verify`).
+pub fn export_gguf(
+    home: &Home,
+    age: Option<u32>,
+    checkpoint: Option<PathBuf>,
+    weight_type: GgufType,
+    output: &std::path::Path,
+    verify: bool,
+    reference: Option<&std::path::Path>,
+) -> Result<Exported> {
+    let dir = thau::export::checkpoint_to_export(home, checkpoint, age)?;
+    let ck = thau::model::checkpoint::load(&dir, &candle_core::Device::Cpu, false)?;
+    let export = thau::export::export_gguf(&ck, weight_type.into(), output)?;
+    if let Some(path) = reference {
+        let r = thau::export::reference(&ck, &thau::export::VERIFY_TEXTS)?;
+        let bytes = serde_json::to_vec(&r).map_err(|e| ThauError::Runtime(e.to_string()))?;
+        thau::fsutil::atomic_write(path, &bytes)?;
+    }
+    let verify = if verify {
+        Some(thau::export::verify(
+            &ck,
+            output,
+            &thau::export::VERIFY_TEXTS,
+        )?)
+    } else {
+        None
+    };
+    Ok(Exported {
+        export,
+        verify,
+        from: dir,
+    })
+}
+
+/// An Ollama Modelfile, and where it was written (standard output when `None`).
+#[derive(Debug, Serialize)]
+pub struct Modelfile {
+    pub text: String,
+    pub written: Option<PathBuf>,
+}
+
+/// `thau export modelfile`: the Modelfile that runs `gguf`, written to `output` (else
+/// printed).
+pub fn modelfile(gguf: &str, output: Option<PathBuf>) -> Result<Modelfile> {
+    let text = thau::export::modelfile(gguf)?;
+    if let Some(p) = &output {
+        thau::fsutil::atomic_write(p, text.as_bytes())?;
+    }
+    Ok(Modelfile {
+        text,
+        written: output,
+    })
+}
+
+/// `thau export gguf|modelfile`.
+pub fn export(home: &Home, command: ExportCommand) -> Result<Box<dyn Report>> {
+    Ok(match command {
+        ExportCommand::Gguf {
+            age,
+            checkpoint,
+            weight_type,
+            output,
+            verify,
+            reference,
+        } => Box::new(export_gguf(
+            home,
+            age,
+            checkpoint,
+            weight_type,
+            &output,
+            verify,
+            reference.as_deref(),
+        )?),
+        ExportCommand::Modelfile { gguf, output } => Box::new(modelfile(&gguf, output)?),
+    })
+}

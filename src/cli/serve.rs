@@ -1,0 +1,119 @@
+//! The commands that run the actors: `thau status`, `thau serve` and `thau chat`.
+//! `thau serve` prints its address as soon as it listens (a [`Listening`] report, printed
+//! then) and its shutdown notes at the end; `thau chat` is interactive: it reads stdin
+//! and streams each answer to stdout as it is decoded, and its report is only the closing
+//! note on standard error.
+
+use serde::Serialize;
+use thau::commands::with_runtime;
+use thau::config::ThauConfig;
+use thau::home::Home;
+use thau::runtime::Runtime;
+use thau::Result;
+
+use super::args::{ChatArgs, ServeArgs};
+use super::report::print;
+
+/// `thau status`: the actors, the model and the stores.
+pub fn status(home: Home, config: ThauConfig) -> Result<thau::status::StatusReport> {
+    with_runtime(home, config, |rt| async move {
+        let report = thau::status::report(&rt).await;
+        rt.shutdown().await;
+        Ok(report)
+    })
+}
+
+/// Where `thau serve` listens, printed as soon as it does.
+#[derive(Debug, Serialize)]
+pub struct Listening {
+    /// `http://HOST:PORT`.
+    pub listening: String,
+    /// Whether POST routes need the API key.
+    #[serde(skip)]
+    pub keyed: bool,
+}
+
+/// How `thau serve` ended: what the actors' shutdown reported.
+#[derive(Debug, Serialize)]
+pub struct Stopped {
+    pub shutdown_errors: Vec<String>,
+    /// Requests still held the runtime, so the actors stop with the process.
+    pub runtime_held: bool,
+}
+
+/// `thau serve`: starts the runtime and the HTTP API; Ctrl-C (or SIGTERM) stops accepting,
+/// lets requests in flight finish, then shuts the actors down (flushing their stores).
+pub fn serve(home: Home, config: ThauConfig, a: ServeArgs, json: bool) -> Result<Stopped> {
+    use thau::server::{serve, AppState, ServeOptions};
+    home.init()?;
+    let opts = ServeOptions {
+        addr: a.addr,
+        api_key: std::env::var("THAU_API_KEY").ok().filter(|k| !k.is_empty()),
+    };
+    with_runtime(home, config, |rt| async move {
+        let rt = std::sync::Arc::new(rt);
+        let state = AppState::new(rt.clone(), opts.api_key.clone());
+        let keyed = opts.api_key.is_some();
+        serve(
+            state,
+            &opts,
+            |addr| {
+                let listening = Listening {
+                    listening: format!("http://{addr}"),
+                    keyed,
+                };
+                print(&listening, json);
+            },
+            Runtime::wait_for_signal(),
+        )
+        .await?;
+        Ok(match std::sync::Arc::try_unwrap(rt) {
+            Ok(rt) => Stopped {
+                shutdown_errors: rt.shutdown().await.iter().map(|e| e.to_string()).collect(),
+                runtime_held: false,
+            },
+            Err(_) => Stopped {
+                shutdown_errors: Vec::new(),
+                runtime_held: true,
+            },
+        })
+    })
+}
+
+/// How `thau chat` ended.
+#[derive(Debug, Serialize)]
+pub struct ChatEnded {
+    /// The conversation's name.
+    pub session: String,
+    /// Whether a person typed it (a scripted chat ends silently).
+    pub interactive: bool,
+}
+
+/// `thau chat`: a conversation on stdin/stdout, each answer streamed as it is decoded.
+pub fn chat(home: Home, config: ThauConfig, args: ChatArgs) -> Result<ChatEnded> {
+    home.init()?;
+    let opts = thau::commands::chat::ChatOptions {
+        session: args.session,
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        seed: args.seed,
+    };
+    with_runtime(home, config, |rt| async move {
+        use std::io::IsTerminal;
+        let stdin = std::io::stdin();
+        let interactive = stdin.is_terminal();
+        let r = thau::commands::chat::chat(
+            &rt,
+            &opts,
+            &mut stdin.lock(),
+            &mut std::io::stdout(),
+            interactive,
+        )
+        .await;
+        rt.shutdown().await;
+        Ok(ChatEnded {
+            session: r?,
+            interactive,
+        })
+    })
+}
