@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
+use thau::actors::reply;
 use thau::commands::with_runtime;
 use thau::config::ThauConfig;
 use thau::home::Home;
@@ -194,26 +195,16 @@ pub fn generate(
                 }
             }
         });
-        // TODO(r25): use actors::reply
-        let reply = inference
+        let answer = inference
             .send(Generate {
                 prompt,
                 params: Some(params),
                 stream: Some(tx),
             })
-            .await
-            .map_err(|e| ThauError::Actor {
-                actor: "inference".into(),
-                message: e.to_string(),
-            })?;
+            .await;
         let _ = printer.await;
-        // TODO(r25): use actors::reply
-        let result = reply.map_err(|e| ThauError::Actor {
-            actor: "inference".into(),
-            message: e.to_string(),
-        });
         rt.shutdown().await;
-        result
+        Ok(reply("inference", answer)?)
     })
 }
 
