@@ -135,7 +135,7 @@ impl ThauConfig {
         flags: &[Override],
     ) -> Result<ThauConfig> {
         let mut tree = toml::Value::try_from(ThauConfig::default())
-            .map_err(|e| ThauError::Invalid(format!("default config: {e}")))?;
+            .map_err(|e| ThauError::Runtime(format!("default config: {e}")))?;
         let file = home.join(CONFIG_FILE);
         if file.exists() {
             let text = read_text(&file)?;
@@ -163,7 +163,7 @@ impl ThauConfig {
             set_leaf(&mut tree, &path, &o.value, &format!("--set {}", o.key))?;
         }
         let text = toml::to_string(&tree)
-            .map_err(|e| ThauError::Invalid(format!("config serialisation: {e}")))?;
+            .map_err(|e| ThauError::Runtime(format!("config serialisation: {e}")))?;
         Ok(parse_toml_str(&file, &text)?)
     }
 

@@ -64,7 +64,7 @@ pub fn atomic_write_with<T>(
         Err(e) => {
             drop(w);
             let _ = fs::remove_file(&tmp);
-            return Err(ThauError::Invalid(format!("{}: {e}", path.display())));
+            return Err(ThauError::Runtime(format!("{}: {e}", path.display())));
         }
     };
     let result = (|| {

@@ -31,26 +31,6 @@ const POST_ROUTES: [&str; 10] = [
     "/nope",
 ];
 
-/// A home with a tiny trained model.
-fn home_with_model(dir: &std::path::Path) -> Home {
-    let home = Home::new(dir.join("home"));
-    home.init().unwrap();
-    let data = dir.join("corpus");
-    std::fs::create_dir_all(&data).unwrap();
-    let text = common::paragraphs(20, |i| format!("The red fox {i} runs in the snow."));
-    let t = common::tiny(&data, &[("fox.txt", text)], 64, 32);
-    let trainer = thau::model::train::Trainer::new(
-        t.cfg,
-        t.tok,
-        &t.corpus,
-        t.opts,
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
-    trainer.save(&home.age_checkpoint(0)).unwrap();
-    home
-}
-
 /// One malformed request, as raw bytes.
 fn malformed(rng: &mut ChaCha8Rng) -> Vec<u8> {
     let route = POST_ROUTES[rng.random_range(0..POST_ROUTES.len())];
@@ -168,7 +148,9 @@ async fn malformed_requests_get_4xx_json_or_a_clean_close() {
         1_000
     };
     let dir = tempfile::tempdir().unwrap();
-    let rt = Arc::new(Runtime::start(home_with_model(dir.path()), ThauConfig::default()).unwrap());
+    let rt = Arc::new(
+        Runtime::start(common::home_with_model(dir.path()), ThauConfig::default()).unwrap(),
+    );
     let (addr_rx, server) = common::start_server(rt.clone(), None);
     let checks = tokio::task::spawn_blocking(move || {
         let addr = addr_rx.recv().unwrap();

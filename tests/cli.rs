@@ -328,3 +328,27 @@ fn feedback_tune_tool_and_stats_plot_through_the_binary() {
     assert_eq!(plot.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&plot.stderr).contains("nothing to plot"));
 }
+
+/// Exit codes: 1 when a command could not complete at run time (here: the address to
+/// serve on is taken), 2 when it was used wrongly (a bad flag value, a missing file); the
+/// message says which.
+#[test]
+fn runtime_failures_exit_1_and_bad_usage_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = thau(&home, &["serve", "--addr", &addr]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+
+    let out = thau(&home, &["bench", "serve", "--sessions", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--sessions takes counts above 0"), "{err}");
+    let missing = dir.path().join("nowhere.toml");
+    let out = thau(&home, &["replay", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
+}

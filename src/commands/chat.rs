@@ -113,7 +113,7 @@ pub async fn chat(
         .session
         .clone()
         .unwrap_or_else(|| format!("chat-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
-    let io = |e: std::io::Error| ThauError::Invalid(format!("terminal: {e}"));
+    let io = |e: std::io::Error| ThauError::Runtime(format!("terminal: {e}"));
     writeln!(
         out,
         "THAU chat, conversation {session} (/help for commands, /quit to leave)"
@@ -200,7 +200,7 @@ pub async fn chat(
                 turns += 1;
             }
             Err(ChatError::BadRequest(m)) => writeln!(out, "\n{m}").map_err(io)?,
-            Err(e) => return Err(ThauError::Invalid(e.to_string())),
+            Err(e) => return Err(ThauError::Runtime(e.to_string())),
         }
     }
     Ok(session)

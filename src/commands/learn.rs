@@ -78,7 +78,7 @@ impl Journal {
 
     fn save(&self, home: &crate::home::Home) -> Result<()> {
         let bytes =
-            serde_json::to_vec_pretty(self).map_err(|e| ThauError::Invalid(e.to_string()))?;
+            serde_json::to_vec_pretty(self).map_err(|e| ThauError::Runtime(e.to_string()))?;
         crate::fsutil::atomic_write(&Self::path(home, &self.session), &bytes)
     }
 }
@@ -477,7 +477,7 @@ pub async fn learn(
     };
     let path = rt.home.runs().join("learn").join(format!("{session}.json"));
     let bytes =
-        serde_json::to_vec_pretty(&report).map_err(|e| ThauError::Invalid(e.to_string()))?;
+        serde_json::to_vec_pretty(&report).map_err(|e| ThauError::Runtime(e.to_string()))?;
     crate::fsutil::atomic_write(&path, &bytes)?;
     // The report is durable: the session is over and nothing is left to resume.
     let j = Journal::path(&rt.home, &session);

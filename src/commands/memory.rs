@@ -406,7 +406,7 @@ pub fn export_to(
 ) -> Result<Counts> {
     let mut counts = Counts::default();
     let line = |out: &mut dyn Write, r: &MemoryRecord| -> Result<()> {
-        let s = serde_json::to_string(r).map_err(|e| ThauError::Invalid(e.to_string()))?;
+        let s = serde_json::to_string(r).map_err(|e| ThauError::Runtime(e.to_string()))?;
         writeln!(out, "{s}").map_err(|e| ThauError::io("<export>", e))
     };
     for s in stores_of(store) {

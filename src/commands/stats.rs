@@ -28,7 +28,7 @@ pub struct PlotSummary {
 }
 
 fn plot_err(e: impl std::fmt::Display) -> ThauError {
-    ThauError::Invalid(format!("drawing the plot: {e}"))
+    ThauError::Runtime(format!("drawing the plot: {e}"))
 }
 
 /// Draws `sessions` into a PNG at `path`.

@@ -19,7 +19,7 @@ fn lock(home: &Home) -> Result<DirLock> {
             "the tuning state of {} is in use by a running THAU (serve or learn): send feedback through it",
             home.root.display()
         )),
-        other => ThauError::Invalid(other.to_string()),
+        other => ThauError::Memory(other),
     })
 }
 
@@ -49,8 +49,8 @@ pub fn feedback(
         if rating == Rating::Up { "up" } else { "down" },
         note.map(|n| format!(": {n}")).unwrap_or_default()
     );
-    let mut store = EpisodicStore::open(&home.memory().join(EPISODIC_DB))
-        .map_err(|e| ThauError::Invalid(e.to_string()))?;
+    let mut store =
+        EpisodicStore::open(&home.memory().join(EPISODIC_DB)).map_err(ThauError::Memory)?;
     store
         .put(
             &Episode::new("cli", "tuner", EpisodeKind::Feedback, text).with_metadata(
@@ -60,7 +60,7 @@ pub fn feedback(
                 }),
             ),
         )
-        .map_err(|e| ThauError::Invalid(e.to_string()))?;
+        .map_err(ThauError::Memory)?;
     Ok(FeedbackOutcome {
         change,
         ratings: t.ratings.clone(),

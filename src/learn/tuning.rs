@@ -273,7 +273,7 @@ impl Tuning {
     /// Writes the state atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes =
-            serde_json::to_vec_pretty(self).map_err(|e| ThauError::Invalid(e.to_string()))?;
+            serde_json::to_vec_pretty(self).map_err(|e| ThauError::Runtime(e.to_string()))?;
         crate::fsutil::atomic_write(path, &bytes)
     }
 

@@ -57,7 +57,7 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     for p in paths {
         if p.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| ThauError::Invalid(format!("{}: {e}", p.display())))?
+                .map_err(|e| ThauError::io(p, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.extension().is_some_and(|x| x == "toml"))
                 .collect();
@@ -178,7 +178,7 @@ async fn replay_local(
         }
         None => {
             tmp = tempfile::tempdir()
-                .map_err(|e| ThauError::Invalid(format!("a temporary data directory: {e}")))?;
+                .map_err(|e| ThauError::Runtime(format!("a temporary data directory: {e}")))?;
             let home = Home::new(tmp.path().join("home"));
             outcome.model = prepare_home(sc, &home, cache)?;
             home

@@ -30,7 +30,7 @@ pub struct Remote {
 }
 
 fn net(what: &str, e: impl std::fmt::Display) -> ThauError {
-    ThauError::Invalid(format!("{what}: {e}"))
+    ThauError::Runtime(format!("{what}: {e}"))
 }
 
 impl Remote {
@@ -93,7 +93,7 @@ impl Remote {
                     return serde_json::from_str(t.as_str()).map_err(|e| net("a server event", e))
                 }
                 Message::Close(_) => {
-                    return Err(ThauError::Invalid("the server closed the websocket".into()))
+                    return Err(ThauError::Runtime("the server closed the websocket".into()))
                 }
                 _ => continue,
             }
@@ -104,11 +104,11 @@ impl Remote {
         let v = self.next_event()?;
         match v["type"].as_str() {
             Some(t) if t == kind => Ok(v),
-            Some("error") => Err(ThauError::Invalid(format!(
+            Some("error") => Err(ThauError::Runtime(format!(
                 "server: {}",
                 v["message"].as_str().unwrap_or("error")
             ))),
-            _ => Err(ThauError::Invalid(format!("expected `{kind}`, got {v}"))),
+            _ => Err(ThauError::Runtime(format!("expected `{kind}`, got {v}"))),
         }
     }
 
@@ -155,7 +155,7 @@ impl Remote {
                 Some("error") => {
                     return Ok(Err(v["message"].as_str().unwrap_or("error").to_string()))
                 }
-                _ => return Err(ThauError::Invalid(format!("unexpected event {v}"))),
+                _ => return Err(ThauError::Runtime(format!("unexpected event {v}"))),
             }
         }
     }
@@ -179,7 +179,7 @@ impl Remote {
         let status = r.status().as_u16();
         let v: Value = r.body_mut().read_json().map_err(|e| net(&url, e))?;
         if status >= 400 {
-            return Err(ThauError::Invalid(format!(
+            return Err(ThauError::Runtime(format!(
                 "{url}: {status} {}",
                 error_text(&v["error"]["message"])
             )));

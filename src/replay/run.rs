@@ -110,7 +110,7 @@ pub fn prepare_home(sc: &Scenario, home: &Home, cache: Option<&Path>) -> Result<
 }
 
 fn io(p: &Path, e: impl std::fmt::Display) -> ThauError {
-    ThauError::Invalid(format!("{}: {e}", p.display()))
+    ThauError::Runtime(format!("{}: {e}", p.display()))
 }
 
 /// A file-name-safe digest of what determines a trained model.
@@ -298,7 +298,7 @@ async fn run_step(
             let stored = match target {
                 Target::Local(rt) => {
                     let long = rt.addrs.long_term_memory.clone().ok_or_else(|| {
-                        ThauError::Invalid("LongTermMemory is not running".into())
+                        ThauError::Runtime("LongTermMemory is not running".into())
                     })?;
                     chat_result(reply(
                         "long_term_memory",
@@ -325,7 +325,7 @@ async fn run_step(
                 .addrs
                 .short_term_memory
                 .clone()
-                .ok_or_else(|| ThauError::Invalid("ShortTermMemory is not running".into()))?;
+                .ok_or_else(|| ThauError::Runtime("ShortTermMemory is not running".into()))?;
             let filed = chat_result(reply(
                 "short_term_memory",
                 short.send(CloseConversation(session)).await,
@@ -404,7 +404,7 @@ async fn run_step(
                         .addrs
                         .tuner
                         .clone()
-                        .ok_or_else(|| ThauError::Invalid("the Tuner is not running".into()))?;
+                        .ok_or_else(|| ThauError::Runtime("the Tuner is not running".into()))?;
                     let session = turn
                         .split('#')
                         .next()
@@ -449,7 +449,7 @@ fn remote_only(kind: &str) -> ThauError {
 }
 
 fn chat_result<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
-    r.map_err(|e| ThauError::Invalid(e.to_string()))
+    r.map_err(|e| ThauError::Runtime(e.to_string()))
 }
 
 /// Memory assertions; what was seen goes into `seen` (the transcript).
@@ -464,7 +464,7 @@ async fn check_memory(
             Target::Local(rt) => {
                 let ep =
                     rt.addrs.episodic_memory.clone().ok_or_else(|| {
-                        ThauError::Invalid("EpisodicMemory is not running".into())
+                        ThauError::Runtime("EpisodicMemory is not running".into())
                     })?;
                 chat_result(reply(
                     "episodic_memory",
@@ -525,7 +525,7 @@ async fn check_memory(
             .addrs
             .short_term_memory
             .clone()
-            .ok_or_else(|| ThauError::Invalid("ShortTermMemory is not running".into()))?;
+            .ok_or_else(|| ThauError::Runtime("ShortTermMemory is not running".into()))?;
         let window = chat_result(reply(
             "short_term_memory",
             short.send(GetWindow(session.clone())).await,

@@ -175,7 +175,7 @@ fn start_inference(rt: &mut Runtime, base: ActorBase, spec: AgentSpec) -> Result
     // One cell for all threads, so a weight swap reaches each of them, and one decode
     // thread batching every session's generations.
     let cell = Arc::new(
-        WeightsCell::with_engine().map_err(|e| ThauError::Invalid(format!("inference: {e}")))?,
+        WeightsCell::with_engine().map_err(|e| ThauError::Runtime(format!("inference: {e}")))?,
     );
     rt.inference_cell = Some(cell.clone());
     let checkpoints = rt.home.checkpoints();

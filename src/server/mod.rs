@@ -105,10 +105,10 @@ pub async fn serve(
 ) -> crate::Result<()> {
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
-        .map_err(|e| crate::ThauError::Invalid(format!("cannot listen on {}: {e}", opts.addr)))?;
+        .map_err(|e| crate::ThauError::Runtime(format!("cannot listen on {}: {e}", opts.addr)))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| crate::ThauError::Invalid(e.to_string()))?;
+        .map_err(|e| crate::ThauError::Runtime(e.to_string()))?;
     bound(addr);
     warp::serve(routes(state))
         .incoming(listener)

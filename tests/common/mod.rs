@@ -52,6 +52,27 @@ pub fn tiny(dir: &Path, files: &[(&str, String)], max_seq_len: usize, seq_len: u
     }
 }
 
+/// A data directory with a tiny model trained from nothing (random weights, saved as an
+/// age-0 checkpoint), so chat has something to answer with.
+pub fn home_with_model(dir: &Path) -> thau::home::Home {
+    let home = thau::home::Home::new(dir.join("home"));
+    home.init().unwrap();
+    let data = dir.join("corpus");
+    std::fs::create_dir_all(&data).unwrap();
+    let text = paragraphs(20, |i| format!("The red fox {i} runs in the snow."));
+    let t = tiny(&data, &[("fox.txt", text)], 64, 32);
+    let trainer = thau::model::train::Trainer::new(
+        t.cfg,
+        t.tok,
+        &t.corpus,
+        t.opts,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    trainer.save(&home.age_checkpoint(0)).unwrap();
+    home
+}
+
 /// `n` paragraphs made by `f`, separated by blank lines.
 pub fn paragraphs(n: usize, f: impl Fn(usize) -> String) -> String {
     (0..n).map(|i| f(i) + "\n\n").collect()

@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 
-use candle_core::Device;
 use serde_json::{json, Value};
 use thau::config::ThauConfig;
 use thau::home::Home;
-use thau::model::train::Trainer;
 use thau::runtime::Runtime;
 
 mod client;
@@ -23,19 +21,6 @@ use ws::{read, send, ws_chat};
 
 const KEY: &str = "k3y";
 
-/// A home with a tiny trained-from-nothing model, so chat has something to answer with.
-fn home_with_model(dir: &std::path::Path) -> Home {
-    let home = Home::new(dir.join("home"));
-    home.init().unwrap();
-    let data = dir.join("corpus");
-    std::fs::create_dir_all(&data).unwrap();
-    let text = common::paragraphs(20, |i| format!("The red fox {i} runs in the snow."));
-    let t = common::tiny(&data, &[("fox.txt", text)], 64, 32);
-    let trainer = Trainer::new(t.cfg, t.tok, &t.corpus, t.opts, &Device::Cpu).unwrap();
-    trainer.save(&home.age_checkpoint(0)).unwrap();
-    home
-}
-
 fn is_error(v: &Value, code: &str) -> bool {
     v["error"]["code"] == code
         && v["error"]["message"]
@@ -46,7 +31,7 @@ fn is_error(v: &Value, code: &str) -> bool {
 #[actix::test]
 async fn every_rest_route_over_real_http() {
     let dir = tempfile::tempdir().unwrap();
-    let home = home_with_model(dir.path());
+    let home = common::home_with_model(dir.path());
     let rt = Arc::new(Runtime::start(home.clone(), ThauConfig::default()).unwrap());
     let (addr_rx, server) = common::start_server(rt.clone(), Some(KEY));
     let images = home.images();
@@ -174,7 +159,7 @@ async fn every_rest_route_over_real_http() {
 #[actix::test]
 async fn sessions_are_capped_and_turns_rate_limited() {
     let dir = tempfile::tempdir().unwrap();
-    let home = home_with_model(dir.path());
+    let home = common::home_with_model(dir.path());
     let mut config = ThauConfig::default();
     config.server.max_sessions = 1;
     config.server.turns_per_minute = 2;
@@ -253,7 +238,7 @@ async fn sessions_are_capped_and_turns_rate_limited() {
 #[actix::test]
 async fn the_serve_bench_measures_concurrent_sessions() {
     let dir = tempfile::tempdir().unwrap();
-    let home = home_with_model(dir.path());
+    let home = common::home_with_model(dir.path());
     let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
     let (addr_rx, server) = common::start_server(rt.clone(), None);
     let rt2 = rt.clone();
@@ -290,7 +275,7 @@ async fn the_serve_bench_measures_concurrent_sessions() {
 #[actix::test]
 async fn memory_items_can_be_listed_searched_shown_and_forgotten() {
     let dir = tempfile::tempdir().unwrap();
-    let home = home_with_model(dir.path());
+    let home = common::home_with_model(dir.path());
     let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
     let episode = thau::memory::Episode::new(
         "inspect-1",
@@ -460,7 +445,7 @@ async fn memory_items_can_be_listed_searched_shown_and_forgotten() {
 #[actix::test]
 async fn the_load_bench_counts_held_sessions_errors_and_latency() {
     let dir = tempfile::tempdir().unwrap();
-    let home = home_with_model(dir.path());
+    let home = common::home_with_model(dir.path());
     let mut config = ThauConfig::default();
     config.server.max_sessions = 6;
     let rt = Arc::new(Runtime::start(home, config).unwrap());
@@ -544,7 +529,7 @@ async fn response_cancel_stops_a_long_answer() {
 #[actix::test]
 async fn the_web_page_is_served_with_its_assets() {
     let dir = tempfile::tempdir().unwrap();
-    let home = home_with_model(dir.path());
+    let home = common::home_with_model(dir.path());
     let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
     let (addr_rx, server) = common::start_server(rt.clone(), Some(KEY));
     let checks = tokio::task::spawn_blocking(move || {
