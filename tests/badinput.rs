@@ -13,7 +13,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use thau::config::ThauConfig;
-use thau::home::Home;
 use thau::runtime::Runtime;
 
 mod common;
