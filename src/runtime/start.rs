@@ -92,9 +92,10 @@ pub(super) fn check_params(
         ActorKind::ImageTool => params(ImageToolParams::from_spec(&spec.params).map(drop)),
         ActorKind::ToolRouter => {
             params(parse::<ToolRouterParams>(spec))?;
+            // The registry is compiled in: failing to build it is THAU's fault, not the user's.
             ToolRegistry::builtin()
                 .map(drop)
-                .map_err(ThauError::Invalid)
+                .map_err(ThauError::Runtime)
         }
         // Its errors already name the file they come from.
         ActorKind::Tuner if spec.enabled => {
