@@ -1,18 +1,22 @@
 //! One chat turn through the actors ([`chat_turn`]), shared by the HTTP routes, the
-//! WebSocket, `thau chat` and `thau replay`: the user's words go into the conversation's
-//! short-term window, Inference answers the window, the ToolRouter runs the calls in the
-//! answer (and, for image requests in the user's own words, the intent fallback's call), and
-//! the visible answer goes back into the window. Main types: [`ChatRequest`],
-//! [`ChatReply`], [`ChatError`].
+//! WebSocket, `thau chat`, `thau generate` and `thau replay`: the user's words go into the
+//! conversation's short-term window, the memories that best match them are recalled into
+//! the prompt ([`recall_for_prompt`], [`with_memories`]), Inference answers, the ToolRouter
+//! runs the calls in the answer (and, for image requests in the user's own words, the
+//! intent fallback's call), and the visible answer goes back into the window. Main types:
+//! [`ChatRequest`], [`ChatReply`], [`ChatError`].
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::inference::{generate_batched, Generate, Prompt};
+use crate::actors::episodic_memory::SearchEpisodes;
+use crate::actors::inference::{generate_batched, CountTokens, Generate, Inference, Prompt};
+use crate::actors::long_term_memory::RecallLong;
 use crate::actors::short_term_memory::{AddTurn, GetWindow};
 use crate::actors::tool_router::{DetectIntent, HandleOutput, RunTool, ToolResult};
-use crate::actors::{reply, AskError};
-use crate::model::generate::SamplingParams;
-use crate::model::tokenizer::{Message, Role};
+use crate::actors::{reply, ActorError, AskError};
+use crate::memory::recall::{fit_budget, RecallHit};
+use crate::model::generate::{answer_room, SamplingParams};
+use crate::model::tokenizer::{memory_block, Message, Role};
 use crate::runtime::Runtime;
 use crate::tools::ToolCall;
 
@@ -33,6 +37,16 @@ pub enum ChatError {
     Actor(#[from] AskError),
 }
 
+impl From<ChatError> for crate::error::ThauError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::BadRequest(m) => crate::error::ThauError::Invalid(m),
+            ChatError::Unavailable(m) => crate::error::ThauError::Runtime(m),
+            ChatError::Actor(e) => e.into(),
+        }
+    }
+}
+
 /// A chat request (`POST /chat/message`, `POST /vision/chat`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +57,9 @@ pub struct ChatRequest {
     pub max_tokens: Option<usize>,
     pub temperature: Option<f64>,
     pub seed: Option<u64>,
+    /// Recall memories into the prompt (default: the `[memory] recall` setting).
+    #[serde(default)]
+    pub memory: Option<bool>,
 }
 
 /// The answer to a chat turn.
@@ -56,8 +73,12 @@ pub struct ChatReply {
     /// `/vision/image/...` URLs of pictures made in this turn.
     pub images: Vec<String>,
     pub tokens: usize,
+    /// Tokens of the prompt the model answered (the conversation and its memories).
+    pub prompt_tokens: usize,
     /// Whether decoding was stopped by the client (`response.cancel`).
     pub cancelled: bool,
+    /// The memories the prompt held, best first (ids, scores, sources, texts).
+    pub memories: Vec<RecallHit>,
 }
 
 /// Runs one turn. With `detect_tools`, an image request in the user's words runs the
@@ -125,6 +146,13 @@ pub async fn chat_turn(
     } else {
         None
     };
+    let memories = if req.memory.unwrap_or(rt.config.memory.recall) {
+        let answer = params.as_ref().map(|p| p.max_new_tokens);
+        recall_for_prompt(rt, &inference, &text, &messages, answer).await?
+    } else {
+        Vec::new()
+    };
+    let messages = with_memories(messages, &memories);
     // Through the batching queue: concurrent sessions decode together.
     let generation = reply(
         "inference",
@@ -187,6 +215,119 @@ pub async fn chat_turn(
         tool_results: routed.results,
         images,
         tokens: generation.ids.len(),
+        prompt_tokens: generation.prompt_tokens,
         cancelled: generation.stop == crate::model::generate::StopReason::Cancelled,
+        memories,
     })
+}
+
+/// Tokens a turn's markup takes beside its text (role token, end of turn), and the
+/// memory block's header line.
+const TURN_MARKUP_TOKENS: usize = 2;
+const MEMORY_HEADER_TOKENS: usize = 4;
+
+/// The memories to put into the prompt for `query`: long-term memory's best matches, then
+/// (when `[memory] recall_episodes` > 0) episodes found by full-text search, cut to the
+/// configured count, minimum score and token budget — and to the room the model's context
+/// leaves beside `conversation` and the room kept for an answer of `answer_tokens` (the
+/// Inference default when `None`; see [`answer_room`]), so the prompt is never cut. A
+/// memory store that is down leaves its memories out (logged); the turn goes on without
+/// them.
+pub async fn recall_for_prompt(
+    rt: &Runtime,
+    inference: &actix::Addr<Inference>,
+    query: &str,
+    conversation: &[Message],
+    answer_tokens: Option<usize>,
+) -> Result<Vec<RecallHit>, ChatError> {
+    let cfg = &rt.config.memory;
+    if cfg.recall_limit == 0 || cfg.recall_tokens == 0 {
+        return Ok(Vec::new());
+    }
+    let mut hits: Vec<RecallHit> = Vec::new();
+    if let Some(long) = &rt.addrs.long_term_memory {
+        let r = long
+            .send(RecallLong {
+                query: query.to_string(),
+                limit: cfg.recall_limit,
+                filter: Default::default(),
+            })
+            .await;
+        hits.extend(
+            left_out_if_down("long_term_memory", r)?
+                .into_iter()
+                .map(RecallHit::from_point),
+        );
+    }
+    if let (Some(episodic), n @ 1..) = (&rt.addrs.episodic_memory, cfg.recall_episodes) {
+        let r = episodic
+            .send(SearchEpisodes {
+                query: query.to_string(),
+                filter: Default::default(),
+                limit: n,
+            })
+            .await;
+        hits.extend(
+            left_out_if_down("episodic_memory", r)?
+                .into_iter()
+                .map(RecallHit::from_episode),
+        );
+    }
+    if hits.is_empty() {
+        return Ok(hits);
+    }
+    // Each memory is counted as the line it becomes in the prompt; the conversation is
+    // counted to know how much of the context is left.
+    let mut texts: Vec<String> = hits.iter().map(|h| format!("- {}", h.text)).collect();
+    texts.extend(conversation.iter().map(|m| m.content.clone()));
+    let counted = reply("inference", inference.send(CountTokens(texts)).await)?;
+    let (memory_tokens, turn_tokens) = counted.counts.split_at(hits.len());
+    let answer = answer_tokens.unwrap_or(counted.default_answer_tokens);
+    let used = turn_tokens.iter().sum::<usize>()
+        + TURN_MARKUP_TOKENS * (conversation.len() + 1)
+        + 1
+        + MEMORY_HEADER_TOKENS
+        + answer_room(answer, counted.context);
+    let budget = cfg.recall_tokens.min(counted.context.saturating_sub(used));
+    Ok(fit_budget(
+        hits,
+        memory_tokens,
+        budget,
+        cfg.recall_limit + cfg.recall_episodes,
+        cfg.recall_min_score,
+    ))
+}
+
+/// An actor's answer, or nothing when its store is unavailable (so chat works without
+/// memory); a bad query or a closed mailbox is still an error.
+fn left_out_if_down<T>(
+    actor: &'static str,
+    r: crate::actors::Reply<Vec<T>>,
+) -> Result<Vec<T>, ChatError> {
+    match reply(actor, r) {
+        Err(AskError::Actor {
+            error: ActorError::Unavailable(why),
+            ..
+        }) => {
+            tracing::warn!(actor, %why, "recall: store left out of the prompt");
+            Ok(Vec::new())
+        }
+        // A message with no searchable word matches no episode: nothing to recall.
+        Err(AskError::Actor {
+            error: ActorError::BadRequest(_),
+            ..
+        }) => Ok(Vec::new()),
+        r => Ok(r?),
+    }
+}
+
+/// The conversation with its memories in front: a system turn laid out by
+/// [`memory_block`] (the chat template's context block). No memories, no turn.
+pub fn with_memories(mut messages: Vec<Message>, memories: &[RecallHit]) -> Vec<Message> {
+    if memories.is_empty() {
+        return messages;
+    }
+    let texts: Vec<&str> = memories.iter().map(|m| m.text.as_str()).collect();
+    messages.insert(0, Message::new(Role::System, memory_block(&texts)));
+    messages
 }

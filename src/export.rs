@@ -179,7 +179,11 @@ pub fn export_gguf(ck: &Checkpoint, weight_type: ExportType, out: &Path) -> Resu
     ];
     let mut fallbacks = Vec::new();
     let mut qtensors: Vec<(String, QTensor)> = Vec::new();
+    // llama.cpp has no copy head: the file holds the LM head's model alone.
     for (name, _) in weight_shapes(c) {
+        if crate::model::copy::is_copy_weight(&name) {
+            continue;
+        }
         let t: &Tensor = ck
             .weights
             .get(&name)
@@ -271,7 +275,9 @@ pub fn verify(ck: &Checkpoint, gguf: &Path, texts: &[&str]) -> Result<VerifyRepo
     use candle_core::{Device, D};
     use candle_transformers::models::quantized_llama::ModelWeights;
     let dev = Device::Cpu;
-    let native = crate::model::transformer::from_tensors(ck.weights.clone(), &ck.config, &dev)?;
+    // Compared with what the file holds: the model without its copy head.
+    let lm_only = ck.config.without_copy_head();
+    let native = crate::model::transformer::from_tensors(ck.weights.clone(), &lm_only, &dev)?;
     let (mut positions, mut same, mut max_diff) = (0usize, 0usize, 0f32);
     for text in texts {
         let mut ids = ck.tokenizer.encode(text)?;
@@ -318,7 +324,8 @@ pub const REFERENCE_NEW_TOKENS: usize = 16;
 pub fn reference(ck: &Checkpoint, texts: &[&str]) -> Result<serde_json::Value> {
     use crate::model::generate::{generate, SamplingParams};
     let dev = candle_core::Device::Cpu;
-    let model = crate::model::transformer::from_tensors(ck.weights.clone(), &ck.config, &dev)?;
+    let lm_only = ck.config.without_copy_head();
+    let model = crate::model::transformer::from_tensors(ck.weights.clone(), &lm_only, &dev)?;
     let greedy = SamplingParams {
         max_new_tokens: REFERENCE_NEW_TOKENS,
         temperature: 0.0,

@@ -19,6 +19,7 @@ pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod export;
 pub mod fsutil;
 pub mod fuzzing;

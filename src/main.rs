@@ -66,7 +66,7 @@ fn run(args: Cli, home: Home, config: ThauConfig) -> Result<()> {
             command: ModelCommand::Ages,
         } => Box::new(model::ages(&config)),
         Command::Train(a) => Box::new(model::train(&home, &config, a, json)?),
-        Command::Eval(a) => Box::new(model::eval(&home, &a)?),
+        Command::Eval(a) => model::eval(home, config, a)?,
         Command::Generate(a) => Box::new(model::generate(home, config, a, json)?),
         Command::Grow(a) => Box::new(model::grow(&home, &a)?),
         Command::Export { command } => model::export(&home, command)?,

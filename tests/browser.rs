@@ -45,6 +45,7 @@ async fn the_page_chats_draws_finds_memories_and_plots_learning() {
         seed: 3,
         teacher: None,
         resume: false,
+        accuracy: None,
     };
     let report = learn(&rt, &req, &AtomicBool::new(false), &mut |_| {})
         .await
@@ -150,7 +151,13 @@ async fn the_page_chats_draws_finds_memories_and_plots_learning() {
     });
     let live = async {
         if go_rx.await.is_ok() {
-            let again = LearnRequest { seed: 4, ..req };
+            // More questions than the first session's: its items are known by now, and
+            // a round needs new gaps.
+            let again = LearnRequest {
+                seed: 4,
+                questions: Some(40),
+                ..req
+            };
             learn(&rt, &again, &AtomicBool::new(false), &mut |_| {})
                 .await
                 .unwrap();

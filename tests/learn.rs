@@ -104,6 +104,7 @@ async fn a_session_runs_the_loop_through_the_actors() {
         seed: 3,
         teacher: None,
         resume: true,
+        accuracy: None,
     };
     let stop = AtomicBool::new(false);
     let mut ticks = 0;
@@ -294,6 +295,7 @@ async fn a_session_keeps_going_when_the_teacher_fails_or_is_filtered() {
         seed: 5,
         teacher: Some(format!("ollama:m@{url}").parse().unwrap()),
         resume: true,
+        accuracy: None,
     };
     let r = learn(&rt, &req, &AtomicBool::new(false), &mut |_| {})
         .await
@@ -434,6 +436,7 @@ async fn an_interrupted_session_is_resumed_only_from_its_corpus() {
         fresh_model: false,
         step_before: 0,
         probe_loss_before: 5.0,
+        accuracy_before: None,
     };
     let runs = home.runs().join("learn");
     std::fs::create_dir_all(&runs).unwrap();
@@ -451,6 +454,7 @@ async fn an_interrupted_session_is_resumed_only_from_its_corpus() {
         seed: 3,
         teacher: None,
         resume: true,
+        accuracy: None,
     };
     let stop = AtomicBool::new(false);
     let err = learn(&rt, &req, &stop, &mut |_| {})

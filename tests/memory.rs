@@ -307,7 +307,7 @@ fn home_with_memories(dir: &Path) -> (Home, ThauConfig) {
     ];
     eps[0].importance = 0.8;
     stores.episodic().unwrap().put_many(&eps).unwrap();
-    let (vs, _) = stores.long().unwrap();
+    let vs = stores.long().unwrap();
     vs.upsert(vec![
         point("the sky is blue because of scattering", "corpus", 0.7),
         point("el cielo es azul", "chat", 0.4),
@@ -495,6 +495,7 @@ async fn the_memory_actors_file_evicted_turns_and_recall_across_stores() {
         text: "siete mares".into(),
         source: "chat".into(),
         importance: 0.5,
+        id: None,
     }]))
     .await
     .unwrap()

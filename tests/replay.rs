@@ -332,6 +332,7 @@ fn thau_chat_streams_answers_and_runs_slash_commands() {
             max_tokens: Some(16),
             temperature: Some(0.0),
             seed: Some(7),
+            memory: None,
         };
         let mut input = std::io::Cursor::new(b"Hello, who are you?\n".to_vec());
         let mut out = Flushes::default();

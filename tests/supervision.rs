@@ -29,6 +29,7 @@ fn request(i: usize) -> ChatRequest {
         max_tokens: Some(8),
         temperature: Some(0.0),
         seed: Some(1),
+        memory: None,
     }
 }
 
@@ -52,6 +53,7 @@ async fn actors_restart_under_load_and_later_requests_succeed() {
             seed: 3,
             teacher: None,
             resume: true,
+            accuracy: None,
         };
         learn(&rt, &req, &AtomicBool::new(false), &mut |_| {}).await
     };

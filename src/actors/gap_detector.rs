@@ -369,8 +369,11 @@ impl Handler<Trained> for GapDetector {
                         });
                         if let Some(long) = &me.long_term {
                             // What was learned becomes recallable knowledge.
+                            // Content-addressed: a gap closed again stores nothing new.
+                            let text = format!("{} {}", g.item.question, g.item.answer);
                             long.do_send(Memorize(vec![NewMemory {
-                                text: format!("{} {}", g.item.question, g.item.answer),
+                                id: Some(crate::memory::passages::passage_id(&text)),
+                                text,
                                 source: LEARNED_SOURCE.into(),
                                 importance: 0.6,
                             }]));

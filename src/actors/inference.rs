@@ -1,7 +1,7 @@
 //! Inference: the one owner of the model. Serves [`Generate`] (sampling with optional
 //! token streaming, on the handling thread), [`Submit`] (the same, queued for the shared
 //! decode thread that batches every session's next token; see [`generate_batched`]) and
-//! [`Score`] (per-token log-probabilities of a given continuation) to the other actors and
+//! [`Score`] (per-token log-probabilities of a given continuation) and [`CountTokens`] to the other actors and
 //! the front ends, takes new weights from the Learner as a message ([`SwapWeights`]: a hot
 //! swap, chat never waits on training), and [`Reload`]s from disk on request. It serves the
 //! newest THAU checkpoint, or — when `model.gguf` is configured — a `llama`-architecture
@@ -96,6 +96,22 @@ pub struct Scored {
     pub logprobs: Vec<f32>,
     /// Mean negative log-likelihood per token.
     pub mean_nll: f32,
+}
+
+/// How many tokens each text takes in the served model's tokenizer, and the model's
+/// context (to fit recalled memories into a prompt).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<TokenCounts, ActorError>")]
+pub struct CountTokens(pub Vec<String>);
+
+/// The reply to [`CountTokens`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenCounts {
+    pub counts: Vec<usize>,
+    /// The longest prompt and answer the served model takes, in tokens.
+    pub context: usize,
+    /// The answer length of requests that set none (`agents/inference.toml`).
+    pub default_answer_tokens: usize,
 }
 
 /// Load the newest checkpoint now (after training wrote one).
@@ -494,6 +510,35 @@ impl Handler<Score> for Inference {
                 score(model, &ids, &cont).map_err(|e| ActorError::BadRequest(e.to_string()))?;
             let mean_nll = -logprobs.iter().sum::<f32>() / logprobs.len().max(1) as f32;
             Ok(Scored { logprobs, mean_nll })
+        })
+    }
+}
+
+impl Handler<CountTokens> for Inference {
+    type Result = Result<TokenCounts, ActorError>;
+    fn handle(&mut self, msg: CountTokens, ctx: &mut SyncContext<Self>) -> Self::Result {
+        guarded(self, ctx, "CountTokens", |me| {
+            let backend = &me.loaded()?.backend;
+            let counts = msg
+                .0
+                .iter()
+                .map(|t| {
+                    let n = match backend {
+                        Backend::Native(n) => n.tokenizer.encode(t).map(|ids| ids.len()),
+                        Backend::Gguf(g) => g.encode(t).map(|ids| ids.len()),
+                    };
+                    n.map_err(|e| ActorError::BadRequest(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let context = match backend {
+                Backend::Native(n) => n.model.cfg.max_seq_len,
+                Backend::Gguf(g) => g.context,
+            };
+            Ok(TokenCounts {
+                counts,
+                context,
+                default_answer_tokens: me.defaults.max_new_tokens,
+            })
         })
     }
 }

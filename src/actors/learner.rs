@@ -323,8 +323,9 @@ impl Learner {
         let Some(next) = crate::model::config::AGES.iter().find(|a| a.age > age) else {
             return Ok(());
         };
-        let to = ModelConfig::for_age(next.age, t.config.vocab_size, t.config.max_seq_len)
+        let mut to = ModelConfig::for_age(next.age, t.config.vocab_size, t.config.max_seq_len)
             .map_err(failed)?;
+        to.copy_head = t.config.copy_head;
         let kb = KnowledgeBase::load(&s.corpus, &Templates::default())
             .map_err(|e| ActorError::Failed(e.to_string()))?;
         let corpus = replay_corpus(&kb);

@@ -1,7 +1,8 @@
-//! LongTermMemory: owns the vector store (embedded Qdrant, or a Qdrant server) and the
-//! embedder — memorises texts as vectors and recalls the nearest ones.
+//! LongTermMemory: owns the long-term store ([`LongTerm`]: embedded Qdrant or a Qdrant
+//! server, the embedder, and the lexical index beside them) — memorises texts and recalls
+//! the ones that best match a query, by meaning and by words.
 //!
-//! Receives [`Memorize`], [`RecallLong`], [`GetMemory`], [`ForgetMemory`],
+//! Receives [`Memorize`], [`RecallLong`], [`KnownMemories`], [`GetMemory`], [`ForgetMemory`],
 //! [`ListMemories`], [`LongStatsRequest`] and the common messages ([`crate::actors::Flush`] flushes the
 //! store). The embedded shard admits one owner per directory, and this actor is it. Runs
 //! on its own async arbiter under a `Supervisor`: a restart keeps the open store.
@@ -9,35 +10,24 @@
 use std::path::Path;
 
 use actix::prelude::*;
-use chrono::Utc;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::actors::{guarded, memory_reply, ActorBase, ActorError, ThauActor};
-use crate::memory::embed::Embedder;
-use crate::memory::vector::{
-    MemoryPoint, PayloadFilter, PointPayload, ScoredPoint, VectorStats, VectorStore,
-};
-use crate::memory::MemorySection;
+use crate::memory::vector::{MemoryPoint, PayloadFilter, ScoredPoint, VectorStats};
+pub use crate::memory::NewMemory;
+use crate::memory::{LongTerm, MemorySection};
 use crate::runtime::agents::AgentSpec;
 
 /// Points written between two index builds (HNSW) of the embedded store.
 const OPTIMIZE_EVERY: usize = 2_000;
-
-/// A text to remember.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewMemory {
-    pub text: String,
-    pub source: String,
-    pub importance: f32,
-}
 
 /// Embed and store texts; answers their ids.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<Vec<Uuid>, ActorError>")]
 pub struct Memorize(pub Vec<NewMemory>);
 
-/// The memories nearest to a text.
+/// The memories that best match a text (vector and lexical rankings fused, see
+/// [`LongTerm::recall`]).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<Vec<ScoredPoint>, ActorError>")]
 pub struct RecallLong {
@@ -65,20 +55,20 @@ pub struct GetMemory(pub Uuid);
 #[rtype(result = "Result<(), ActorError>")]
 pub struct ForgetMemory(pub Uuid);
 
+/// Which of these ids are stored (to tell new passages from ones already read).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<bool>, ActorError>")]
+pub struct KnownMemories(pub Vec<Uuid>);
+
 /// Counts of the store.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<VectorStats, ActorError>")]
 pub struct LongStatsRequest;
 
-struct Open {
-    store: Box<dyn VectorStore>,
-    embedder: Box<dyn Embedder>,
-}
-
 /// The LongTermMemory actor's state.
 pub struct LongTermMemory {
     base: ActorBase,
-    open: Result<Open, String>,
+    open: Result<LongTerm, String>,
     /// Points written since the last index build.
     unindexed: usize,
 }
@@ -91,9 +81,7 @@ impl LongTermMemory {
         checkpoints: &Path,
         cfg: &MemorySection,
     ) -> Self {
-        let open = crate::memory::open_long_term(memory_dir, checkpoints, cfg)
-            .map(|(store, embedder)| Open { store, embedder })
-            .map_err(|e| e.to_string());
+        let open = LongTerm::open(memory_dir, checkpoints, cfg).map_err(|e| e.to_string());
         if let Err(e) = &open {
             tracing::error!(actor = base.name, error = %e, "long-term store unavailable");
         }
@@ -104,7 +92,7 @@ impl LongTermMemory {
         }
     }
 
-    fn open(&mut self) -> Result<&mut Open, ActorError> {
+    fn open(&mut self) -> Result<&mut LongTerm, ActorError> {
         self.open
             .as_mut()
             .map_err(|e| ActorError::Unavailable(format!("long-term store: {e}")))
@@ -117,7 +105,7 @@ impl ThauActor for LongTermMemory {
     }
     fn note(&self) -> String {
         match &self.open {
-            Ok(o) => match o.store.stats() {
+            Ok(o) => match o.stats() {
                 Ok(s) => format!(
                     "{} memories in {} ({}), embedder {}",
                     s.points,
@@ -132,7 +120,7 @@ impl ThauActor for LongTermMemory {
     }
     fn flush_state(&mut self) -> Result<(), ActorError> {
         match &mut self.open {
-            Ok(o) => o.store.flush().map_err(memory_reply),
+            Ok(o) => o.flush().map_err(memory_reply),
             Err(_) => Ok(()),
         }
     }
@@ -144,33 +132,26 @@ impl Handler<Memorize> for LongTermMemory {
     type Result = Result<Vec<Uuid>, ActorError>;
     fn handle(&mut self, m: Memorize, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, "Memorize", |me| {
-            let o = me.open()?;
-            let texts: Vec<&str> = m.0.iter().map(|n| n.text.as_str()).collect();
-            let vectors = o.embedder.embed(&texts).map_err(memory_reply)?;
-            let now = Utc::now();
-            let points: Vec<MemoryPoint> =
-                m.0.iter()
-                    .zip(vectors)
-                    .map(|(n, vector)| MemoryPoint {
-                        id: Uuid::new_v4(),
-                        payload: PointPayload {
-                            text: n.text.clone(),
-                            source: n.source.clone(),
-                            importance: n.importance,
-                            created_at: now,
-                        },
-                        vector,
-                    })
-                    .collect();
-            let ids = points.iter().map(|p| p.id).collect();
-            let n = points.len();
-            o.store.upsert(points).map_err(memory_reply)?;
+            let ids = me.open()?.memorize(&m.0).map_err(memory_reply)?;
+            let n = ids.len();
             me.unindexed += n;
             if me.unindexed >= OPTIMIZE_EVERY {
                 me.unindexed = 0;
-                me.open()?.store.optimize().map_err(memory_reply)?;
+                me.open()?.vectors.optimize().map_err(memory_reply)?;
             }
             Ok(ids)
+        })
+    }
+}
+
+impl Handler<KnownMemories> for LongTermMemory {
+    type Result = Result<Vec<bool>, ActorError>;
+    fn handle(&mut self, m: KnownMemories, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, "KnownMemories", |me| {
+            let lt = me.open()?;
+            m.0.iter()
+                .map(|id| lt.contains(*id).map_err(memory_reply))
+                .collect()
         })
     }
 }
@@ -179,10 +160,8 @@ impl Handler<RecallLong> for LongTermMemory {
     type Result = Result<Vec<ScoredPoint>, ActorError>;
     fn handle(&mut self, m: RecallLong, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, "RecallLong", |me| {
-            let o = me.open()?;
-            let v = o.embedder.embed_one(&m.query).map_err(memory_reply)?;
-            o.store
-                .search(&v, m.limit, &m.filter, false)
+            me.open()?
+                .recall(&m.query, m.limit, &m.filter)
                 .map_err(memory_reply)
         })
     }
@@ -192,7 +171,7 @@ impl Handler<GetMemory> for LongTermMemory {
     type Result = Result<MemoryPoint, ActorError>;
     fn handle(&mut self, m: GetMemory, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, "GetMemory", |me| {
-            me.open()?.store.get(m.0).map_err(memory_reply)
+            me.open()?.vectors.get(m.0).map_err(memory_reply)
         })
     }
 }
@@ -201,7 +180,7 @@ impl Handler<ForgetMemory> for LongTermMemory {
     type Result = Result<(), ActorError>;
     fn handle(&mut self, m: ForgetMemory, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, "ForgetMemory", |me| {
-            me.open()?.store.delete(m.0).map_err(memory_reply)
+            me.open()?.delete(m.0).map_err(memory_reply)
         })
     }
 }
@@ -210,7 +189,7 @@ impl Handler<LongStatsRequest> for LongTermMemory {
     type Result = Result<VectorStats, ActorError>;
     fn handle(&mut self, _: LongStatsRequest, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, "LongStats", |me| {
-            me.open()?.store.stats().map_err(memory_reply)
+            me.open()?.stats().map_err(memory_reply)
         })
     }
 }
@@ -220,7 +199,7 @@ impl Handler<ListMemories> for LongTermMemory {
     fn handle(&mut self, m: ListMemories, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, "ListMemories", |me| {
             me.open()?
-                .store
+                .vectors
                 .scroll(m.after, m.limit, false)
                 .map_err(memory_reply)
         })

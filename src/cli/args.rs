@@ -62,7 +62,9 @@ pub enum Command {
     },
     /// Train the model on a corpus (resumes the age's newest checkpoint if there is one).
     Train(TrainArgs),
-    /// Held-out loss and perplexity of the newest (or a given) checkpoint.
+    /// Held-out loss and perplexity of the newest (or a given) checkpoint; `thau eval
+    /// answers`: answer accuracy on held-out questions, with memory, closed-book and a
+    /// retrieval-only baseline.
     Eval(EvalArgs),
     /// Generate text with the newest checkpoint, streamed as it is produced.
     Generate(GenerateArgs),
@@ -137,6 +139,9 @@ pub struct ChatArgs {
     /// Sampling seed (turn i uses SEED + i), for reproducible chats.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Answer from the weights alone: no memories recalled into prompts.
+    #[arg(long)]
+    pub no_memory: bool,
 }
 
 #[derive(Args, Debug)]
@@ -225,6 +230,13 @@ pub struct LearnArgs {
     /// by default it is resumed.
     #[arg(long)]
     pub new_session: bool,
+    /// Questions whose answers are scored before and after the session (the `thau eval
+    /// answers` format; default data/eval/qa_heldout.jsonl when it exists).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub accuracy_qa: Option<PathBuf>,
+    /// How many of them (a fixed sample, the same every session); 0 skips the check.
+    #[arg(long, default_value_t = 24)]
+    pub accuracy_sample: usize,
 }
 
 fn parse_teacher(s: &str) -> std::result::Result<thau::learn::teacher::TeacherSpec, String> {
@@ -295,6 +307,20 @@ pub enum MemoryCommand {
         /// Output file (written atomically); standard output when omitted.
         #[arg(short, long, value_name = "FILE.jsonl")]
         output: Option<PathBuf>,
+    },
+    /// Remember plain text: TEXT and/or documents (--file: a .md/.txt file, or a directory
+    /// of them) are split into passages and stored in long-term memory, where chat recalls
+    /// them at once. Passages already stored are skipped; unreadable documents are refused
+    /// with the reason while the rest is stored.
+    Add {
+        /// The text to remember.
+        text: Option<String>,
+        /// A document or a directory of documents (repeatable).
+        #[arg(long, value_name = "PATH")]
+        file: Vec<PathBuf>,
+        /// Where TEXT comes from (default `cli`); documents are named by their path.
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Read a JSONL export back (every line is checked before anything is written).
     Import {
@@ -453,7 +479,10 @@ pub struct TrainArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct EvalArgs {
+    #[command(subcommand)]
+    pub command: Option<EvalCommand>,
     /// The corpus whose held-out split is scored.
     #[arg(long, value_name = "PATH", default_value = "data/corpus")]
     pub data: PathBuf,
@@ -465,6 +494,39 @@ pub struct EvalArgs {
     pub max_batches: usize,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum EvalCommand {
+    /// Ask every question of a QA file through the chat path (greedy, a fresh conversation
+    /// each) and score the answers: with memory, closed-book, and the best retrieved
+    /// sentence with no model; overall and per language, with recall@3 of the passage that
+    /// holds the answer.
+    Answers(EvalAnswersArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EvalAnswersArgs {
+    /// JSONL questions: `question`, `expect` (spans, any of which shows the fact),
+    /// optional `answer`, `lang`.
+    #[arg(
+        long,
+        value_name = "FILE.jsonl",
+        default_value = "data/eval/qa_heldout.jsonl"
+    )]
+    pub qa: PathBuf,
+    /// Only the closed-book answers (the weights alone).
+    #[arg(long)]
+    pub closed_book: bool,
+    /// Ask a running `thau serve` (http://HOST:PORT) instead of a runtime in this process.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Longest answer, in tokens.
+    #[arg(long, default_value_t = 48)]
+    pub max_tokens: usize,
+    /// Ask only the first N questions.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     /// The prompt. Answered as a user message unless --raw.
@@ -472,6 +534,9 @@ pub struct GenerateArgs {
     /// Continue the prompt as plain text instead of answering it as a chat turn.
     #[arg(long)]
     pub raw: bool,
+    /// Answer from the weights alone: no memories recalled into the prompt.
+    #[arg(long)]
+    pub no_memory: bool,
     #[arg(long)]
     pub max_tokens: Option<usize>,
     #[arg(long)]
@@ -534,7 +599,7 @@ pub struct BenchArgs {
     /// grow: also run the (non-exact) stacking operator.
     #[arg(long)]
     pub stack: bool,
-    /// memory: points loaded into the embedded vector store.
+    /// memory, recall: points loaded into the embedded vector store.
     #[arg(long, default_value_t = 100_000)]
     pub points: usize,
     /// memory: values per vector.
@@ -605,6 +670,9 @@ pub enum BenchKind {
     Memory,
     /// Embedders on the labelled retrieval set (paraphrase → answer): recall@1/5, MRR.
     Embed,
+    /// Hybrid recall (vectors + BM25, what chat runs) over `--points` text memories,
+    /// timed on the held-out questions against vector search alone (goal: p50 ≤ 20 ms).
+    Recall,
     /// Training against PyTorch and batch-1 decode against llama.cpp (on THAU's exported
     /// GGUF) in one run, each ratio marked against its goal (≥ 1.0×).
     Speed,

@@ -37,7 +37,27 @@ pub fn memory(home: &Home, a: &BenchArgs) -> Result<thau::memory::bench::VectorB
         a.queries,
         a.data,
         &a.corpus,
-        &mut |line| progress(&line),
+        &mut |line: String| progress(&line),
+    )?)
+}
+
+/// `thau bench recall`: hybrid recall over `--points` memories, timed on the held-out
+/// questions.
+pub fn recall(home: &Home, a: &BenchArgs) -> Result<thau::memory::recall_bench::RecallBenchReport> {
+    const QUESTIONS: &str = "data/eval/qa_heldout.jsonl";
+    let text = std::fs::read_to_string(QUESTIONS).map_err(|e| ThauError::io(QUESTIONS, e))?;
+    let questions: Vec<String> = thau::eval::score::parse_qa(&text)
+        .map_err(|e| ThauError::Invalid(format!("{QUESTIONS}: {e}")))?
+        .into_iter()
+        .map(|i| i.question)
+        .collect();
+    let dir = tempfile_dir(home)?;
+    Ok(thau::memory::recall_bench::recall_bench(
+        dir.path(),
+        a.points,
+        &questions,
+        &a.corpus,
+        &mut |line: String| progress(&line),
     )?)
 }
 
@@ -180,6 +200,7 @@ pub fn run(home: Home, mut config: ThauConfig, a: BenchArgs) -> Result<Box<dyn R
             &mut |l| progress(l),
         )?),
         BenchKind::Embed => Box::new(embed(&home, &a)?),
+        BenchKind::Recall => Box::new(recall(&home, &a)?),
         BenchKind::Grow => Box::new(grow(&root, &a)?),
     })
 }

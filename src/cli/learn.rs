@@ -9,10 +9,34 @@ use thau::commands::with_runtime;
 use thau::config::ThauConfig;
 use thau::home::Home;
 use thau::learn::tuning::{Change, Knob, Rating, Tuning};
-use thau::Result;
+use thau::{Result, ThauError};
 
 use super::args::{FeedbackArgs, LearnArgs, StatsArgs, TuneCommand};
 use super::report::Report;
+
+/// The held-out questions a session scores itself on: the file given, else the shipped
+/// `data/eval/qa_heldout.jsonl` when it is there (none, and no error, when it is not).
+fn accuracy_check(
+    qa: Option<std::path::PathBuf>,
+    sample: usize,
+) -> Result<Option<thau::commands::learn::AccuracyCheck>> {
+    const SHIPPED: &str = "data/eval/qa_heldout.jsonl";
+    if sample == 0 {
+        return Ok(None);
+    }
+    let qa = match qa {
+        Some(p) if !p.is_file() => {
+            return Err(ThauError::Invalid(format!(
+                "--accuracy-qa {}: no such file",
+                p.display()
+            )))
+        }
+        Some(p) => p,
+        None if std::path::Path::new(SHIPPED).is_file() => SHIPPED.into(),
+        None => return Ok(None),
+    };
+    Ok(Some(thau::commands::learn::AccuracyCheck { qa, sample }))
+}
 
 /// `thau learn`: starts the runtime, runs a session with a live progress line, returns the
 /// summary. Ctrl-C stops asking, lets the Learner finish its round and save.
@@ -29,6 +53,7 @@ pub fn learn(home: Home, config: ThauConfig, a: LearnArgs, json: bool) -> Result
         seed: a.seed.unwrap_or(config.seed),
         teacher: a.teacher,
         resume: !a.new_session,
+        accuracy: accuracy_check(a.accuracy_qa, a.accuracy_sample)?,
     };
     let bar = indicatif::ProgressBar::hidden();
     if !json {

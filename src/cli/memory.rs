@@ -1,4 +1,4 @@
-//! `thau memory stats|list|search|show|forget|export|import`: the work is in
+//! `thau memory stats|list|search|show|forget|export|import|add`: the work is in
 //! `thau::commands::memory`; these return its reports. `thau memory export` without
 //! `--output` streams the JSONL to standard output while it runs.
 
@@ -107,5 +107,8 @@ pub fn run(command: MemoryCommand, home: &Home, config: &ThauConfig) -> Result<B
         MemoryCommand::Forget { id, store } => Box::new(mem::forget(stores, store.store, &id)?),
         MemoryCommand::Export { store, output } => Box::new(export(stores, store.store, output)?),
         MemoryCommand::Import { input, store } => Box::new(import(stores, store.store, &input)?),
+        MemoryCommand::Add { text, file, source } => {
+            Box::new(mem::add(stores, text.as_deref(), &file, source.as_deref())?)
+        }
     })
 }

@@ -12,7 +12,10 @@ use thau::config::ThauConfig;
 use thau::home::Home;
 use thau::{Result, ThauError};
 
-use super::args::{EvalArgs, ExportCommand, GenerateArgs, GgufType, GrowArgs, TrainArgs};
+use super::args::{
+    EvalAnswersArgs, EvalArgs, EvalCommand, ExportCommand, GenerateArgs, GgufType, GrowArgs,
+    TrainArgs,
+};
 use super::report::Report;
 
 /// `thau init`: creates the data directory (idempotent).
@@ -134,24 +137,78 @@ pub fn train(
     Ok(report)
 }
 
-/// `thau eval`: held-out loss of the newest (or the given) checkpoint.
-pub fn eval(home: &Home, a: &EvalArgs) -> Result<thau::commands::train::EvalSummary> {
-    Ok(thau::commands::train::eval(
-        home,
-        &a.data,
-        a.checkpoint.as_deref(),
-        a.max_batches,
-    )?)
+/// `thau eval`: held-out loss of the newest (or the given) checkpoint; `thau eval
+/// answers`: answer accuracy.
+pub fn eval(home: Home, config: ThauConfig, a: EvalArgs) -> Result<Box<dyn Report>> {
+    match a.command {
+        Some(EvalCommand::Answers(a)) => Ok(Box::new(eval_answers(home, config, a)?)),
+        None => Ok(Box::new(thau::commands::train::eval(
+            &home,
+            &a.data,
+            a.checkpoint.as_deref(),
+            a.max_batches,
+        )?)),
+    }
+}
+
+/// `thau eval answers`: the QA file asked locally (a runtime in this process) or of the
+/// server at `--url`, scored.
+fn eval_answers(
+    home: Home,
+    config: ThauConfig,
+    a: EvalAnswersArgs,
+) -> Result<thau::eval::answers::AnswersReport> {
+    use thau::eval::answers::{collect_local, collect_remote, score, EvalOptions};
+    let text = std::fs::read_to_string(&a.qa).map_err(|e| ThauError::io(&a.qa, e))?;
+    let mut items = thau::eval::score::parse_qa(&text)
+        .map_err(|e| ThauError::Invalid(format!("{}: {e}", a.qa.display())))?;
+    if let Some(n) = a.limit {
+        items.truncate(n.max(1));
+    }
+    let opts = EvalOptions {
+        closed_book_only: a.closed_book,
+        max_tokens: a.max_tokens.clamp(1, 512),
+    };
+    let started = std::time::Instant::now();
+    let (collected, target) = match &a.url {
+        Some(url) => (collect_remote(url, &items, &opts)?, url.clone()),
+        None => {
+            home.init()?;
+            let items2 = items.clone();
+            let c = with_runtime(home, config, move |rt| async move {
+                let c = collect_local(&rt, &items2, &opts).await;
+                rt.shutdown().await;
+                c
+            })?;
+            (c, "local".to_string())
+        }
+    };
+    Ok(score(
+        a.qa,
+        &items,
+        collected,
+        started.elapsed().as_secs_f64(),
+        target,
+    ))
+}
+
+/// What `thau generate` produced: the generation and the memories its prompt held.
+#[derive(Debug, Serialize)]
+pub struct Generated {
+    #[serde(flatten)]
+    pub generation: thau::model::generate::Generation,
+    pub memories: Vec<thau::memory::recall::RecallHit>,
 }
 
 /// `thau generate`: asks the Inference actor, printing text as it streams in (without
-/// `--json`); the report is the whole generation.
+/// `--json`); the report is the whole generation. A chat prompt (not `--raw`) holds the
+/// memories recalled for it unless `--no-memory`.
 pub fn generate(
     home: Home,
     mut config: ThauConfig,
     a: GenerateArgs,
     json: bool,
-) -> Result<thau::model::generate::Generation> {
+) -> Result<Generated> {
     use thau::actors::inference::{Generate, Prompt};
     use thau::model::tokenizer::{Message, Role};
     if let Some(g) = &a.gguf {
@@ -180,10 +237,17 @@ pub fn generate(
         if let Some(v) = a.seed {
             params.seed = v;
         }
+        let mut memories = Vec::new();
         let prompt = if a.raw {
             Prompt::Text(a.prompt)
         } else {
-            Prompt::Chat(vec![Message::new(Role::User, a.prompt)])
+            let user = vec![Message::new(Role::User, a.prompt.clone())];
+            if !a.no_memory && rt.config.memory.recall {
+                let answer = Some(params.max_new_tokens);
+                memories = thau::chat::recall_for_prompt(&rt, &inference, &a.prompt, &user, answer)
+                    .await?;
+            }
+            Prompt::Chat(thau::chat::with_memories(user, &memories))
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let printer = tokio::spawn(async move {
@@ -204,7 +268,10 @@ pub fn generate(
             .await;
         let _ = printer.await;
         rt.shutdown().await;
-        Ok(reply("inference", answer)?)
+        Ok(Generated {
+            generation: reply("inference", answer)?,
+            memories,
+        })
     })
 }
 

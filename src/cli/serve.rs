@@ -97,6 +97,7 @@ pub fn chat(home: Home, config: ThauConfig, args: ChatArgs) -> Result<ChatEnded>
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         seed: args.seed,
+        memory: args.no_memory.then_some(false),
     };
     with_runtime(home, config, |rt| async move {
         use std::io::IsTerminal;

@@ -30,6 +30,17 @@ pub struct ChatOptions {
     pub max_tokens: Option<usize>,
     pub temperature: Option<f64>,
     pub seed: Option<u64>,
+    /// Recall memories into prompts (default: the `[memory] recall` setting).
+    pub memory: Option<bool>,
+}
+
+/// The memories an answer's prompt held, as `source (score)` items.
+pub fn sources_line(memories: &[crate::memory::recall::RecallHit]) -> String {
+    memories
+        .iter()
+        .map(|m| format!("{} ({:.2})", m.source, m.score))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A line that starts with `/`.
@@ -155,6 +166,7 @@ pub async fn chat(
             max_tokens: opts.max_tokens,
             temperature: opts.temperature,
             seed: opts.seed.map(|s| s.wrapping_add(turns)),
+            memory: opts.memory,
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let mut parser = crate::tools::ToolCallParser::default();
@@ -184,6 +196,9 @@ pub async fn chat(
                         if result.ok { "ok" } else { "failed" }
                     )
                     .map_err(io)?;
+                }
+                if !r.memories.is_empty() {
+                    writeln!(out, "  sources: {}", sources_line(&r.memories)).map_err(io)?;
                 }
                 for img in &r.images {
                     // The API's URL names the file in the images directory.

@@ -50,6 +50,92 @@ pub struct LearnRequest {
     pub teacher: Option<crate::learn::teacher::TeacherSpec>,
     /// Resume an interrupted session if there is one (`false`: drop it, start anew).
     pub resume: bool,
+    /// Measure answer accuracy on a fixed sample of these questions before and after.
+    pub accuracy: Option<AccuracyCheck>,
+}
+
+/// Where `thau learn` takes its answer-accuracy sample from.
+#[derive(Debug, Clone)]
+pub struct AccuracyCheck {
+    /// A QA file in the `thau eval answers` format.
+    pub qa: PathBuf,
+    /// Questions in the sample (the same ones every session).
+    pub sample: usize,
+}
+
+/// Answer accuracy on the session's fixed sample (shares of questions whose answer held
+/// the fact).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AccuracySample {
+    pub questions: usize,
+    pub with_memory: f64,
+    pub closed_book: f64,
+    pub retrieval_only: f64,
+}
+
+/// Longest answer when measuring accuracy, in tokens.
+const ACCURACY_MAX_TOKENS: usize = 48;
+
+/// The fixed sample of `check`: the same questions for every session (a seed of its own,
+/// not the session's), half of each language when the file has both.
+fn accuracy_items(check: &AccuracyCheck) -> Result<Vec<crate::eval::score::QaItem>> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let text = std::fs::read_to_string(&check.qa).map_err(|e| ThauError::io(&check.qa, e))?;
+    let mut items = crate::eval::score::parse_qa(&text)
+        .map_err(|e| ThauError::Invalid(format!("{}: {e}", check.qa.display())))?;
+    items.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    // Alternate languages so a small sample covers each.
+    let mut langs: Vec<String> = items.iter().map(|i| i.lang.clone()).collect();
+    langs.sort();
+    langs.dedup();
+    let mut by_lang: Vec<std::collections::VecDeque<_>> = langs
+        .iter()
+        .map(|l| items.iter().filter(|i| &i.lang == l).cloned().collect())
+        .collect();
+    let mut out = Vec::new();
+    while out.len() < check.sample && by_lang.iter().any(|q| !q.is_empty()) {
+        for q in by_lang.iter_mut() {
+            if let Some(i) = q.pop_front() {
+                if out.len() < check.sample {
+                    out.push(i);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Answer accuracy of the model Inference serves now, on `items` (`None`, logged, when it
+/// cannot be measured: no model yet, an actor down).
+async fn answer_accuracy(
+    rt: &Runtime,
+    items: &[crate::eval::score::QaItem],
+) -> Option<AccuracySample> {
+    use crate::eval::answers::{collect_local, score, EvalOptions, Mode};
+    if items.is_empty() {
+        return None;
+    }
+    let opts = EvalOptions {
+        closed_book_only: false,
+        max_tokens: ACCURACY_MAX_TOKENS,
+    };
+    match collect_local(rt, items, &opts).await {
+        Ok(c) => {
+            let r = score(PathBuf::new(), items, c, 0.0, "local".into());
+            let acc = |m: Mode| r.mode(m).map_or(0.0, |s| s.overall.accuracy);
+            Some(AccuracySample {
+                questions: items.len(),
+                with_memory: acc(Mode::Memory),
+                closed_book: acc(Mode::ClosedBook),
+                retrieval_only: acc(Mode::RetrievalOnly),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "answer accuracy not measured");
+            None
+        }
+    }
 }
 
 /// A session in progress (`<home>/runs/learn/<session>.open.json`): written when it
@@ -67,6 +153,8 @@ pub struct Journal {
     pub fresh_model: bool,
     pub step_before: u64,
     pub probe_loss_before: f64,
+    #[serde(default)]
+    pub accuracy_before: Option<AccuracySample>,
 }
 
 impl Journal {
@@ -213,6 +301,17 @@ pub struct LearnReport {
     /// cover the last run).
     #[serde(default)]
     pub resumes: u32,
+    /// The corpus's passages put into long-term memory at the start (new ones), and those
+    /// it already held.
+    #[serde(default)]
+    pub passages_stored: usize,
+    #[serde(default)]
+    pub passages_known: usize,
+    /// Answer accuracy on the fixed sample (`--accuracy-qa`) before and after the session.
+    #[serde(default)]
+    pub accuracy_before: Option<AccuracySample>,
+    #[serde(default)]
+    pub accuracy_after: Option<AccuracySample>,
 }
 
 fn actor_err(actor: &str, e: impl std::fmt::Display) -> ThauError {
@@ -296,9 +395,22 @@ pub async fn learn(
             fresh_model: info.fresh,
             step_before: info.step,
             probe_loss_before: info.probe_loss,
+            accuracy_before: None,
         },
     };
     journal.save(&rt.home)?;
+    // Every document is recallable before the first question is asked.
+    let remembered =
+        crate::commands::remember::remember_documents(rt, std::slice::from_ref(&req.corpus))
+            .await?;
+    let sample = match &req.accuracy {
+        Some(check) => accuracy_items(check)?,
+        None => Vec::new(),
+    };
+    if journal.resumes == 0 {
+        journal.accuracy_before = answer_accuracy(rt, &sample).await;
+        journal.save(&rt.home)?;
+    }
     let (already_asked, still_open) = if journal.resumes > 0 {
         let asked = item_ids(&session_episodes(rt, &session, EpisodeKind::Question).await?);
         let opened = item_ids(&session_episodes(rt, &session, EpisodeKind::Gap).await?);
@@ -474,6 +586,10 @@ pub async fn learn(
         teacher_accepted: teacher.0,
         teacher_rejected: teacher.1,
         resumes: journal.resumes,
+        passages_stored: remembered.new,
+        passages_known: remembered.known,
+        accuracy_before: journal.accuracy_before.clone(),
+        accuracy_after: answer_accuracy(rt, &sample).await,
     };
     let path = rt.home.runs().join("learn").join(format!("{session}.json"));
     let bytes =

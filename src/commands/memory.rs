@@ -132,9 +132,9 @@ pub fn stats(stores: &mut Stores, store: Option<StoreKind>) -> Result<MemoryStat
             }
             StoreKind::Episodic => out.episodic = Some(stores.episodic()?.stats()?),
             StoreKind::Long => {
-                let (vs, emb) = stores.long()?;
-                out.long = Some(vs.stats()?);
-                out.embedder = Some(emb.name());
+                let lt = stores.long()?;
+                out.long = Some(lt.stats()?);
+                out.embedder = Some(lt.embedder.name());
             }
         }
     }
@@ -208,7 +208,7 @@ pub fn list(
                 }));
             }
             StoreKind::Long => {
-                let (vs, _) = stores.long()?;
+                let vs = &stores.long()?.vectors;
                 let mut cursor = None;
                 let want = args.limit + args.offset;
                 let mut got = 0;
@@ -277,17 +277,12 @@ pub fn search(
                 .into_iter()
                 .map(RecallHit::from_episode)
                 .collect(),
-            StoreKind::Long => {
-                let (vs, emb) = stores.long()?;
-                if query.trim().is_empty() {
-                    return Err(MemoryError::BadQuery("empty query".into()).into());
-                }
-                let v = emb.embed_one(query)?;
-                vs.search(&v, limit, filter, false)?
-                    .into_iter()
-                    .map(RecallHit::from_point)
-                    .collect()
-            }
+            StoreKind::Long => stores
+                .long()?
+                .recall(query, limit, filter)?
+                .into_iter()
+                .map(RecallHit::from_point)
+                .collect(),
         });
     }
     Ok(merge(lists, limit))
@@ -326,7 +321,7 @@ pub fn show(stores: &mut Stores, store: Option<StoreKind>, id: &str) -> Result<S
                 Err(MemoryError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             },
-            (StoreKind::Long, Ok(u)) => match stores.long()?.0.get(*u) {
+            (StoreKind::Long, Ok(u)) => match stores.long()?.vectors.get(*u) {
                 Ok(p) => return Ok(Shown::Long(p)),
                 Err(MemoryError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -372,9 +367,9 @@ pub fn forget(stores: &mut Stores, store: Option<StoreKind>, id: &str) -> Result
             1
         }
         Shown::Long(p) => {
-            let (vs, _) = stores.long()?;
-            vs.delete(p.id)?;
-            vs.flush()?;
+            let lt = stores.long()?;
+            lt.delete(p.id)?;
+            lt.flush()?;
             1
         }
     };
@@ -419,7 +414,7 @@ pub fn export_to(
             }
             StoreKind::Episodic => counts.episodic = stores.episodic()?.export(out)?,
             StoreKind::Long => {
-                let (vs, _) = stores.long()?;
+                let vs = &stores.long()?.vectors;
                 let mut cursor = None;
                 loop {
                     let (page, next) = vs.scroll(cursor, EXPORT_PAGE, true)?;
@@ -436,6 +431,85 @@ pub fn export_to(
         }
     }
     Ok(counts)
+}
+
+/// What `thau memory add` stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Added {
+    /// Documents read.
+    pub files: usize,
+    /// Passages they (and the text given) hold.
+    pub passages: usize,
+    /// Passages stored now.
+    pub new: usize,
+    /// Passages already in memory (read before), left as they were.
+    pub known: usize,
+    /// Documents that could not be read, with the reason; the others were stored.
+    pub refused: Vec<crate::memory::passages::Refused>,
+}
+
+/// `thau memory add [TEXT] [--file PATH]...`: splits the text and the documents (files,
+/// or the `.md`/`.txt` files of directories) into passages and stores the ones long-term
+/// memory does not hold yet. A document that is empty, binary, not UTF-8 or too large is
+/// refused with its reason while the rest is stored; refusing everything is an error.
+pub fn add(
+    stores: &mut Stores,
+    text: Option<&str>,
+    files: &[std::path::PathBuf],
+    source: Option<&str>,
+) -> Result<Added> {
+    use crate::memory::passages;
+    let mut memories = Vec::new();
+    if let Some(t) = text {
+        if t.trim().is_empty() {
+            return Err(ThauError::Invalid("the text to add is empty".into()));
+        }
+        memories.extend(passages::memories_of(t, source.unwrap_or("cli")));
+    }
+    if text.is_none() && files.is_empty() {
+        return Err(ThauError::Invalid(
+            "give a text to remember, or --file PATH".into(),
+        ));
+    }
+    let (from_files, nfiles, refused) = passages::read_all(files)?;
+    memories.extend(from_files);
+    if memories.is_empty() {
+        let why: Vec<String> = refused.iter().map(|r| r.reason.clone()).collect();
+        return Err(ThauError::Invalid(format!(
+            "nothing to add: {}",
+            if why.is_empty() {
+                "no .md or .txt document found".to_string()
+            } else {
+                why.join("; ")
+            }
+        )));
+    }
+    let passages = memories.len();
+    let lt = stores.long()?;
+    // New passages only: already stored, or twice in this input, are skipped.
+    let mut seen = std::collections::HashSet::new();
+    let mut fresh = Vec::new();
+    for m in memories {
+        let id = m.id.expect("passages carry content ids");
+        if seen.insert(id) && !lt.contains(id)? {
+            fresh.push(m);
+        }
+    }
+    let new = fresh.len();
+    for batch in fresh.chunks(IMPORT_BATCH) {
+        lt.memorize(batch)?;
+    }
+    if new > 0 {
+        lt.vectors.optimize()?;
+        lt.flush()?;
+    }
+    Ok(Added {
+        files: nfiles,
+        passages,
+        new,
+        known: passages - new,
+        refused,
+    })
 }
 
 /// Writes an export to `path` atomically (a failed export leaves no partial file).
@@ -482,8 +556,8 @@ pub fn import_from(
         stores.episodic()?.put_many(&episodes)?;
     }
     if !points.is_empty() {
-        let (vs, emb) = stores.long()?;
-        let dim = vs.dim();
+        let lt = stores.long()?;
+        let dim = lt.vectors.dim();
         for batch in points.chunks_mut(IMPORT_BATCH) {
             let stale: Vec<usize> = (0..batch.len())
                 .filter(|&i| batch[i].vector.len() != dim)
@@ -493,14 +567,14 @@ pub fn import_from(
                     .iter()
                     .map(|&i| batch[i].payload.text.as_str())
                     .collect();
-                for (&i, v) in stale.iter().zip(emb.embed(&texts)?) {
+                for (&i, v) in stale.iter().zip(lt.embedder.embed(&texts)?) {
                     batch[i].vector = v;
                 }
             }
-            vs.upsert(batch.to_vec())?;
+            lt.upsert(batch.to_vec())?;
             counts.long += batch.len();
         }
-        vs.flush()?;
+        lt.flush()?;
     }
     if !short.is_empty() {
         let (n, evicted) = stores.short_write()?.import(short)?;

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod gaps;
+pub mod openbook;
 pub mod picker;
 pub mod source;
 pub mod study;

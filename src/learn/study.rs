@@ -1,7 +1,10 @@
 //! The Learner's work, free of actors: [`Study`] owns a [`Trainer`] (its own copy of the
 //! weights) and trains rounds on gap items mixed with replay of the corpus
 //! ([`LearnSettings::replay_ratio`]), so that learning what was missing does not erase what
-//! was known. [`probe_loss`] measures the model on held-out paraphrases.
+//! was known. Every item is trained closed-book (question → answer) and open-book (its
+//! passages in the context, see [`super::openbook`]), so the model learns to answer from
+//! recalled memories as well as from its weights. [`probe_loss`] measures the model on
+//! held-out paraphrases.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +13,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::openbook::Shelf;
 use super::source::{KnowledgeBase, KnowledgeItem};
 use crate::model::data::{Corpus, Example, Windows};
 use crate::model::generate::score;
@@ -42,6 +46,8 @@ pub struct LearnSettings {
     pub checkpoint_every: u64,
     /// Tokenizer size when THAU starts from nothing.
     pub vocab_size: usize,
+    /// Give a model started from nothing a copy head ([`crate::model::copy`]).
+    pub copy_head: bool,
 }
 
 impl Default for LearnSettings {
@@ -53,9 +59,12 @@ impl Default for LearnSettings {
             items_per_round: 4,
             max_items: 256,
             lr: 1e-3,
-            seq_len: 128,
+            // Open-book items (up to ~160 tokens of memories, the question, the answer)
+            // need 256-token windows.
+            seq_len: 256,
             checkpoint_every: 5,
             vocab_size: 4096,
+            copy_head: true,
         }
     }
 }
@@ -94,8 +103,9 @@ pub struct RoundReport {
     pub checkpoint: Option<PathBuf>,
 }
 
-/// The replay corpus: passages and the items' own question/answer pairs (never their
-/// paraphrases, which stay held out).
+/// The replay corpus: passages, the items' own question/answer pairs (never their
+/// paraphrases, which stay held out), and each item asked open-book (when a passage holds
+/// its answer).
 pub fn replay_corpus(kb: &KnowledgeBase) -> Corpus {
     let mut examples: Vec<Example> = kb
         .passages
@@ -103,6 +113,10 @@ pub fn replay_corpus(kb: &KnowledgeBase) -> Corpus {
         .map(|p| Example::Text(p.text.clone()))
         .collect();
     examples.extend(kb.items.iter().map(KnowledgeItem::example));
+    match Shelf::new(kb) {
+        Ok(shelf) => examples.extend(kb.items.iter().filter_map(|i| shelf.example(i))),
+        Err(e) => tracing::warn!(error = %e, "no open-book items: the corpus index failed"),
+    }
     Corpus {
         examples,
         files: Vec::new(),
@@ -119,6 +133,8 @@ pub struct Study {
     round: u64,
     rng: rand_chacha::ChaCha8Rng,
     checkpoints: PathBuf,
+    /// The corpus's passages, for the gap items' open-book rows.
+    shelf: Option<Shelf>,
 }
 
 impl Study {
@@ -144,11 +160,17 @@ impl Study {
             warmup: 10,
             total_steps: u64::MAX / 4,
             seed,
+            // Each conversation in windows of its own: an open-book item cut behind another
+            // example would lose its memories.
+            chats_apart: true,
             ..Default::default()
         };
         let trainer = match checkpoint::newest(checkpoints)? {
             Some(dir) => {
-                let ck = checkpoint::load(&dir, &dev, true)?;
+                let mut ck = checkpoint::load(&dir, &dev, true)?;
+                if let Some(opts) = ck.trainer.as_mut().and_then(|t| t.get_mut("options")) {
+                    opts["chats_apart"] = serde_json::Value::Bool(true);
+                }
                 if ck.trainer.is_some() {
                     let mut t = Trainer::resume(ck, &corpus, None, &dev)?;
                     t.state.options.lr = settings.lr;
@@ -165,11 +187,14 @@ impl Study {
             None => {
                 let texts: Vec<String> = corpus.examples.iter().map(|e| e.text()).collect();
                 let tok = ThauTokenizer::train(texts.into_iter(), settings.vocab_size)?;
-                let cfg = ModelConfig::for_age(0, tok.vocab_size(), settings.seq_len.max(256))?;
+                let mut cfg = ModelConfig::for_age(0, tok.vocab_size(), settings.seq_len.max(256))?;
+                cfg.copy_head = settings.copy_head;
                 Trainer::new(cfg, tok, &corpus, opts, &dev)?
             }
         };
-        Ok(Study::with_trainer(trainer, settings, seed, checkpoints))
+        let mut study = Study::with_trainer(trainer, settings, seed, checkpoints);
+        study.shelf = Shelf::new(kb).ok();
+        Ok(study)
     }
 
     /// A study around an existing trainer.
@@ -187,6 +212,7 @@ impl Study {
             round: 0,
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
             checkpoints: checkpoints.to_path_buf(),
+            shelf: None,
         }
     }
 
@@ -222,16 +248,25 @@ impl Study {
         let s = self.settings.clone();
         let start = std::time::Instant::now();
         let tok = self.trainer.tokenizer.clone();
-        let examples: Vec<Example> = self
-            .items
-            .iter()
-            .rev()
-            .map(KnowledgeItem::example)
-            .collect();
         // Gap rows are as long as the replay rows: a resumed trainer keeps the window length
         // it was trained with, which may differ from the Learner's `seq_len`.
         let seq_len = self.trainer.train.seq_len;
-        let gap = Windows::each(&examples, &tok, seq_len)?;
+        // Each gap item closed-book, then open-book when a passage holds its answer;
+        // `owners[w]` is the item (newest first) that window `w` trains.
+        let mut gap = Windows {
+            seq_len,
+            ..Default::default()
+        };
+        let mut owners: Vec<usize> = Vec::new();
+        for (n, item) in self.items.iter().rev().enumerate() {
+            let open = self.shelf.as_ref().and_then(|s| s.example(item));
+            for ex in std::iter::once(item.example()).chain(open) {
+                let w = Windows::each(std::slice::from_ref(&ex), &tok, seq_len)?;
+                owners.extend(std::iter::repeat_n(n, w.len()));
+                gap.inputs.extend(w.inputs);
+                gap.targets.extend(w.targets);
+            }
+        }
         let want_gap = if gap.is_empty() {
             0
         } else {
@@ -295,7 +330,10 @@ impl Study {
             age: self.trainer.config.age,
             items: trained
                 .into_iter()
-                .filter_map(|i| items_rev.get(i).map(|it| it.id.clone()))
+                .filter_map(|w| owners.get(w).and_then(|&n| items_rev.get(n)))
+                .map(|it| it.id.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
                 .collect(),
             checkpoint,
         })

@@ -129,7 +129,7 @@ impl Sampler {
 }
 
 /// Sentences of the `.md`/`.txt` files under `dir` (at least 20 characters each).
-fn corpus_sentences(dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn corpus_sentences(dir: &Path) -> Result<Vec<String>> {
     let corpus = crate::model::data::Corpus::load(dir)
         .map_err(|e| MemoryError::BadQuery(format!("--corpus {}: {e}", dir.display())))?;
     let mut out: Vec<String> = corpus
@@ -155,7 +155,7 @@ fn corpus_sentences(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -9,14 +9,21 @@
 //!   ([`edge::EdgeStore`], the default) or a Qdrant server/cluster ([`server::ServerStore`]).
 //! - [`embed::Embedder`]: text to vectors (hashed character n-grams by default, the THAU
 //!   model's pooled hidden states, or a local sentence-transformer).
-//! - [`recall`]: one ranked list merged from the three stores; [`MemoryRecord`]: the JSONL
-//!   line that `thau memory export/import` writes and reads.
+//! - [`lexical::LexicalIndex`]: SQLite FTS5 (BM25) over the long-term texts; with the
+//!   vectors and the embedder it makes [`long_term::LongTerm`], whose recall fuses both.
+//! - [`passages`]: documents cut into passages with content ids (`thau memory add`).
+//! - [`recall`]: one ranked list merged from the three stores, and rank fusion;
+//!   [`MemoryRecord`]: the JSONL line that `thau memory export/import` writes and reads.
 
 pub mod bench;
 pub mod edge;
 pub mod embed;
 pub mod episodic;
+pub mod lexical;
+pub mod long_term;
+pub mod passages;
 pub mod recall;
+pub mod recall_bench;
 pub mod server;
 pub mod short_term;
 pub mod vector;
@@ -44,6 +51,18 @@ pub struct MemorySection {
     pub qdrant_url: String,
     /// Token budget of one short-term conversation window.
     pub short_term_tokens: usize,
+    /// Put the memories that best match each chat message into its prompt (a request's
+    /// `"memory": false` turns it off for that turn).
+    pub recall: bool,
+    /// Most memories put into one prompt.
+    pub recall_limit: usize,
+    /// Most tokens the recalled memories may take in one prompt.
+    pub recall_tokens: usize,
+    /// Memories scoring below this (0..1, see `LongTerm::recall`) are left out.
+    pub recall_min_score: f32,
+    /// Slots for episodes (past conversations, learning events) found by full-text search,
+    /// after long-term memories; 0 keeps episodes out of prompts.
+    pub recall_episodes: usize,
 }
 
 impl Default for MemorySection {
@@ -52,31 +71,24 @@ impl Default for MemorySection {
             embedder: "hash".into(),
             qdrant_url: String::new(),
             short_term_tokens: short_term::DEFAULT_BUDGET_TOKENS,
+            recall: true,
+            recall_limit: 3,
+            recall_tokens: 160,
+            recall_min_score: 0.0,
+            recall_episodes: 0,
         }
     }
 }
 
-/// An open long-term store and the embedder that fills it.
-pub type LongTerm = (Box<dyn vector::VectorStore>, Box<dyn embed::Embedder>);
+pub use long_term::{LongTerm, NewMemory};
 
-/// Opens the long-term store a configuration names — the Qdrant server at
-/// `cfg.qdrant_url`, else the embedded one in `<memory_dir>/vectors` — with its embedder.
+/// Opens the long-term store a configuration names (see [`LongTerm::open`]).
 pub fn open_long_term(
     memory_dir: &Path,
     checkpoints: &Path,
     cfg: &MemorySection,
 ) -> Result<LongTerm> {
-    let embedder = embed::from_setting(&cfg.embedder, checkpoints)?;
-    let dim = embedder.dim();
-    let store: Box<dyn vector::VectorStore> = if cfg.qdrant_url.trim().is_empty() {
-        Box::new(edge::EdgeStore::open(&memory_dir.join(VECTOR_DIR), dim)?)
-    } else {
-        Box::new(server::ServerStore::connect(
-            cfg.qdrant_url.trim(),
-            vector::CollectionSpec::builtin(dim),
-        )?)
-    };
-    Ok((store, embedder))
+    LongTerm::open(memory_dir, checkpoints, cfg)
 }
 
 /// The three stores, as named on the command line (`--store short|episodic|long`).

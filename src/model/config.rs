@@ -80,6 +80,10 @@ pub struct ModelConfig {
     pub max_seq_len: usize,
     pub rope_theta: f64,
     pub rms_eps: f64,
+    /// A copy head mixes a pointer over the context into the next-token distribution
+    /// ([`super::copy`]). Configs written before it existed have none.
+    #[serde(default)]
+    pub copy_head: bool,
 }
 
 impl ModelConfig {
@@ -102,6 +106,7 @@ impl ModelConfig {
             max_seq_len,
             rope_theta: ROPE_THETA,
             rms_eps: RMS_EPS,
+            copy_head: false,
         })
     }
 
@@ -118,6 +123,15 @@ impl ModelConfig {
             max_seq_len: 64,
             rope_theta: ROPE_THETA,
             rms_eps: RMS_EPS,
+            copy_head: false,
+        }
+    }
+
+    /// This shape without the copy head: what a GGUF export holds.
+    pub fn without_copy_head(&self) -> ModelConfig {
+        ModelConfig {
+            copy_head: false,
+            ..self.clone()
         }
     }
 

@@ -23,7 +23,9 @@ pub struct SamplingParams {
     pub top_k: usize,
     /// Keep the smallest set of tokens whose probability reaches p (1 = all).
     pub top_p: f64,
-    /// > 1 discourages tokens already generated or in the prompt.
+    /// Above 1, discourages the tokens this answer has already generated. Not the
+    /// prompt's: the prompt holds the recalled memories, and an answer grounded in them
+    /// copies their words.
     pub repetition_penalty: f64,
     pub seed: u64,
 }
@@ -105,11 +107,15 @@ fn argmax(l: &[f32]) -> u32 {
 }
 
 /// Picks the next token from `logits` (`[V]`, f32).
-fn sample(logits: &[f32], params: &SamplingParams, history: &[u32], rng: &mut ChaCha8Rng) -> u32 {
+fn sample(logits: &[f32], params: &SamplingParams, answered: &[u32], rng: &mut ChaCha8Rng) -> u32 {
     let mut l: Vec<f32> = logits.to_vec();
     if params.repetition_penalty > 1.0 {
         let p = params.repetition_penalty as f32;
-        for &t in history {
+        // Once per distinct token, however often it was generated.
+        let mut seen = answered.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        for t in seen {
             if let Some(x) = l.get_mut(t as usize) {
                 *x = if *x > 0.0 { *x / p } else { *x * p };
             }
@@ -236,7 +242,6 @@ pub struct Sequence {
     ctx: usize,
     rng: ChaCha8Rng,
     prompt_tokens: usize,
-    history: Vec<u32>,
     out: Vec<u32>,
     /// The text streamed so far.
     emitted: String,
@@ -255,6 +260,13 @@ pub struct Sequence {
     reason: Option<StopReason>,
 }
 
+/// The tokens of a `ctx`-token context kept free for an answer of `max_new_tokens`: a
+/// longer prompt loses its beginning. At most half the context, so a long answer request
+/// never squeezes the prompt to nothing.
+pub fn answer_room(max_new_tokens: usize, ctx: usize) -> usize {
+    max_new_tokens.min(ctx / 2).max(1)
+}
+
 impl Sequence {
     /// A generation of `prompt` (its end, when it would leave no room to answer in `ctx`).
     pub fn new(prompt: &[u32], params: &SamplingParams, stop: &[u32], ctx: usize) -> Result<Self> {
@@ -263,7 +275,7 @@ impl Sequence {
             return Err(ModelError::Data("empty prompt".into()));
         }
         // Keep the end of a prompt that would not leave room to answer.
-        let room = params.max_new_tokens.min(ctx / 2).max(1);
+        let room = answer_room(params.max_new_tokens, ctx);
         let prompt = &prompt[prompt.len().saturating_sub(ctx - room)..];
         let mut seq = Sequence {
             params: params.clone(),
@@ -271,7 +283,6 @@ impl Sequence {
             ctx,
             rng: ChaCha8Rng::seed_from_u64(params.seed),
             prompt_tokens: prompt.len(),
-            history: prompt.to_vec(),
             out: Vec::new(),
             emitted: String::new(),
             window: 0,
@@ -322,13 +333,12 @@ impl Sequence {
             return Ok(());
         }
         self.seen += self.input.len();
-        let next = sample(logits, &self.params, &self.history, &mut self.rng);
+        let next = sample(logits, &self.params, &self.out, &mut self.rng);
         if self.stop.contains(&next) {
             self.reason = Some(StopReason::Stop);
             return Ok(());
         }
         self.out.push(next);
-        self.history.push(next);
         // Decode the window and emit what is new, holding back an incomplete UTF-8
         // sequence (byte-level tokens can split a character).
         let text = decode(&self.out[self.window..])?;
@@ -465,6 +475,27 @@ mod tests {
         }
         assert_eq!(argmax(&[f32::NEG_INFINITY; 20]), 0);
         assert_eq!(argmax(&[f32::NAN, 1.0, f32::NAN]), 1);
+    }
+
+    #[test]
+    fn the_repetition_penalty_spares_the_prompt_and_counts_an_answered_token_once() {
+        let params = SamplingParams {
+            max_new_tokens: 4,
+            temperature: 0.0,
+            repetition_penalty: 2.0,
+            ..Default::default()
+        };
+        // Token 1 is in the prompt (a recalled memory's word): greedy still copies it.
+        let mut seq = Sequence::new(&[1, 1, 1], &params, &[], 64).unwrap();
+        let decode = |ids: &[u32]| -> Result<String> { Ok(format!("{ids:?}")) };
+        let logits = [0.0f32, 3.0, 2.0, 1.0];
+        seq.accept(&logits, &decode, &mut |_| true).unwrap();
+        // Once answered, 1 is penalised (3 / 2 < 2); a token answered twice is divided
+        // once, not once per occurrence.
+        seq.accept(&logits, &decode, &mut |_| true).unwrap();
+        assert_eq!(seq.out, [1, 2]);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        assert_eq!(sample(&[0.0, 3.0, 1.4], &params, &[1, 1, 1], &mut rng), 1);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! With the residual stream padded by zeros (d → d'):
 //! - embedding: new columns zero, so the new channels of the stream start at zero;
-//! - weights that read the stream (q/k/v, gate/up, LM head): new input columns small
-//!   random (they meet zeros, so they change nothing, but they break the symmetry);
+//! - weights that read the stream (q/k/v, gate/up, LM head, the copy head's): new input
+//!   columns small random (they meet zeros, so they change nothing, but they break the symmetry);
 //! - weights that write into it (attn_output, ffn_down): new output rows zero;
 //! - new heads (head_dim stays 64): new q/k/v rows random, the matching attn_output input
 //!   columns zero; a wider FFN: new gate/up rows random, new ffn_down columns zero;
@@ -188,9 +188,12 @@ pub fn grow(
     placement: Placement,
     seed: u64,
 ) -> Result<HashMap<String, Tensor>> {
-    if to.head_dim != from.head_dim || to.vocab_size != from.vocab_size {
+    if to.head_dim != from.head_dim
+        || to.vocab_size != from.vocab_size
+        || to.copy_head != from.copy_head
+    {
         return Err(ModelError::Config(
-            "growth keeps head_dim and the vocabulary".into(),
+            "growth keeps head_dim, the vocabulary and the copy head".into(),
         ));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

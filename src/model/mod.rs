@@ -5,6 +5,8 @@
 //!   softmax and attention, SwiGLU, the LM-head loss, linear), one file per op family;
 //! - [`transformer`]: [`Thau`], the decoder itself (its layers, the training path, weight
 //!   initialisation and loading);
+//! - [`copy`]: the optional copy head, a pointer over the context mixed into the
+//!   next-token distribution;
 //! - [`decode`]: serving: the [`KvCache`], the packed host decoding path (packed weights,
 //!   host attention, AMX) and [`decode::batch`], one decode thread batching every
 //!   session's next token (and new prompts) into one forward pass;
@@ -22,6 +24,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod copy;
 pub mod data;
 pub mod decode;
 pub mod generate;

@@ -3,6 +3,9 @@
 //! loss mask that trains only the assistant's words and its end-of-turn token).
 //!
 //! Chat layout: `<|system|>text<|eot|><|user|>text<|eot|><|assistant|>text<|eot|>`.
+//! Recalled memories travel in a leading system turn laid out by [`memory_block`]
+//! (`Memories:` then one `- passage` line each), in chat, in open-book training items, and
+//! for clients of an exported model, which pass them as a system message.
 //! Byte-level BPE round-trips any UTF-8 text exactly (accents, ñ, ¿¡, emoji).
 
 use std::path::Path;
@@ -31,6 +34,21 @@ pub const TOOL_CLOSE: &str = "</TOOL>";
 pub const SPECIAL_TOKENS: [&str; 8] = [
     PAD, EOT, SYSTEM, USER, ASSISTANT, TOOL, TOOL_OPEN, TOOL_CLOSE,
 ];
+
+/// First line of the system turn that carries recalled memories.
+pub const MEMORY_HEADER: &str = "Memories:";
+
+/// The system-turn text that gives the model its memories: [`MEMORY_HEADER`], then each
+/// memory on a line of its own after `- ` (line breaks inside a memory become spaces, so
+/// one line is one memory).
+pub fn memory_block<S: AsRef<str>>(memories: &[S]) -> String {
+    let mut out = String::from(MEMORY_HEADER);
+    for m in memories {
+        out.push_str("\n- ");
+        out.push_str(&m.as_ref().split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    out
+}
 
 /// Who speaks a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +277,14 @@ mod tests {
         assert_eq!(ids[0], tok.special.eot);
         assert_eq!(ids[1], tok.special.tool_open);
         assert_eq!(*ids.last().unwrap(), tok.special.tool_close);
+    }
+
+    #[test]
+    fn memory_block_is_one_line_per_memory() {
+        assert_eq!(
+            memory_block(&["El agua\nhierve a 100 °C.", "B"]),
+            "Memories:\n- El agua hierve a 100 °C.\n- B"
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! ids [B, T] → token_embd → N × ( x + attn(rms_norm(x)),  x + mlp(rms_norm(x)) )
 //!            → rms_norm → output (untied LM head) → logits [B, T, V]
 //! ```
+//! With a copy head ([`super::copy`]) the outputs are instead the log-probabilities of
+//! the LM head's distribution mixed with a pointer over the context.
 //! Tensor names follow GGUF's `llama` layout (`token_embd.weight`,
 //! `blk.N.attn_q.weight`, …) so export is a rename-free copy.
 //!
@@ -24,6 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::config::ModelConfig;
+use super::copy::{copy_shapes, CopyCache, CopyHead};
 use super::decode::kv::{KvCache, LayerKv};
 use super::decode::packed::{DecodeWeights, PackedBlock};
 use super::ops::{
@@ -308,6 +311,8 @@ pub struct Thau {
     blocks: Vec<Block>,
     norm: Tensor,    // [d]
     lm_head: Tensor, // [V, d]
+    /// The copy head, when the config asks for one.
+    copy: Option<CopyHead>,
     rope: Rope,
     /// The weights packed for batched decoding, built on the first batched step (shared
     /// by clones, which share the weights too).
@@ -327,6 +332,10 @@ impl Thau {
             blocks,
             norm: vb.get(cfg.d_model, "output_norm.weight")?,
             lm_head: vb.get((cfg.vocab_size, cfg.d_model), "output.weight")?,
+            copy: cfg
+                .copy_head
+                .then(|| CopyHead::load(&vb, cfg))
+                .transpose()?,
             rope: Rope::new(cfg, vb.dtype(), vb.device())?,
             packed: Arc::default(),
         })
@@ -342,11 +351,13 @@ impl Thau {
     }
 
     /// The packed decoding weights: only for f32 CPU weights that are not trained in
-    /// place (a `Var` changes under a packed copy), else `None` (the plain path).
+    /// place (a `Var` changes under a packed copy) of a model without a copy head (the
+    /// packed path has none), else `None` (the plain path).
     pub(in crate::model) fn decode_weights(&self) -> Option<&DecodeWeights> {
         self.packed
             .get_or_init(|| {
                 let plain = self.embed.device().is_cpu()
+                    && self.copy.is_none()
                     && self.embed.dtype() == DType::F32
                     && !self.lm_head.is_variable()
                     && !self.blocks.iter().any(|b| b.attn.wq.is_variable());
@@ -373,12 +384,33 @@ impl Thau {
         self.embed.device()
     }
 
-    /// Logits `[B, T, V]` for token ids `[B, T]`. With a cache, `ids` continue the cached
-    /// positions and the cache is extended.
-    pub fn forward(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+    /// Logits `[B, T, V]` for token ids `[B, T]` (log-probabilities, f32, with a copy
+    /// head). With a cache, `ids` continue the cached positions and the cache is extended.
+    pub fn forward(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let h = self.hidden(ids, cache)?; // [B*T, d]
-        Ok(linear_nd(&h, &self.lm_head)?.reshape((b, t, self.cfg.vocab_size))?) // [B, T, V]
+        let v = self.cfg.vocab_size;
+        let h = self.hidden(ids, cache.as_deref_mut())?; // [B*T, d]
+        let logits = linear_nd(&h, &self.lm_head)?; // [B*T, V]
+        let Some(copy) = &self.copy else {
+            return Ok(logits.reshape((b, t, v))?); // [B, T, V]
+        };
+        if cache.is_some() && b > 1 {
+            return Err(ModelError::Data(
+                "a model with a copy head decodes one sequence per cache".into(),
+            ));
+        }
+        // Each sequence points into its own context.
+        let mut rows = Vec::with_capacity(b);
+        for (i, row) in ids.to_vec2::<u32>()?.iter().enumerate() {
+            let mut fresh = CopyCache::default();
+            let pointer = match cache.as_deref_mut() {
+                Some(c) => &mut c.copy,
+                None => &mut fresh,
+            };
+            let (h, l) = (h.narrow(0, i * t, t)?, logits.narrow(0, i * t, t)?); // [T, d], [T, V]
+            rows.push(copy.log_probs(&h, &l, row, pointer)?); // [T, V]
+        }
+        Ok(Tensor::stack(&rows, 0)?) // [B, T, V]
     }
 
     /// The final normalised hidden states, flattened to `[B*T, d]`.
@@ -405,6 +437,7 @@ impl Thau {
     /// [`IGNORE_INDEX`](super::ops::IGNORE_INDEX), and the number of such positions.
     /// `ids` and `targets` are `[B, T]` (targets u32).
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<(Tensor, usize)> {
+        let (b, t) = ids.dims2()?;
         let hidden = self.hidden(ids, None)?; // [B*T, d]
         let targets = targets.flatten_all()?; // [B*T]
         let counted = targets
@@ -413,7 +446,15 @@ impl Thau {
             .sum_all()?
             .to_scalar::<f32>()? as usize;
         // The LM head and the loss in one op: the [B*T, V] logits are never stored.
-        let nll = lm_head_cross_entropy(&hidden, &self.lm_head, &targets)?.sum_all()?; // scalar
+        let nll = lm_head_cross_entropy(&hidden, &self.lm_head, &targets)?; // [B*T]
+        let nll = match &self.copy {
+            None => nll,
+            Some(copy) => {
+                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+                copy.nll(&hidden, &ids, &targets.to_vec1::<u32>()?, (b, t), &nll)?
+            }
+        };
+        let nll = nll.sum_all()?; // scalar
         Ok(((nll / counted.max(1) as f64)?, counted))
     }
 
@@ -469,6 +510,7 @@ impl Thau {
     /// slot per layer.
     fn rows_tensor(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
         let n = ids.len();
+        let ids_host = ids;
         let ids = Tensor::new(ids, self.device())?; // [N]
         let mut x = self
             .embed
@@ -481,7 +523,16 @@ impl Thau {
         }
         let x = x.reshape((n, self.cfg.d_model))?; // [N, d]
         let x = rms_norm(&x, &self.norm, self.cfg.rms_eps)?;
-        Ok(linear_nd(&x, &self.lm_head)?) // [N, V]
+        let logits = linear_nd(&x, &self.lm_head)?; // [N, V]
+        let Some(copy) = &self.copy else {
+            return Ok(logits);
+        };
+        let mut rows = Vec::with_capacity(n);
+        for (i, c) in caches.iter_mut().enumerate() {
+            let (h, l) = (x.narrow(0, i, 1)?, logits.narrow(0, i, 1)?); // [1, d], [1, V]
+            rows.push(copy.log_probs(&h, &l, &ids_host[i..=i], &mut c.copy)?); // [1, V]
+        }
+        Ok(Tensor::cat(&rows, 0)?) // [N, V]
     }
 
     /// [`Thau::forward_seqs`] on the tensor path, for checked inputs and caches with a
@@ -553,6 +604,7 @@ pub fn weight_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     }
     out.push(("output_norm.weight".to_string(), vec![d]));
     out.push(("output.weight".to_string(), vec![v, d]));
+    out.extend(copy_shapes(cfg));
     out
 }
 

@@ -256,6 +256,7 @@ async fn run_step(
                 max_tokens: max_tokens.or(sc.settings.max_tokens),
                 temperature: sc.settings.temperature,
                 seed: Some(seed),
+                memory: None,
             };
             let detect = sc.settings.detect_tools.unwrap_or(true);
             let said = match target {
@@ -306,6 +307,7 @@ async fn run_step(
                             text: text.clone(),
                             source: format!("scenario:{}", sc.name),
                             importance: 0.5,
+                            id: None,
                         }]))
                         .await,
                     ))?
@@ -353,6 +355,7 @@ async fn run_step(
                 teacher: None,
                 // A scenario's step is a session of its own.
                 resume: false,
+                accuracy: None,
             };
             let stop = AtomicBool::new(false);
             let r = crate::commands::learn::learn(rt, &req, &stop, &mut |_| {}).await?;

@@ -87,6 +87,8 @@ pub struct OllamaGenerate {
     stream: Option<bool>,
     #[serde(default)]
     options: OllamaOptions,
+    /// THAU's extension: recall memories into a chat prompt (default: `[memory] recall`).
+    memory: Option<bool>,
 }
 
 /// Body of `POST /api/chat`.
@@ -98,6 +100,8 @@ pub struct OllamaChat {
     stream: Option<bool>,
     #[serde(default)]
     options: OllamaOptions,
+    /// THAU's extension: recall memories into the prompt (default: `[memory] recall`).
+    memory: Option<bool>,
     #[serde(default)]
     #[allow(dead_code)] // Accepted for compatibility; THAU's tools are its manifests.
     tools: Option<Value>,
@@ -119,14 +123,19 @@ pub struct OpenAiChat {
     #[serde(default)]
     #[allow(dead_code)] // Accepted for compatibility; THAU's tools are its manifests.
     tools: Option<Value>,
+    /// THAU's extension: recall memories into the prompt (default: `[memory] recall`).
+    memory: Option<bool>,
 }
 
-/// Runs a generation, sending each piece of text to `on_piece`.
+/// Runs a generation, sending each piece of text to `on_piece`. A conversation gets the
+/// memories recalled for its last user message in front, as in THAU's own chat, unless
+/// `memory` is false.
 async fn run(
     st: &AppState,
     prompt: Prompt,
     params: SamplingParams,
     pieces: Option<mpsc::UnboundedSender<String>>,
+    memory: Option<bool>,
 ) -> Result<Generation, ApiError> {
     let inference = st
         .rt
@@ -134,6 +143,21 @@ async fn run(
         .inference
         .clone()
         .ok_or_else(|| ApiError::unavailable("the Inference actor is not running"))?;
+    let prompt = match prompt {
+        Prompt::Chat(ms) if memory.unwrap_or(st.rt.config.memory.recall) => {
+            let asked = ms.iter().rev().find(|m| m.role == Role::User);
+            let memories = match asked {
+                Some(m) => {
+                    let answer = Some(params.max_new_tokens);
+                    crate::chat::recall_for_prompt(&st.rt, &inference, &m.content, &ms, answer)
+                        .await?
+                }
+                None => Vec::new(),
+            };
+            Prompt::Chat(crate::chat::with_memories(ms, &memories))
+        }
+        p => p,
+    };
     reply(
         "inference",
         generate_batched(
@@ -284,6 +308,7 @@ pub async fn ollama_generate(
         st,
         prompt,
         b.options.params(),
+        b.memory,
         b.stream.unwrap_or(true),
         move |piece, done| match done {
             None => frame(json!({ "response": piece, "done": false }), &model),
@@ -313,7 +338,7 @@ pub async fn ollama_chat(
         )
     };
     if !stream {
-        let g = run(&st, Prompt::Chat(b.messages), params, None).await?;
+        let g = run(&st, Prompt::Chat(b.messages), params, None, b.memory).await?;
         let (text, calls) = split_calls(&st, &g.text).await;
         return Ok(warp::reply::json(&frame(
             assistant(&text, &calls),
@@ -325,7 +350,7 @@ pub async fn ollama_chat(
     let (ptx, mut prx) = mpsc::unbounded_channel::<String>();
     let st2 = st.clone();
     tokio::spawn(async move {
-        let gen = run(&st2, Prompt::Chat(b.messages), params, Some(ptx));
+        let gen = run(&st2, Prompt::Chat(b.messages), params, Some(ptx), b.memory);
         let model2 = model.clone();
         let fwd = async {
             let mut first = None;
@@ -377,19 +402,20 @@ async fn ollama_respond(
     st: AppState,
     prompt: Prompt,
     params: SamplingParams,
+    memory: Option<bool>,
     stream: bool,
     frame: impl Fn(&str, Option<Value>) -> Value + Send + Sync + 'static,
 ) -> Result<warp::reply::Response, warp::Rejection> {
     let started = Instant::now();
     if !stream {
-        let g = run(&st, prompt, params, None).await?;
+        let g = run(&st, prompt, params, None, memory).await?;
         let done = ollama_done(&g, started, None);
         return Ok(warp::reply::json(&frame(&g.text, Some(done))).into_response());
     }
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     let (ptx, mut prx) = mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
-        let gen = run(&st, prompt, params, Some(ptx));
+        let gen = run(&st, prompt, params, Some(ptx), memory);
         let fwd = async {
             let mut first = None;
             while let Some(piece) = prx.recv().await {
@@ -450,7 +476,7 @@ pub async fn openai_chat(
             .collect()
     };
     if !b.stream {
-        let g = run(&st, Prompt::Chat(b.messages), params, None).await?;
+        let g = run(&st, Prompt::Chat(b.messages), params, None, b.memory).await?;
         let (text, calls) = split_calls(&st, &g.text).await;
         let mut message = json!({ "role": "assistant", "content": text.trim() });
         if !calls.is_empty() {
@@ -477,7 +503,7 @@ pub async fn openai_chat(
             json!({ "role": "assistant", "content": "" }),
             Value::Null,
         ));
-        let gen = run(&st, Prompt::Chat(b.messages), params, Some(ptx));
+        let gen = run(&st, Prompt::Chat(b.messages), params, Some(ptx), b.memory);
         let fwd = async {
             // Calls go out whole as `tool_calls` at the end, not as content.
             let mut parser = crate::tools::ToolCallParser::default();

@@ -41,6 +41,8 @@ enum ClientEvent {
         /// Run the intent fallback on the user's words, as `/vision/chat` does.
         #[serde(default)]
         detect_tools: bool,
+        /// Recall memories into the prompt (default: the `[memory] recall` setting).
+        memory: Option<bool>,
     },
     #[serde(rename = "response.cancel")]
     ResponseCancel,
@@ -116,6 +118,7 @@ pub async fn session(socket: WebSocket, st: AppState, _permit: super::limits::Se
                 temperature,
                 seed,
                 detect_tools,
+                memory,
             } => {
                 if running.is_some() {
                     let _ = out.send(error_event(&ApiError::bad_request(
@@ -133,6 +136,7 @@ pub async fn session(socket: WebSocket, st: AppState, _permit: super::limits::Se
                     max_tokens,
                     temperature,
                     seed,
+                    memory,
                 };
                 let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel();
                 let task = tokio::spawn(respond(
@@ -225,6 +229,7 @@ async fn respond(
             let _ = out.send(json!({
                 "type": "response.done", "session": r.session, "text": r.reply,
                 "tokens": r.tokens, "cancelled": r.cancelled, "images": r.images,
+                "memories": r.memories,
             }));
         }
         Err(e) => {

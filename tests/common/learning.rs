@@ -80,7 +80,7 @@ pub fn agents(home: &Home) {
         .replace("batch_size = 8", "batch_size = 4")
         .replace("items_per_round = 4", "items_per_round = 2")
         .replace("lr = 0.001", "lr = 0.005")
-        .replace("seq_len = 128", "seq_len = 32")
+        .replace("seq_len = 256", "seq_len = 32")
         .replace("checkpoint_every = 5", "checkpoint_every = 2");
     std::fs::write(dir.join("learner.toml"), learner).unwrap();
     let q = std::fs::read_to_string(dir.join("questioner.toml")).unwrap();

@@ -110,6 +110,16 @@ async fn every_rest_route_over_real_http() {
         assert!(v["hits"].to_string().contains("dens under the snow"), "{v}");
         let (s, v) = c.post_json("/memory/store", json!({"text": "x", "importance": 3.0}));
         assert_eq!(s, 400, "{v}");
+        // A chat turn recalls the stored memory into its prompt and names it; with
+        // "memory": false it answers from the weights alone.
+        let ask = |memory: Value| json!({"message": "where do foxes sleep?", "max_tokens": 3, "memory": memory});
+        let (s, v) = c.post_json("/chat/message", ask(Value::Null));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["memories"][0]["text"], "Foxes sleep in dens under the snow.", "{v}");
+        assert!(v["memories"][0]["score"].as_f64().unwrap() > 0.0);
+        let (_, w) = c.post_json("/chat/message", ask(json!(false)));
+        assert_eq!(w["memories"], json!([]), "{w}");
+        assert!(v["prompt_tokens"].as_u64() > w["prompt_tokens"].as_u64(), "{v} {w}");
         let (s, v) = c.get_json("/memory/stats");
         assert_eq!(s, 200);
         assert!(v["episodic"].is_object() && v["long_term"].is_object(), "{v}");
@@ -134,7 +144,7 @@ async fn every_rest_route_over_real_http() {
         let (s, ct, body) = c.get("/metrics");
         let text = String::from_utf8(body).unwrap();
         assert!(s == 200 && ct.starts_with("text/plain"));
-        assert!(text.contains("thau_http_requests_total{method=\"POST\",route=\"/chat/message\",status=\"200\"} 1"), "{text}");
+        assert!(text.contains("thau_http_requests_total{method=\"POST\",route=\"/chat/message\",status=\"200\"} 3"), "{text}");
         assert!(text.contains("thau_actor_messages_total{actor=\"inference\"}"));
         let (s, v) = c.get_json("/openapi.json");
         assert_eq!(s, 200);

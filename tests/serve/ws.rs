@@ -61,6 +61,11 @@ pub fn ws_chat(addr: &std::net::SocketAddr) {
     let pieces = deltas.iter().filter(|d| !d.is_empty()).count();
     assert!(pieces >= 2, "the answer is streamed in pieces: {deltas:?}");
     assert_eq!(done["session"], "ws1");
+    // The memory stored before (foxes and their dens) was recalled into the prompt.
+    assert!(
+        done["memories"].to_string().contains("dens under the snow"),
+        "{done}"
+    );
     assert!(
         done["tokens"].as_u64().unwrap() >= 1 && done["cancelled"] == false,
         "{done}"

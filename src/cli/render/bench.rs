@@ -6,6 +6,7 @@ use std::fmt::{Result, Write};
 use thau::bench::{BenchReport, GrowBenchReport, SpeedReport};
 use thau::learn::bench::LearnBenchReport;
 use thau::memory::bench::VectorBenchReport;
+use thau::memory::recall_bench::RecallBenchReport;
 use thau::server::bench::{LoadBenchReport, ServeBenchReport};
 use thau::ThauError;
 
@@ -335,5 +336,39 @@ impl Render for LoadBenchReport {
     fn failure(&self) -> Option<ThauError> {
         (self.load.errors > 0)
             .then(|| ThauError::Failed(format!("{} sessions saw errors", self.load.errors)))
+    }
+}
+
+impl Render for RecallBenchReport {
+    fn text(&self, out: &mut String) -> Result {
+        let r = self;
+        writeln!(
+            out,
+            "hybrid recall over {} memories (embedded store, hash embedder), {} held-out questions, top 3",
+            r.points, r.queries
+        )?;
+        writeln!(
+            out,
+            "insert        {:>10.0} memories/s; index build {:.2} s",
+            r.insert_points_per_s, r.index_build_s
+        )?;
+        writeln!(
+            out,
+            "vector only   p50 {:.3} ms (embedding + search)",
+            r.vector_p50_ms
+        )?;
+        writeln!(
+            out,
+            "hybrid        p50 {:.3} ms, p99 {:.3} ms (+ BM25 and fusion: ×{:.2} of vector only)",
+            r.hybrid_p50_ms,
+            r.hybrid_p99_ms,
+            r.hybrid_p50_ms / r.vector_p50_ms.max(1e-9)
+        )?;
+        writeln!(
+            out,
+            "goal: recall adds ≤ {:.0} ms to a chat turn's p50: {}",
+            r.goal_p50_ms,
+            verdict(r.meets_goal)
+        )
     }
 }

@@ -26,6 +26,29 @@ impl Render for LearnReport {
         )?;
         writeln!(
             out,
+            "memory: {} passages of the corpus stored, {} already held",
+            r.passages_stored, r.passages_known
+        )?;
+        if let Some(after) = &r.accuracy_after {
+            let pct = |x: f64| format!("{:.0}%", 100.0 * x);
+            let was = |f: fn(&thau::commands::learn::AccuracySample) -> f64| {
+                r.accuracy_before
+                    .as_ref()
+                    .map_or("?".to_string(), |b| pct(f(b)))
+            };
+            writeln!(
+                out,
+                "answers holding the fact ({} held-out questions): with memory {} → {}, closed-book {} → {} (retrieval alone {})",
+                after.questions,
+                was(|a| a.with_memory),
+                pct(after.with_memory),
+                was(|a| a.closed_book),
+                pct(after.closed_book),
+                pct(after.retrieval_only)
+            )?;
+        }
+        writeln!(
+            out,
             "asked {} questions; {} gaps opened, {} closed, {} still open",
             r.questions_asked, r.gaps.opened, r.gaps.closed, r.gaps.open
         )?;
@@ -92,13 +115,26 @@ impl Render for Stats {
         }
         writeln!(
             out,
-            "{:<22} {:>7} {:>5} {:>6} {:>6} {:>6} {:>7} {:>17}",
-            "SESSION", "MINUTES", "AGE", "ASKED", "GAPS", "CLOSED", "ROUNDS", "PROBE LOSS"
+            "{:<22} {:>7} {:>5} {:>6} {:>6} {:>6} {:>7} {:>17} {:>15}",
+            "SESSION",
+            "MINUTES",
+            "AGE",
+            "ASKED",
+            "GAPS",
+            "CLOSED",
+            "ROUNDS",
+            "PROBE LOSS",
+            "ANSWERS (MEM)"
         )?;
         for r in sessions {
+            let pct = |a: &Option<thau::commands::learn::AccuracySample>| {
+                a.as_ref().map_or("-".to_string(), |a| {
+                    format!("{:.0}%", 100.0 * a.with_memory)
+                })
+            };
             writeln!(
                 out,
-                "{:<22} {:>7.1} {:>5} {:>6} {:>6} {:>6} {:>7} {:>8.3} → {:<6.3}",
+                "{:<22} {:>7.1} {:>5} {:>6} {:>6} {:>6} {:>7} {:>8.3} → {:<6.3} {:>6} → {:<6}",
                 r.session,
                 r.seconds / 60.0,
                 r.age,
@@ -107,7 +143,9 @@ impl Render for Stats {
                 r.gaps.closed,
                 r.rounds,
                 r.probe_loss_before,
-                r.probe_loss_after
+                r.probe_loss_after,
+                pct(&r.accuracy_before),
+                pct(&r.accuracy_after)
             )?;
         }
         Ok(())

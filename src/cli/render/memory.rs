@@ -1,8 +1,8 @@
-//! The text of `thau memory stats|list|search|show|forget|export|import`.
+//! The text of `thau memory stats|list|search|show|forget|export|import|add`.
 
 use std::fmt::{Result, Write};
 
-use thau::commands::memory::{Forgotten, ListedItem, MemoryStats, Shown};
+use thau::commands::memory::{Added, Forgotten, ListedItem, MemoryStats, Shown};
 use thau::memory::recall::RecallHit;
 
 use super::clip;
@@ -150,5 +150,19 @@ impl Render for MemoryImported {
             "imported {} short-term turns, {} episodes, {} long-term points",
             c.short, c.episodic, c.long
         )
+    }
+}
+
+impl Render for Added {
+    fn text(&self, out: &mut String) -> Result {
+        writeln!(
+            out,
+            "{} passages from {} documents: {} stored, {} already in memory",
+            self.passages, self.files, self.new, self.known
+        )?;
+        for r in &self.refused {
+            writeln!(out, "refused {}", r.reason)?;
+        }
+        Ok(())
     }
 }

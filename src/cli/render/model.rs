@@ -6,11 +6,11 @@ use std::fmt::{Result, Write};
 use thau::commands::grow::GrowReport;
 use thau::commands::train::{CurvePoint, EvalSummary, TrainReport};
 use thau::home::InitReport;
-use thau::model::generate::Generation;
 
-use super::group;
-use crate::cli::model::{Ages, Exported, Modelfile};
+use super::{group, verdict};
+use crate::cli::model::{Ages, Exported, Generated, Modelfile};
 use crate::cli::report::{JsonForm, Render};
+use thau::eval::answers::{AnswersReport, Mode, ModeScore};
 
 impl Render for InitReport {
     fn text(&self, out: &mut String) -> Result {
@@ -94,10 +94,19 @@ impl Render for EvalSummary {
     }
 }
 
-/// The answer itself was streamed as it was decoded: the text only ends its line.
-impl Render for Generation {
+/// The answer itself was streamed as it was decoded: the text ends its line and names
+/// the memories the prompt held.
+impl Render for Generated {
     fn text(&self, out: &mut String) -> Result {
-        writeln!(out)
+        writeln!(out)?;
+        if !self.memories.is_empty() {
+            writeln!(
+                out,
+                "  sources: {}",
+                thau::commands::chat::sources_line(&self.memories)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -177,5 +186,80 @@ impl Render for Modelfile {
             Some(_) => JsonForm::Nothing,
             None => JsonForm::Text,
         }
+    }
+}
+
+/// Goals of answer accuracy (the issue "THAU knows what it learned"): what a session on
+/// the shipped corpus must reach.
+const GOAL_WITH_MEMORY: f64 = 0.70;
+const GOAL_CLOSED_BOOK: f64 = 0.30;
+
+impl Render for AnswersReport {
+    fn text(&self, out: &mut String) -> Result {
+        writeln!(
+            out,
+            "{} questions from {} ({}), {:.0} s",
+            self.questions,
+            self.qa.display(),
+            self.target,
+            self.seconds
+        )?;
+        let langs: Vec<&String> = self
+            .modes
+            .first()
+            .map(|m| m.by_lang.keys().collect())
+            .unwrap_or_default();
+        write!(out, "{:<16} {:>14}", "", "overall")?;
+        for l in &langs {
+            write!(out, " {:>14}", l)?;
+        }
+        writeln!(out, " {:>8}", "F1")?;
+        let row = |out: &mut String, label: &str, s: &ModeScore| -> Result {
+            let cell = |t: &thau::eval::answers::Tally| {
+                format!("{}/{} {:>5.1}%", t.correct, t.n, 100.0 * t.accuracy)
+            };
+            write!(out, "{label:<16} {:>14}", cell(&s.overall))?;
+            for l in &langs {
+                let c = s.by_lang.get(*l).map(cell).unwrap_or_default();
+                write!(out, " {c:>14}")?;
+            }
+            match s.overall.f1 {
+                Some(f) => writeln!(out, " {f:>8.3}"),
+                None => writeln!(out),
+            }
+        };
+        for m in &self.modes {
+            row(out, m.mode.label(), m)?;
+        }
+        if let Some(r) = &self.recall_at_3 {
+            row(out, "recall@3", r)?;
+        }
+        let acc = |m: Mode| self.mode(m).map(|s| s.overall.accuracy);
+        if let Some(a) = acc(Mode::Memory) {
+            writeln!(
+                out,
+                "goal with memory ≥ {:.0}%: {}",
+                100.0 * GOAL_WITH_MEMORY,
+                verdict(a >= GOAL_WITH_MEMORY)
+            )?;
+            if let Some(b) = acc(Mode::RetrievalOnly) {
+                writeln!(
+                    out,
+                    "goal with memory ≥ retrieval only ({:.1}% vs {:.1}%): {}",
+                    100.0 * a,
+                    100.0 * b,
+                    verdict(a >= b)
+                )?;
+            }
+        }
+        if let Some(c) = acc(Mode::ClosedBook) {
+            writeln!(
+                out,
+                "goal closed-book ≥ {:.0}%: {}",
+                100.0 * GOAL_CLOSED_BOOK,
+                verdict(c >= GOAL_CLOSED_BOOK)
+            )?;
+        }
+        Ok(())
     }
 }

@@ -101,6 +101,8 @@ pub struct KvCache {
     /// Positions to make room for when a layer's buffers are first allocated (0: the
     /// default [`KV_INITIAL_CAPACITY`]).
     pub(in crate::model) room: usize,
+    /// The copy head's keys and ids of the positions seen (empty without a copy head).
+    pub(in crate::model) copy: crate::model::copy::CopyCache,
 }
 
 impl KvCache {
@@ -108,6 +110,7 @@ impl KvCache {
         KvCache {
             layers: vec![None; n_layers],
             room: 0,
+            copy: Default::default(),
         }
     }
 
@@ -117,6 +120,7 @@ impl KvCache {
         KvCache {
             layers: vec![None; n_layers],
             room: positions,
+            copy: Default::default(),
         }
     }
     /// Number of positions already in the cache.

@@ -39,6 +39,7 @@ pub(super) async fn memory_store(st: AppState, b: StoreBody) -> Resp {
             text: b.text,
             source: b.source.unwrap_or_else(|| "api".into()),
             importance,
+            id: None,
         }]))
         .await,
     )?;

@@ -406,6 +406,7 @@ async fn train_stats(st: AppState) -> Resp {
                 "questions": s.questions_asked, "gaps_opened": s.gaps.opened,
                 "gaps_closed": s.gaps.closed, "rounds": s.rounds,
                 "probe_loss_before": s.probe_loss_before, "probe_loss_after": s.probe_loss_after,
+                "accuracy_before": s.accuracy_before, "accuracy_after": s.accuracy_after,
                 "curve": s.curve,
             })
         })

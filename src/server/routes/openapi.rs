@@ -71,7 +71,8 @@ pub fn openapi() -> serde_json::Value {
         "components": { "schemas": {
             "ChatRequest": {"type": "object", "required": ["message"], "properties": {
                 "session": {"type": "string"}, "message": {"type": "string"},
-                "max_tokens": {"type": "integer"}, "temperature": {"type": "number"}, "seed": {"type": "integer"}}},
+                "max_tokens": {"type": "integer"}, "temperature": {"type": "number"}, "seed": {"type": "integer"},
+                "memory": {"type": "boolean", "description": "recall memories into the prompt (default: the [memory] recall setting); the reply's `memories` lists those used"}}},
             "ImageRequest": serde_json::from_str::<serde_json::Value>(crate::tools::BUILTIN_TOOLS[0].1)
                 .map(|m| m["parameters"].clone()).unwrap_or_default(),
             "Interaction": {"type": "object", "required": ["turn", "rating"], "properties": {

@@ -114,6 +114,17 @@ function onChatEvent(ev) {
         img.alt = "Picture made for: " + (current.dataset.prompt || "this request");
         current.append(img);
       }
+      if ((ev.memories || []).length) {
+        // Sources: the memories the answer's prompt held, each shown in full on hover.
+        const src = note(current, "sources", "Sources: ");
+        ev.memories.forEach((m, i) => {
+          const s = document.createElement("span");
+          s.className = "source";
+          s.textContent = (i ? ", " : "") + m.source + " (" + m.score.toFixed(2) + ")";
+          s.title = m.text;
+          src.append(s);
+        });
+      }
       addFeedback(current, session + ":" + ++turns);
       if (ev.cancelled) note(current, "tool", "(stopped)");
       current = null;
@@ -274,6 +285,16 @@ async function loadStats() {
       counts.open += r.gaps_opened - r.gaps_closed;
     }
     points.sort((a, b) => a[0] - b[0]);
+    // The newest session's probe loss and answer accuracy, before → after.
+    const last = (s.sessions || [])[(s.sessions || []).length - 1];
+    if (last) {
+      $("fig-probe").textContent = last.probe_loss_before.toFixed(3) + " → " + last.probe_loss_after.toFixed(3);
+      const pct = (a) => a ? Math.round(100 * a.with_memory) + "%" : "?";
+      if (last.accuracy_after) {
+        $("fig-answers").textContent = pct(last.accuracy_before) + " → " + pct(last.accuracy_after) +
+          " of " + last.accuracy_after.questions;
+      }
+    }
     if (points.length) {
       const last = points[points.length - 1];
       $("fig-step").textContent = fmt(last[0]);

@@ -1,0 +1,213 @@
+//! Scoring an answer the way a reader would: does it state the fact? [`contains_fact`]
+//! looks for any `expect` span in the answer as whole words, case- and accent-folded, with
+//! digit group separators ignored ("8,849" is "8849"; "rana" is not found in
+//! "membrana"); [`token_f1`] is SQuAD's word-overlap F1 against a reference answer.
+//! [`best_sentence`] is the retrieval-only baseline's answer: the retrieved sentence that
+//! shares the most words with the question.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One held-out question (`data/eval/qa_heldout.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QaItem {
+    pub question: String,
+    /// Spans, any one of which in an answer shows the fact.
+    pub expect: Vec<String>,
+    /// A reference answer (for token F1).
+    #[serde(default)]
+    pub answer: Option<String>,
+    #[serde(default = "unknown")]
+    pub lang: String,
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+fn unknown() -> String {
+    "unknown".into()
+}
+
+/// Parses a JSONL file of [`QaItem`]s, naming the line of the first bad one.
+pub fn parse_qa(text: &str) -> Result<Vec<QaItem>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item: QaItem =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        if item.question.trim().is_empty() {
+            return Err(format!("line {}: the question is empty", i + 1));
+        }
+        if item.expect.iter().all(|e| words(e).is_empty()) {
+            return Err(format!(
+                "line {}: `expect` holds no word to look for",
+                i + 1
+            ));
+        }
+        out.push(item);
+    }
+    if out.is_empty() {
+        return Err("no questions in the file".into());
+    }
+    Ok(out)
+}
+
+/// Lower-case, accents removed (the Latin letters of Spanish, French, Portuguese, German),
+/// and the separators inside digit groups dropped.
+pub fn fold(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    for (i, &c) in chars.iter().enumerate() {
+        let sep = matches!(c, ',' | '.' | '\'' | '\u{a0}' | '\u{202f}' | '_');
+        let digit_before = i > 0 && chars[i - 1].is_ascii_digit();
+        let digit_after = chars.get(i + 1).is_some_and(|d| d.is_ascii_digit());
+        if sep && digit_before && digit_after {
+            continue;
+        }
+        for l in c.to_lowercase() {
+            out.push(match l {
+                'á' | 'à' | 'ä' | 'â' | 'ã' | 'å' => 'a',
+                'é' | 'è' | 'ë' | 'ê' => 'e',
+                'í' | 'ì' | 'ï' | 'î' => 'i',
+                'ó' | 'ò' | 'ö' | 'ô' | 'õ' => 'o',
+                'ú' | 'ù' | 'ü' | 'û' => 'u',
+                'ñ' => 'n',
+                'ç' => 'c',
+                other => other,
+            });
+        }
+    }
+    out
+}
+
+/// The folded words of a text.
+pub fn words(text: &str) -> Vec<String> {
+    fold(text)
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether `answer` holds one of the `expect` spans as a run of whole words.
+pub fn contains_fact(answer: &str, expect: &[String]) -> bool {
+    let have = words(answer);
+    expect.iter().any(|e| {
+        let want = words(e);
+        !want.is_empty() && have.windows(want.len()).any(|w| w == want.as_slice())
+    })
+}
+
+/// SQuAD-style token F1 between an answer and a reference (folded words, counted with
+/// multiplicity); 0 when either is empty.
+pub fn token_f1(answer: &str, reference: &str) -> f64 {
+    let (a, r) = (words(answer), words(reference));
+    if a.is_empty() || r.is_empty() {
+        return 0.0;
+    }
+    let mut counts: HashMap<&str, i32> = HashMap::new();
+    for w in &r {
+        *counts.entry(w).or_default() += 1;
+    }
+    let mut common = 0;
+    for w in &a {
+        if let Some(c) = counts.get_mut(w.as_str()) {
+            if *c > 0 {
+                *c -= 1;
+                common += 1;
+            }
+        }
+    }
+    if common == 0 {
+        return 0.0;
+    }
+    let p = common as f64 / a.len() as f64;
+    let rec = common as f64 / r.len() as f64;
+    2.0 * p * rec / (p + rec)
+}
+
+/// The retrieval-only answer: of the sentences of `passages` (best passage first), the
+/// one sharing the most distinct non-stop words with `question`; ties go to the better
+/// passage. Empty when nothing was retrieved.
+pub fn best_sentence(question: &str, passages: &[String]) -> String {
+    let asked: Vec<String> = crate::memory::lexical::query_words(question)
+        .iter()
+        .map(|w| fold(w))
+        .collect();
+    let mut best = (0usize, String::new());
+    for p in passages {
+        for s in crate::memory::passages::sentences(p) {
+            let have = words(&s);
+            let shared = asked.iter().filter(|w| have.contains(w)).count();
+            if shared > best.0 || best.1.is_empty() {
+                best = (shared, s);
+            }
+        }
+    }
+    best.1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(spans: &[&str]) -> Vec<String> {
+        spans.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn facts_are_whole_words_folded() {
+        assert!(contains_fact("La RANA salta.", &e(&["rana"])));
+        assert!(!contains_fact("La membrana celular.", &e(&["rana"])));
+        assert!(contains_fact(
+            "Everest mide 8.849 metros",
+            &e(&["8849 metros"])
+        ));
+        assert!(contains_fact("It is 8,849 m high", &e(&["8849"])));
+        assert!(contains_fact("el núcleo", &e(&["nucleo"])));
+        assert!(contains_fact(
+            "at 100 degrees Celsius",
+            &e(&["x", "100 degrees"])
+        ));
+        assert!(!contains_fact("at 1000 degrees", &e(&["100 degrees"])));
+        assert!(!contains_fact("", &e(&["a"])));
+        // Decimals fold the same on both sides.
+        assert!(contains_fact("pH 3.5", &e(&["3.5"])));
+    }
+
+    #[test]
+    fn f1_counts_overlap_with_multiplicity() {
+        assert!((token_f1("the cat sat", "the cat sat") - 1.0).abs() < 1e-9);
+        assert_eq!(token_f1("dog", "the cat"), 0.0);
+        // 2 shared of 4 answer words and of 2 reference words: p 0.5, r 1 → 2/3.
+        assert!((token_f1("the the cat runs", "the cat") - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(token_f1("", "x"), 0.0);
+    }
+
+    #[test]
+    fn the_baseline_picks_the_sentence_that_shares_the_question_words() {
+        let passages = vec![
+            "Cells are small. Mitochondria are the powerhouses of the cell.".to_string(),
+            "Rivers flow to the sea.".to_string(),
+        ];
+        assert_eq!(
+            best_sentence("What are the powerhouses of a cell?", &passages),
+            "Mitochondria are the powerhouses of the cell."
+        );
+        assert_eq!(best_sentence("anything", &[]), "");
+    }
+
+    #[test]
+    fn qa_files_name_their_bad_line() {
+        let ok = r#"{"question":"q?","expect":["x"],"lang":"en"}"#;
+        assert_eq!(parse_qa(ok).unwrap()[0].lang, "en");
+        let err = parse_qa(&format!("{ok}\n{{\"question\":\"\",\"expect\":[\"x\"]}}")).unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(parse_qa(r#"{"question":"q","expect":["..."]}"#).is_err());
+        assert!(parse_qa("\n").is_err());
+    }
+}

@@ -1,0 +1,384 @@
+//! The copy head: a pointer over the context mixed into the next-token distribution
+//! (pointer-generator, See et al. 2017; CopyNet, Gu et al. 2016). A model trained from
+//! scratch learns to read its context late; with a copy path, answering from recalled
+//! memories is one attention away from the first minutes (see
+//! `shared/notes/learning-to-answer.md`: 0 of 20 held-out answers without it, 12 of 20
+//! with it, same model and 10 minutes of training).
+//!
+//! From the final normalised hidden states `h` (`c` = the head width):
+//!
+//! ```text
+//! q_t = W_q h_t,  k_j = W_k h_{j−1}, k_0 = 0       [c]
+//! a_tj = softmax_{j ≤ t}(q_t · k_j / √c)           causal
+//! copy_t(v) = Σ_{j ≤ t, id_j = v} a_tj             the pointer's mass on token v
+//! g_t = σ(w_g · h_t)                               how much the LM head is trusted
+//! p_t(v) = g_t · softmax(W_lm h_t)(v) + (1 − g_t) · copy_t(v)
+//! ```
+//!
+//! A token is keyed by the state *before* it (the induction-head pattern): the answer's
+//! "… code of Ana is" matches the memory's "… code of Ana is" and copies the token that
+//! came next there, which needs no layer to have moved "Ana" onto the copied token
+//! itself. The first position has a zero key and copies the first token.
+//!
+//! The head reads the stream like the LM head (growth treats its weights the same way) and
+//! writes nothing into it. Training needs only `p_t(target)`, so the `[T, V]` copy
+//! distribution is never built there ([`CopyHead::nll`]); decoding builds it for the rows
+//! it samples from ([`CopyHead::log_probs`]), with the keys and ids of earlier positions
+//! kept in a [`CopyCache`]. The GGUF export leaves the head out (llama.cpp has no such
+//! layer): an exported model answers with its LM head alone.
+
+use candle_core::{DType, Tensor, D};
+use candle_nn::VarBuilder;
+
+use super::config::ModelConfig;
+use super::ops::{causal_softmax, linear, IGNORE_INDEX};
+use super::{ModelError, Result};
+
+/// Query projection `[c, d]`.
+pub const COPY_Q: &str = "copy_q.weight";
+/// Key projection `[c, d]`.
+pub const COPY_K: &str = "copy_k.weight";
+/// Gate `[1, d]`: `σ(w_g · h)` is the LM head's share of the next-token distribution.
+pub const COPY_GATE: &str = "copy_gate.weight";
+/// Smallest probability a target is given, so that a token neither head predicts costs a
+/// large but finite loss (ln 1e-9 ≈ −20.7, the LM head's loss near a uniform 1e9 vocab).
+const PROB_FLOOR: f64 = 1e-9;
+
+/// The names and shapes of the copy head's weights for `cfg` (none without a copy head).
+pub fn copy_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    if !cfg.copy_head {
+        return Vec::new();
+    }
+    let (c, d) = (cfg.head_dim, cfg.d_model);
+    vec![
+        (COPY_Q.to_string(), vec![c, d]),
+        (COPY_K.to_string(), vec![c, d]),
+        (COPY_GATE.to_string(), vec![1, d]),
+    ]
+}
+
+/// Whether a weight belongs to the copy head (left out of GGUF exports).
+pub fn is_copy_weight(name: &str) -> bool {
+    name.starts_with("copy_")
+}
+
+/// The copy head's weights.
+#[derive(Debug, Clone)]
+pub struct CopyHead {
+    wq: Tensor,   // [c, d]
+    wk: Tensor,   // [c, d]
+    gate: Tensor, // [1, d]
+    width: usize,
+}
+
+/// What decoding keeps of the positions seen so far: their copy keys and token ids, and
+/// the key of the next position (made from the last state).
+#[derive(Debug, Clone, Default)]
+pub struct CopyCache {
+    keys: Option<Tensor>, // [S, c]
+    ids: Vec<u32>,
+    next_key: Option<Tensor>, // [1, c]
+}
+
+impl CopyHead {
+    pub fn load(vb: &VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let (c, d) = (cfg.head_dim, cfg.d_model);
+        Ok(CopyHead {
+            wq: vb.get((c, d), COPY_Q)?,
+            wk: vb.get((c, d), COPY_K)?,
+            gate: vb.get((1, d), COPY_GATE)?,
+            width: c,
+        })
+    }
+
+    fn scale(&self) -> f64 {
+        1.0 / (self.width as f64).sqrt()
+    }
+
+    /// `σ(w_g · h)` for rows `h` `[N, d]`: `[N]`.
+    fn gate(&self, hidden: &Tensor) -> Result<Tensor> {
+        let z = linear(hidden, &self.gate)?.flatten_all()?; // [N]
+                                                            // σ(z) = 1 / (1 + e^−z), in ops that record their gradient.
+        Ok((z.neg()?.exp()? + 1.0)?.recip()?)
+    }
+
+    /// Per-row negative log-likelihood of `targets` under the mixed distribution, given
+    /// the LM head's own per-row NLL `lm_nll` (`[B*T]`, as
+    /// [`lm_head_cross_entropy`](super::ops::lm_head_cross_entropy) returns it).
+    /// `hidden` is `[B*T, d]`, `ids` and `targets` are the `B` windows of `T` tokens
+    /// flattened; rows whose target is [`IGNORE_INDEX`] give 0. Returns `[B*T]`.
+    pub fn nll(
+        &self,
+        hidden: &Tensor,
+        ids: &[u32],
+        targets: &[u32],
+        (b, t): (usize, usize),
+        lm_nll: &Tensor,
+    ) -> Result<Tensor> {
+        if ids.len() != b * t || targets.len() != b * t {
+            return Err(ModelError::Data(format!(
+                "copy head: {} ids and {} targets for {b} windows of {t}",
+                ids.len(),
+                targets.len()
+            )));
+        }
+        let c = self.width;
+        let q = linear(hidden, &self.wq)?.reshape((b, t, c))?; // [B, T, c]
+        let k = linear(hidden, &self.wk)?.reshape((b, t, c))?; // [B, T, c]
+                                                               // Position j's key is the state before it: shift right, a zero key first.
+        let zero = Tensor::zeros((b, 1, c), k.dtype(), k.device())?; // [B, 1, c]
+        let k = Tensor::cat(&[&zero, &k.narrow(1, 0, t - 1)?], 1)?; // [B, T, c]
+        let scores = q.matmul(&k.t()?.contiguous()?)?; // [B, T, T]
+        let attn = causal_softmax(&scores, self.scale(), 0)?; // [B, T, T]
+                                                              // same[b, i, j] = 1 where position j holds the token position i must predict.
+        let mut same = vec![0f32; b * t * t];
+        for w in 0..b {
+            let (ids, targets) = (&ids[w * t..(w + 1) * t], &targets[w * t..(w + 1) * t]);
+            for (i, &target) in targets.iter().enumerate() {
+                if target == IGNORE_INDEX {
+                    continue;
+                }
+                let row = &mut same[(w * t + i) * t..(w * t + i + 1) * t];
+                for j in 0..=i {
+                    row[j] = f32::from(u8::from(ids[j] == target));
+                }
+            }
+        }
+        let same = Tensor::from_vec(same, (b, t, t), hidden.device())?.to_dtype(attn.dtype())?;
+        let copied = (attn * same)?.sum(D::Minus1)?.flatten_all()?; // [B*T]
+        let g = self.gate(hidden)?; // [B*T]
+        let p = ((&g * lm_nll.neg()?.exp()?)? + (g.affine(-1.0, 1.0)? * copied)?)?; // [B*T]
+        let nll = (p + PROB_FLOOR)?.log()?.neg()?; // [B*T]
+        let keep: Vec<u8> = targets
+            .iter()
+            .map(|&x| u8::from(x != IGNORE_INDEX))
+            .collect();
+        let keep = Tensor::from_vec(keep, b * t, hidden.device())?;
+        Ok(keep.where_cond(&nll, &nll.zeros_like()?)?)
+    }
+
+    /// Log-probabilities `[T, V]` (f32) of the next token at `T` new positions of one
+    /// sequence: `hidden` `[T, d]` their final hidden states, `logits` `[T, V]` the LM
+    /// head's, `ids` their tokens. `cache` holds the earlier positions and is extended.
+    pub fn log_probs(
+        &self,
+        hidden: &Tensor,
+        logits: &Tensor,
+        ids: &[u32],
+        cache: &mut CopyCache,
+    ) -> Result<Tensor> {
+        let t = ids.len();
+        if t == 0 || hidden.dim(0)? != t {
+            return Err(ModelError::Data(format!(
+                "copy head: {t} ids for {} positions",
+                hidden.dim(0)?
+            )));
+        }
+        let k = linear(hidden, &self.wk)?; // [T, c]
+        let before = match cache.next_key.take() {
+            Some(key) => key,
+            None => Tensor::zeros((1, self.width), k.dtype(), k.device())?, // [1, c]
+        };
+        // The new positions are keyed by the states before them.
+        let keys_new = Tensor::cat(&[&before, &k.narrow(0, 0, t - 1)?], 0)?; // [T, c]
+        cache.next_key = Some(k.narrow(0, t - 1, 1)?);
+        let keys = match cache.keys.take() {
+            Some(old) => Tensor::cat(&[&old, &keys_new], 0)?, // [S, c]
+            None => keys_new,
+        };
+        cache.ids.extend_from_slice(ids);
+        let s = cache.ids.len();
+        let q = linear(hidden, &self.wq)?; // [T, c]
+        let scores = q.matmul(&keys.t()?.contiguous()?)?; // [T, S]
+        let attn = causal_softmax(&scores, self.scale(), s - t)?; // [T, S]
+        cache.keys = Some(keys);
+        let attn = attn.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let g = self.gate(hidden)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let lm = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)?;
+        let mut rows = lm.to_vec2::<f32>()?;
+        for ((row, a), g) in rows.iter_mut().zip(&attn).zip(&g) {
+            row.iter_mut().for_each(|p| *p *= g);
+            for (&weight, &id) in a.iter().zip(&cache.ids) {
+                if let Some(p) = row.get_mut(id as usize) {
+                    *p += (1.0 - g) * weight;
+                }
+            }
+            row.iter_mut()
+                .for_each(|p| *p = (*p + PROB_FLOOR as f32).ln());
+        }
+        let v = logits.dim(D::Minus1)?;
+        let flat: Vec<f32> = rows.into_iter().flatten().collect();
+        Ok(Tensor::from_vec(flat, (t, v), logits.device())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ops::cross_entropy;
+    use crate::testing::{check_grad, det, max_diff};
+    use candle_core::Device;
+
+    fn head(d: usize, c: usize, dtype: DType) -> CopyHead {
+        let w = |shape: &[usize], salt| det(shape, salt).to_dtype(dtype).unwrap();
+        CopyHead {
+            wq: w(&[c, d], 0.7),
+            wk: w(&[c, d], 1.3),
+            gate: w(&[1, d], 2.9),
+            width: c,
+        }
+    }
+
+    /// The mixture written out for one row, in f64: g·softmax(logits) + (1−g)·pointer.
+    fn reference_p(
+        head: &CopyHead,
+        h: &Tensor,
+        logits: &Tensor,
+        ids: &[u32],
+        i: usize,
+    ) -> Vec<f64> {
+        let h = h.to_dtype(DType::F64).unwrap();
+        let row = |w: &Tensor, r: usize| {
+            w.to_dtype(DType::F64)
+                .unwrap()
+                .matmul(&h.narrow(0, r, 1).unwrap().t().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()
+        };
+        let q = row(&head.wq, i);
+        let s: Vec<f64> = (0..=i)
+            .map(|j| match j {
+                0 => 0.0,
+                _ => {
+                    let k = row(&head.wk, j - 1);
+                    q.iter().zip(&k).map(|(a, b)| a * b).sum::<f64>() * head.scale()
+                }
+            })
+            .collect();
+        let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+        let g = 1.0 / (1.0 + (-row(&head.gate, i)[0]).exp());
+        let l = logits
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap()[i]
+            .clone();
+        let lm = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lz: f64 = l.iter().map(|x| (x - lm).exp()).sum();
+        let mut p: Vec<f64> = l.iter().map(|x| g * (x - lm).exp() / lz).collect();
+        for j in 0..=i {
+            p[ids[j] as usize] += (1.0 - g) * (s[j] - m).exp() / z;
+        }
+        p
+    }
+
+    #[test]
+    fn the_copy_loss_is_the_mixture_written_out_and_matches_finite_differences() {
+        let (b, t, d, c, v) = (2, 5, 6, 4, 7);
+        let head = head(d, c, DType::F64);
+        let h = det(&[b * t, d], 0.9);
+        let lm = det(&[v, d], 1.7);
+        let ids: Vec<u32> = (0..b * t).map(|i| (i * 3 % v) as u32).collect();
+        // Targets the pointer can reach (an earlier id), others it cannot, one ignored.
+        let mut targets: Vec<u32> = (0..b * t).map(|i| ((i + 1) * 3 % v) as u32).collect();
+        targets[2] = ids[0];
+        targets[4] = IGNORE_INDEX;
+        let tt = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap();
+        let loss = |head: &CopyHead, h: &Tensor| {
+            let lm_nll = cross_entropy(&h.matmul(&lm.t()?)?, &tt)?;
+            head.nll(h, &ids, &targets, (b, t), &lm_nll)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        };
+        let nll = loss(&head, &h).unwrap().to_vec1::<f64>().unwrap();
+        let logits = h.matmul(&lm.t().unwrap()).unwrap();
+        for w in 0..b {
+            let rows = h.narrow(0, w * t, t).unwrap();
+            let l = logits.narrow(0, w * t, t).unwrap();
+            for i in 0..t {
+                let r = w * t + i;
+                let want = match targets[r] {
+                    IGNORE_INDEX => 0.0,
+                    x => -(reference_p(&head, &rows, &l, &ids[w * t..], i)[x as usize]
+                        + PROB_FLOOR)
+                        .ln(),
+                };
+                assert!(
+                    (nll[r] - want).abs() < 1e-9,
+                    "row {r}: {} vs {want}",
+                    nll[r]
+                );
+            }
+        }
+        // Every input the loss has a gradient for: the hidden states and the three weights.
+        check_grad(&h, &|h| loss(&head, h));
+        check_grad(&head.wq, &|wq| {
+            loss(
+                &CopyHead {
+                    wq: wq.clone(),
+                    ..head.clone()
+                },
+                &h,
+            )
+        });
+        check_grad(&head.wk, &|wk| {
+            loss(
+                &CopyHead {
+                    wk: wk.clone(),
+                    ..head.clone()
+                },
+                &h,
+            )
+        });
+        check_grad(&head.gate, &|g| {
+            loss(
+                &CopyHead {
+                    gate: g.clone(),
+                    ..head.clone()
+                },
+                &h,
+            )
+        });
+    }
+
+    #[test]
+    fn decoding_log_probs_match_the_mixture_and_continue_a_cache() {
+        let (t, d, c, v) = (6, 5, 4, 9);
+        let head = head(d, c, DType::F32);
+        let h = det(&[t, d], 1.1).to_dtype(DType::F32).unwrap();
+        let logits = det(&[t, v], 0.4).to_dtype(DType::F32).unwrap();
+        let ids = [3u32, 1, 3, 8, 0, 3];
+        let mut whole = CopyCache::default();
+        let all = head.log_probs(&h, &logits, &ids, &mut whole).unwrap();
+        for i in 0..t {
+            let p = reference_p(&head, &h, &logits, &ids, i);
+            let got = all.narrow(0, i, 1).unwrap().flatten_all().unwrap();
+            let want: Vec<f64> = p.iter().map(|x| (x + PROB_FLOOR).ln()).collect();
+            let want = Tensor::new(want, &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+            assert!(max_diff(&got, &want) < 1e-4, "row {i}");
+            let total: f64 = p.iter().sum();
+            assert!((total - 1.0).abs() < 1e-9, "row {i} sums to {total}");
+        }
+        // A prompt of 4, then two single steps: the same rows as the whole pass.
+        let mut cache = CopyCache::default();
+        let split =
+            |a: usize, n: usize| (h.narrow(0, a, n).unwrap(), logits.narrow(0, a, n).unwrap());
+        let (h0, l0) = split(0, 4);
+        head.log_probs(&h0, &l0, &ids[..4], &mut cache).unwrap();
+        for i in 4..t {
+            let (hi, li) = split(i, 1);
+            let step = head.log_probs(&hi, &li, &ids[i..=i], &mut cache).unwrap();
+            assert!(
+                max_diff(&step, &all.narrow(0, i, 1).unwrap()) < 1e-5,
+                "step {i}"
+            );
+        }
+        assert_eq!(cache.ids, ids);
+    }
+}
