@@ -5,32 +5,14 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
+
+use common::{json, thau};
 
 use thau::actors::long_term_memory::{Memorize, NewMemory};
 use thau::chat::{chat_turn, ChatRequest};
 use thau::config::ThauConfig;
 use thau::runtime::Runtime;
-
-fn thau(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_thau"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .output()
-        .expect("run thau")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
 
 const DEN: &str = "The red fox 7 sleeps in a den.";
 const SNOW: &str = "Snow falls on the hills.";

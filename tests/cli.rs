@@ -1,27 +1,11 @@
 //! The model commands through the `thau` binary: train → eval → generate → status on a
 //! small corpus, reproducible generation, and clear errors with the right exit codes.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn thau(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_thau"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .output()
-        .expect("run thau")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
+use common::{json, thau};
 
 fn small_corpus(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();

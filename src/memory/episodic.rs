@@ -277,6 +277,25 @@ pub struct EpisodicStore {
     pub weights: SearchWeights,
 }
 
+/// Opens (creating its directory if needed) the SQLite database at `path` in WAL mode,
+/// which lets `thau memory` read while the runtime writes; an error if SQLite refuses WAL.
+/// Shared by the episodic store and the lexical index.
+pub(super) fn open_wal(path: &Path) -> Result<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| MemoryError::io(dir, e))?;
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(MemoryError::Unsupported(format!(
+            "{}: SQLite refused WAL mode (got `{mode}`)",
+            path.display()
+        )));
+    }
+    Ok(conn)
+}
+
 impl std::fmt::Debug for EpisodicStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EpisodicStore")
@@ -288,20 +307,9 @@ impl std::fmt::Debug for EpisodicStore {
 impl EpisodicStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<EpisodicStore> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| MemoryError::io(dir, e))?;
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        // WAL lets `thau memory` read while the runtime writes; NORMAL keeps every commit
-        // across a process crash without an fsync per transaction.
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(MemoryError::Unsupported(format!(
-                "{}: SQLite refused WAL mode (got `{mode}`)",
-                path.display()
-            )));
-        }
+        let conn = open_wal(path)?;
+        // NORMAL keeps every commit across a process crash without an fsync per
+        // transaction.
         conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
         let mut store = EpisodicStore {
             conn,

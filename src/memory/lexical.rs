@@ -9,7 +9,6 @@
 //! (an older data directory, or a store written by another process).
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
@@ -19,8 +18,6 @@ use super::{MemoryError, Result};
 
 /// File name under `<home>/memory/`.
 pub const LEXICAL_DB: &str = "lexical.sqlite";
-/// How long a writer waits for another connection's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most query words used (a pasted page is not a query).
 const MAX_QUERY_WORDS: usize = 48;
 
@@ -69,18 +66,7 @@ impl std::fmt::Debug for LexicalIndex {
 impl LexicalIndex {
     /// Opens (creating if needed) the index at `path`.
     pub fn open(path: &Path) -> Result<LexicalIndex> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| MemoryError::io(dir, e))?;
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(MemoryError::Unsupported(format!(
-                "{}: SQLite refused WAL mode (got `{mode}`)",
-                path.display()
-            )));
-        }
+        let conn = super::episodic::open_wal(path)?;
         Self::init(conn)
     }
 

@@ -73,6 +73,27 @@ pub fn home_with_model(dir: &Path) -> thau::home::Home {
     home
 }
 
+/// Runs the `thau` binary on the data directory `home` with `args`.
+pub fn thau(home: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_thau"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .expect("run thau")
+}
+
+/// The JSON a successful `thau --json …` run printed.
+pub fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 /// `n` paragraphs made by `f`, separated by blank lines.
 pub fn paragraphs(n: usize, f: impl Fn(usize) -> String) -> String {
     (0..n).map(|i| f(i) + "\n\n").collect()
