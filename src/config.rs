@@ -52,6 +52,10 @@ pub struct ModelSection {
     /// A `llama`-architecture GGUF file for the Inference actor to serve instead of the
     /// newest checkpoint (empty: serve the checkpoint).
     pub gguf: String,
+    /// Give a model `thau train` starts from nothing a copy head
+    /// ([`crate::model::copy`]), so it can copy answers from recalled memories. `thau
+    /// learn` has its own setting (`copy_head` in `agents/learner.toml`, on by default).
+    pub copy_head: bool,
 }
 
 /// Where the runtime finds its settings folders. Empty means "inside the data directory,
@@ -94,6 +98,7 @@ impl Default for ModelSection {
             vocab_size: 8192,
             context_length: 256,
             gguf: String::new(),
+            copy_head: false,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! checkpoints, hands every new set of weights to Inference as a message (a hot swap), and
 //! decides growth under the [`GrowthPolicy`] of `agents/learner.toml`.
 //!
-//! Receives [`StartStudy`], [`LearnItems`] (from the GapDetector), [`FinishStudy`],
+//! Receives [`StartStudy`], [`LearnItems`] (from the GapDetector), [`Practice`] (from
+//! `thau learn`, to train while no new gaps wait), [`FinishStudy`],
 //! [`ShouldGrow`], [`ApplyTuning`](crate::actors::ApplyTuning) (the learning rate) and the
 //! common messages. Sends [`SwapWeights`] to Inference and [`Remember`] (training runs,
 //! growth) to EpisodicMemory, and publishes [`Trained`] to the GapDetector. Runs on a sync
@@ -63,6 +64,15 @@ pub struct Trained {
     pub session: String,
     pub report: RoundReport,
 }
+
+/// Train one round on what the Learner already holds — the gap items it was given, and
+/// replay — whether or not new gaps wait. `thau learn` keeps one in flight for the whole
+/// session, so the Learner trains while the Questioner and GapDetector look for gaps
+/// instead of waiting for them. Answers whether a round was trained: `false` when
+/// `practice` is off in `[params.learn]`.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<bool, ActorError>")]
+pub struct Practice;
 
 /// Open (or create) the model and get ready to learn from `corpus`.
 #[derive(Message, Debug, Clone)]
@@ -441,6 +451,19 @@ impl Handler<LearnItems> for Learner {
                 }
             }
             Ok(())
+        })
+    }
+}
+
+impl Handler<Practice> for Learner {
+    type Result = Result<bool, ActorError>;
+    fn handle(&mut self, _: Practice, ctx: &mut SyncContext<Self>) -> Self::Result {
+        guarded(self, ctx, "Practice", |me| {
+            if !me.settings.practice {
+                return Ok(false);
+            }
+            me.round()?;
+            Ok(true)
         })
     }
 }

@@ -139,10 +139,15 @@ pub fn embed(home: &Home, a: &BenchArgs) -> Result<EmbedBench> {
     if let Some(dir) = &a.bert {
         embedders.push(Box::new(BertEmbedder::load(dir)?));
     }
-    let scores = embedders
+    let mut scores = embedders
         .iter()
         .map(|e| thau::memory::bench::embed_bench(&set, e.as_ref()))
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    // What long-term memory's recall does with the default embedder.
+    scores.push(thau::memory::bench::hybrid_bench(
+        &set,
+        embedders[0].as_ref(),
+    )?);
     Ok(EmbedBench {
         scores,
         documents: set.documents.len(),

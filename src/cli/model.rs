@@ -74,6 +74,7 @@ pub fn train(
             ..Default::default()
         },
         vocab_size: config.model.vocab_size,
+        copy_head: config.model.copy_head,
         fresh: a.fresh,
         dataset: a
             .dataset

@@ -1,6 +1,7 @@
 //! `thau learn`: a self-learning session. This function only starts the actors' work and
 //! watches it — the Learner opens (or creates) the model, the Questioner starts asking, and
-//! the loop runs on the actors' own messages — then stops them, collects a summary and
+//! the loop runs on the actors' own messages, with the Learner kept training in between
+//! ([`practise`]) — then stops them, collects a summary and
 //! records the session under `<home>/runs/learn/` (what `thau stats` reads).
 //!
 //! A running session keeps a [`Journal`] beside the reports; if the process dies (a
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::episodic_memory::ListEpisodes;
 use crate::actors::gap_detector::{GapReport, GapStatus, Probe};
-use crate::actors::learner::{FinishStudy, StartStudy, StudyInfo, StudySummary};
+use crate::actors::learner::{FinishStudy, Learner, Practice, StartStudy, StudyInfo, StudySummary};
 use crate::actors::questioner::{QuestionerStatus, StartQuestioning, StopQuestioning};
 use crate::actors::reply;
 use crate::error::{Result, ThauError};
@@ -34,6 +35,8 @@ const TICK: Duration = Duration::from_millis(500);
 const SETTLE_POLL: Duration = Duration::from_millis(20);
 /// How long the Learner may take to finish its last round and save.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(600);
+/// Pause before asking again after a practice round failed.
+const PRACTICE_RETRY: Duration = Duration::from_secs(1);
 /// How a session's journal is named: `<session>.open.json`.
 const JOURNAL_SUFFIX: &str = ".open.json";
 /// Episodes read per page when a resumed session looks up what it did.
@@ -321,6 +324,25 @@ fn actor_err(actor: &str, e: impl std::fmt::Display) -> ThauError {
     }
 }
 
+/// Keeps one [`Practice`] round in the Learner's mailbox until `on` is cleared, so the
+/// Learner trains for the whole session rather than only when gaps arrive. Gap rounds
+/// ([`crate::actors::learner::LearnItems`]) queue between practice rounds and go first
+/// in their turn. Ends on its own when practice is switched off or the Learner is gone.
+async fn practise(learner: actix::Addr<Learner>, on: std::sync::Arc<AtomicBool>) {
+    while on.load(Ordering::SeqCst) {
+        match learner.send(Practice).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Err(_) => return,
+            Ok(Err(e)) => {
+                // A Learner restarted after a panic reopens the session on its next
+                // message; do not spin while it cannot.
+                tracing::warn!(error = %e, "practice round failed");
+                tokio::time::sleep(PRACTICE_RETRY).await;
+            }
+        }
+    }
+}
+
 /// Runs a session on a started runtime until its time or question budget is spent, every
 /// item was asked, or `stop` is set (Ctrl-C). `on_progress` sees the counters every tick.
 pub async fn learn(
@@ -461,6 +483,8 @@ pub async fn learn(
             }
         }
     }
+    let practicing = std::sync::Arc::new(AtomicBool::new(true));
+    let practice = tokio::spawn(practise(learner.clone(), practicing.clone()));
     let start = Instant::now();
     let before = Duration::from_secs_f64(journal.elapsed_s.max(0.0));
     let deadline = req
@@ -541,6 +565,7 @@ pub async fn learn(
             }
         }
     };
+    practicing.store(false, Ordering::SeqCst);
     let asked = reply("questioner", questioner.send(StopQuestioning).await)?;
     // The last questions may still be in scoring: wait until every probe was answered
     // (scored, failed, or dropped by a restart), so their gaps reach the Learner before
@@ -552,6 +577,16 @@ pub async fn learn(
             break;
         }
         tokio::time::sleep(SETTLE_POLL).await;
+    }
+    // The practice round in flight ends before the last one (no round after the summary).
+    if tokio::time::timeout(FINISH_TIMEOUT, practice)
+        .await
+        .is_err()
+    {
+        return Err(actor_err(
+            "learner",
+            "did not finish its practice round in time",
+        ));
     }
     // Queued behind the Learner's pending rounds: it returns once they are done.
     let summary: StudySummary =

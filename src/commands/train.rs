@@ -44,6 +44,8 @@ pub struct TrainRequest {
     pub fresh: bool,
     /// Train on a dataset mixed with replay of `data`.
     pub dataset: Option<DatasetMix>,
+    /// Give a model started from nothing a copy head.
+    pub copy_head: bool,
 }
 
 /// `thau train --dataset`: a dataset file and how it is mixed with the corpus.
@@ -148,8 +150,9 @@ pub fn train(
         None => {
             let texts: Vec<String> = corpus.examples.iter().map(|e| e.text()).collect();
             let tok = ThauTokenizer::train(texts.into_iter(), req.vocab_size)?;
-            let cfg =
+            let mut cfg =
                 ModelConfig::for_age(req.age, tok.vocab_size(), req.options.seq_len.max(256))?;
+            cfg.copy_head = req.copy_head;
             (
                 Trainer::new(cfg, tok, &corpus, req.options.clone(), &dev)?,
                 None,

@@ -1,5 +1,5 @@
 //! The self-learning loop's parts that are not actors: the knowledge the corpus offers
-//! ([`source`]), what counts as a gap ([`gaps`]), how the Learner trains ([`study`]), and
+//! ([`source`]) and the questions rules derive from plain text ([`questions`]), what counts as a gap ([`gaps`]), how the Learner trains ([`study`]), and
 //! how the Questioner picks what to ask ([`picker`]). The loop itself emerges from the
 //! actors' messages: Questioner → GapDetector → Inference (scores) → GapDetector → Learner
 //! → Inference (new weights) and GapDetector (re-check gaps).
@@ -8,6 +8,7 @@ pub mod bench;
 pub mod gaps;
 pub mod openbook;
 pub mod picker;
+pub mod questions;
 pub mod source;
 pub mod study;
 pub mod teacher;

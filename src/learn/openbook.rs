@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use super::source::{KnowledgeBase, KnowledgeItem};
 use crate::eval::score::words;
-use crate::memory::lexical::{LexicalDoc, LexicalIndex};
+use crate::memory::lexical::LexicalIndex;
 use crate::memory::passages::split;
 use crate::memory::vector::PayloadFilter;
 use crate::memory::MemoryError;
@@ -48,21 +48,7 @@ impl Shelf {
                 }
             }
         }
-        let mut index = LexicalIndex::in_memory()?;
-        let ids: Vec<uuid::Uuid> = (0..passages.len())
-            .map(|i| uuid::Uuid::from_u128(i as u128))
-            .collect();
-        let docs: Vec<LexicalDoc> = passages
-            .iter()
-            .zip(&ids)
-            .map(|(text, id)| LexicalDoc {
-                id: *id,
-                text,
-                source: "",
-                importance: 0.5,
-            })
-            .collect();
-        index.upsert(&docs)?;
+        let index = LexicalIndex::of_texts(&passages)?;
         let words = passages
             .iter()
             .map(|p| words(p).into_iter().collect())
@@ -138,6 +124,22 @@ impl Shelf {
     pub fn example(&self, item: &KnowledgeItem) -> Option<Example> {
         let key = format!("{}\n{}", item.question, item.answer);
         let gold_first = super::source::fnv1a(key.as_bytes()).is_multiple_of(2);
+        self.asked(item, gold_first)
+    }
+
+    /// `item` open-book with the gold passage in each place (one example when it has no
+    /// distractor): what replay trains, so that reading the right passage — wherever
+    /// recall put it — is what lowers the loss. Empty when no passage holds its answer.
+    pub fn both_orders(&self, item: &KnowledgeItem) -> Vec<Example> {
+        let mut out: Vec<Example> = [true, false]
+            .into_iter()
+            .filter_map(|first| self.asked(item, first))
+            .collect();
+        out.dedup_by(|a, b| a.text() == b.text());
+        out
+    }
+
+    fn asked(&self, item: &KnowledgeItem, gold_first: bool) -> Option<Example> {
         let passages = self.passages_for(item, gold_first);
         (!passages.is_empty()).then(|| {
             Example::Chat(vec![
@@ -192,8 +194,16 @@ mod tests {
         assert_eq!(ms[0].role, Role::System);
         assert!(ms[0].content.starts_with("Memories:\n- "));
         assert_eq!(ms[2].content, item.answer);
+        // Replay asks it with the gold passage in each place.
+        let both = shelf.both_orders(&item);
+        assert_eq!(both.len(), 2);
+        assert_ne!(both[0].text(), both[1].text());
+        assert!(both
+            .iter()
+            .any(|e| e.text() == shelf.example(&item).unwrap().text()));
         // No passage holds this answer: no open-book item.
         let none = KnowledgeItem::new("t", "en", "q?", "Quasars are far away.", vec![]);
         assert!(shelf.example(&none).is_none());
+        assert!(shelf.both_orders(&none).is_empty());
     }
 }

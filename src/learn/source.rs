@@ -6,7 +6,12 @@
 //! - `qa.jsonl` lines (`question`, `answer`, `topic`, `lang`, `paraphrases`);
 //! - `.md`/`.txt` passages: the title (`# Title`) is a concept, the first paragraph the
 //!   reference answer, and the Questioner's templates for the passage's language make the
-//!   question (the first template) and its paraphrases (the others).
+//!   question (the first template) and its paraphrases (the others);
+//! - in a folder without a `qa.jsonl` (documents nobody wrote questions for), the questions
+//!   [`super::questions::derive`] finds in every sentence.
+//!
+//! A file's language is its folder's name when that has two letters (`en/`, `es/`), else
+//! the one its words show ([`super::questions::detect_lang`]).
 //!
 //! The passages themselves (chunked) are also the replay data the Learner mixes in.
 
@@ -149,6 +154,11 @@ impl KnowledgeBase {
             return Err(bad(dir, "no qa.jsonl, .md or .txt files found"));
         }
         let mut kb = KnowledgeBase::default();
+        let authored: std::collections::HashSet<PathBuf> = files
+            .iter()
+            .filter(|f| f.file_name().is_some_and(|n| n == "qa.jsonl"))
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
         for file in files {
             let text = std::fs::read_to_string(&file).map_err(|e| bad(&file, e.to_string()))?;
             // The language is the name of a two-letter folder (`en/`, `es/`) if there is one.
@@ -157,7 +167,7 @@ impl KnowledgeBase {
                 .and_then(|p| p.file_name())
                 .and_then(|n| n.to_str())
                 .filter(|n| n.len() == 2)
-                .unwrap_or("en")
+                .unwrap_or_else(|| super::questions::detect_lang(&text))
                 .to_string();
             if file.extension().is_some_and(|e| e == "jsonl") {
                 for (i, line) in text.lines().enumerate() {
@@ -181,8 +191,19 @@ impl KnowledgeBase {
                     .unwrap_or("general")
                     .to_string();
                 kb.add_passage_file(&file, &topic, &lang, &text, templates);
+                if !file.parent().is_some_and(|d| authored.contains(d)) {
+                    kb.items
+                        .extend(super::questions::derive(&text, &lang).into_iter().map(|d| {
+                            KnowledgeItem::new(&topic, &lang, &d.question, &d.answer, d.paraphrases)
+                        }));
+                }
             }
         }
+        // A derived question may repeat a title's or another file's, in another case:
+        // one item per question.
+        let mut asked = std::collections::HashSet::new();
+        kb.items
+            .retain(|i| asked.insert(crate::eval::score::words(&i.question).join(" ")));
         Ok(kb)
     }
 
@@ -308,10 +329,52 @@ mod tests {
         assert_eq!(t.paraphrases.len(), 2);
         assert_eq!(kb.passages.len(), 1);
         assert!(kb.passages[0].text.contains("Otro párrafo"));
+        // That folder's author wrote questions: none are derived for its documents.
+        assert!(kb
+            .items
+            .iter()
+            .all(|i| i.topic != "rios" || i.question.starts_with("¿Qué es los")));
         // Ids are stable.
         assert_eq!(
             KnowledgeItem::new("a", "es", "¿Qué es el agua?", "x", vec![]).id,
             qa.id
         );
+    }
+
+    #[test]
+    fn documents_without_questions_get_derived_ones_in_their_language() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "El faro de Punta Gris mide 31 metros y se encendió en 1894. Lo cuidan dos \
+                    fareros que viven en Puerto Lino. La lámpara gira cada 12 segundos.";
+        std::fs::write(dir.path().join("notas.txt"), text).unwrap();
+        std::fs::write(
+            dir.path().join("moon.md"),
+            "# The Moon\n\nThe Moon is the only natural satellite of the Earth.",
+        )
+        .unwrap();
+        let kb = KnowledgeBase::load(dir.path(), &Templates::default()).unwrap();
+        let notas: Vec<&KnowledgeItem> = kb.items.iter().filter(|i| i.topic == "notas").collect();
+        // An untitled text in no language folder: its language is read from its words.
+        assert!(notas.iter().all(|i| i.lang == "es"));
+        let words = text.split_whitespace().count();
+        assert!(
+            notas.len() * 100 >= 5 * words,
+            "{} for {words} words",
+            notas.len()
+        );
+        assert!(notas.iter().all(|i| text.contains(&i.answer)));
+        assert!(notas.iter().any(|i| i.question.contains("cuántos metros")));
+        // The title's question and the derived definition are one item, not two.
+        let moon: Vec<&str> = kb
+            .items
+            .iter()
+            .filter(|i| i.topic == "moon")
+            .map(|i| i.question.as_str())
+            .collect();
+        let defined = moon
+            .iter()
+            .filter(|q| q.to_lowercase() == "what is the moon?");
+        assert_eq!(defined.count(), 1, "{moon:?}");
+        assert!(moon.iter().all(|q| !q.is_empty()));
     }
 }

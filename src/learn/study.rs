@@ -48,6 +48,9 @@ pub struct LearnSettings {
     pub vocab_size: usize,
     /// Give a model started from nothing a copy head ([`crate::model::copy`]).
     pub copy_head: bool,
+    /// Train rounds on known items and replay while no new gaps wait ([`Study::round`]
+    /// with nothing pending), so the Learner never idles during a session.
+    pub practice: bool,
 }
 
 impl Default for LearnSettings {
@@ -65,6 +68,7 @@ impl Default for LearnSettings {
             checkpoint_every: 5,
             vocab_size: 4096,
             copy_head: true,
+            practice: true,
         }
     }
 }
@@ -104,8 +108,9 @@ pub struct RoundReport {
 }
 
 /// The replay corpus: passages, the items' own question/answer pairs (never their
-/// paraphrases, which stay held out), and each item asked open-book (when a passage holds
-/// its answer).
+/// paraphrases, which stay held out), and each item asked open-book with its gold passage
+/// in either place (when a passage holds its answer): about two rows in three read a
+/// context, as answering from recalled memories needs.
 pub fn replay_corpus(kb: &KnowledgeBase) -> Corpus {
     let mut examples: Vec<Example> = kb
         .passages
@@ -114,7 +119,7 @@ pub fn replay_corpus(kb: &KnowledgeBase) -> Corpus {
         .collect();
     examples.extend(kb.items.iter().map(KnowledgeItem::example));
     match Shelf::new(kb) {
-        Ok(shelf) => examples.extend(kb.items.iter().filter_map(|i| shelf.example(i))),
+        Ok(shelf) => examples.extend(kb.items.iter().flat_map(|i| shelf.both_orders(i))),
         Err(e) => tracing::warn!(error = %e, "no open-book items: the corpus index failed"),
     }
     Corpus {
@@ -301,6 +306,14 @@ impl Study {
             idx.shuffle(&mut self.rng);
             batches.push(idx);
         }
+        // Rows of like length share a step, so that each batch is cut to its own length
+        // (see [`Windows::batch`]): a step of closed-book questions costs a fifth of one
+        // that reads memories. The sort is stable, so equal lengths stay shuffled.
+        let mut rows: Vec<usize> = batches.concat();
+        rows.sort_by_key(|&i| data.learned_len(i));
+        let mut batches: Vec<Vec<usize>> =
+            rows.chunks(s.batch_size).map(<[usize]>::to_vec).collect();
+        batches.shuffle(&mut self.rng);
         let mut loss = 0.0;
         let mut tokens = 0;
         let mut step = self.trainer.state.step;

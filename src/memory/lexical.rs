@@ -75,6 +75,24 @@ impl LexicalIndex {
         Self::init(Connection::open_in_memory()?)
     }
 
+    /// An index in memory of `texts`, each under the id of its position
+    /// (`Uuid::from_u128(i)`; a hit's text is `texts[hit.id.as_u128() as usize]`).
+    pub fn of_texts<S: AsRef<str>>(texts: &[S]) -> Result<LexicalIndex> {
+        let mut index = Self::in_memory()?;
+        let docs: Vec<LexicalDoc> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| LexicalDoc {
+                id: Uuid::from_u128(i as u128),
+                text: text.as_ref(),
+                source: "",
+                importance: 0.5,
+            })
+            .collect();
+        index.upsert(&docs)?;
+        Ok(index)
+    }
+
     fn init(conn: Connection) -> Result<LexicalIndex> {
         // `docs` maps a point id to the FTS row (FTS5 rowids are integers); accents are
         // folded so "nucleo" finds "núcleo".

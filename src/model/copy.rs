@@ -20,6 +20,12 @@
 //! came next there, which needs no layer to have moved "Ana" onto the copied token
 //! itself. The first position has a zero key and copies the first token.
 //!
+//! **An induction head from the start.** `W_q` and `W_k` start equal, N(0, 1/d): on the
+//! RMS-normalised states a state scores about √c = 8 against itself and about ±1 against
+//! an unrelated one, and at initialisation a state is mostly its token's embedding. So a
+//! fresh model already points from a token to the places that token occurred before and
+//! copies what followed them; training unties the two and sharpens what counts as a match.
+//!
 //! The head reads the stream like the LM head (growth treats its weights the same way) and
 //! writes nothing into it. Training needs only `p_t(target)`, so the `[T, V]` copy
 //! distribution is never built there ([`CopyHead::nll`]); decoding builds it for the rows
@@ -380,5 +386,35 @@ mod tests {
             );
         }
         assert_eq!(cache.ids, ids);
+    }
+
+    #[test]
+    fn a_fresh_copy_head_is_an_induction_head() {
+        use crate::model::transformer::{from_varmap, init_weights};
+        let mut cfg = ModelConfig::tiny(64);
+        cfg.copy_head = true;
+        let vm = init_weights(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
+        let model = from_varmap(&vm, &cfg, DType::F32, &Device::Cpu).unwrap();
+        // "… 3 7 … 3" → the next token is the one that followed 3 before.
+        let ids = [3u32, 7, 11, 15, 19, 23, 3];
+        let x = Tensor::new(&ids[..], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let lp = model.forward(&x, None).unwrap(); // [1, T, V]
+        let last: Vec<f32> = lp
+            .get(0)
+            .unwrap()
+            .get(ids.len() - 1)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let best = (0..last.len())
+            .max_by(|&a, &b| last[a].total_cmp(&last[b]))
+            .unwrap();
+        assert_eq!(best, 7, "{last:?}");
+        assert!(last[7].exp() > 0.2, "p = {}", last[7].exp());
+        let tied = |n: &str| vm.data().lock().unwrap()[n].as_tensor().clone();
+        assert_eq!(max_diff(&tied(COPY_Q), &tied(COPY_K)), 0.0);
     }
 }

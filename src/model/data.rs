@@ -304,20 +304,39 @@ impl Windows {
         self.inputs.is_empty()
     }
 
-    /// Tensors `[B, T]` (inputs, targets) of the given windows.
+    /// Tokens up to and including the last learned target of window `i` (at least 1):
+    /// what is left after it is padding, or context nothing is learned from.
+    pub fn learned_len(&self, i: usize) -> usize {
+        self.targets[i]
+            .iter()
+            .rposition(|&t| t != IGNORE_INDEX)
+            .map_or(1, |p| p + 1)
+    }
+
+    /// Tensors `[B, T]` (inputs, targets) of the given windows, cut after the last learned
+    /// target of the longest one (`T ≤ seq_len`). Exact: attention is causal, so the cut
+    /// positions influence nothing that is learned, and a batch of short chats costs its
+    /// own length, not the window's.
     pub fn batch(&self, idx: &[usize], dev: &Device) -> Result<(Tensor, Tensor)> {
         let b = idx.len();
+        let t = idx
+            .iter()
+            .map(|&i| self.learned_len(i))
+            .max()
+            .unwrap_or(self.seq_len)
+            .min(self.seq_len);
         let inp: Vec<u32> = idx
             .iter()
-            .flat_map(|&i| self.inputs[i].iter().copied())
+            .flat_map(|&i| self.inputs[i][..t].iter().copied())
             .collect();
         let tgt: Vec<u32> = idx
             .iter()
-            .flat_map(|&i| self.targets[i].iter().copied())
+            .flat_map(|&i| self.targets[i][..t].iter().copied())
             .collect();
+        // [B, T] each
         Ok((
-            Tensor::from_vec(inp, (b, self.seq_len), dev)?,
-            Tensor::from_vec(tgt, (b, self.seq_len), dev)?,
+            Tensor::from_vec(inp, (b, t), dev)?,
+            Tensor::from_vec(tgt, (b, t), dev)?,
         ))
     }
 }

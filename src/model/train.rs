@@ -321,6 +321,8 @@ impl Trainer {
             loss_sum += f64::from(loss.to_scalar::<f32>()?);
             let store = loss.backward()?;
             self.opt.accumulate(&store, &mut grads)?;
+            // Counted in whole windows, trimmed padding included: `tokens_seen /
+            // seq_len` is the number of examples the growth policy reads.
             tokens += idx.len() * data.seq_len;
         }
         let accum = batches.len();

@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::config::ModelConfig;
-use super::copy::{copy_shapes, CopyCache, CopyHead};
+use super::copy::{copy_shapes, CopyCache, CopyHead, COPY_K, COPY_Q};
 use super::decode::kv::{KvCache, LayerKv};
 use super::decode::packed::{DecodeWeights, PackedBlock};
 use super::ops::{
@@ -614,7 +614,9 @@ pub fn is_norm(name: &str) -> bool {
 }
 
 /// Fresh weights for `cfg`, deterministic for `seed`: N(0, 0.02), the projections that
-/// write into the residual stream scaled by 1/√(2·layers), RMSNorm gains at one.
+/// write into the residual stream scaled by 1/√(2·layers), RMSNorm gains at one. The copy
+/// head's query and key start as one matrix of N(0, 1/d): see [`super::copy`], "an
+/// induction head from the start".
 pub fn init_weights(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) -> Result<VarMap> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let varmap = VarMap::new();
@@ -628,10 +630,18 @@ pub fn init_weights(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) ->
             let n: usize = shape.iter().product();
             let t = if is_norm(&name) {
                 Tensor::ones(shape.as_slice(), dtype, dev)?
+            } else if name == COPY_K {
+                // `weight_shapes` lists the query first.
+                data.get(COPY_Q)
+                    .ok_or_else(|| ModelError::Config("copy_k before copy_q".into()))?
+                    .as_tensor()
+                    .copy()?
             } else {
                 let std =
                     if name.ends_with("attn_output.weight") || name.ends_with("ffn_down.weight") {
                         residual_std
+                    } else if name == COPY_Q {
+                        1.0 / (cfg.d_model as f64).sqrt()
                     } else {
                         INIT_STD
                     };

@@ -258,16 +258,17 @@ impl Render for EmbedBench {
         )?;
         writeln!(
             out,
-            "{:<40} {:>5} {:>9} {:>9} {:>6} {:>10}",
-            "EMBEDDER", "DIM", "RECALL@1", "RECALL@5", "MRR", "MS/TEXT"
+            "{:<40} {:>5} {:>9} {:>9} {:>9} {:>6} {:>10}",
+            "EMBEDDER", "DIM", "RECALL@1", "RECALL@3", "RECALL@5", "MRR", "MS/TEXT"
         )?;
         for s in &self.scores {
             writeln!(
                 out,
-                "{:<40} {:>5} {:>9.3} {:>9.3} {:>6.3} {:>10.3}",
+                "{:<40} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>6.3} {:>10.3}",
                 clip(&s.embedder, 40),
                 s.dim,
                 s.recall_at_1,
+                s.recall_at_3,
                 s.recall_at_5,
                 s.mrr,
                 s.embed_ms_per_text
