@@ -210,7 +210,8 @@ pub enum TuneCommand {
 
 #[derive(Args, Debug)]
 pub struct LearnArgs {
-    /// Stop after this many minutes (default: when every item has been asked).
+    /// Stop after this many minutes, setup and the accuracy samples included (default: when
+    /// every item has been asked).
     #[arg(long)]
     pub minutes: Option<f64>,
     /// Stop after this many questions.

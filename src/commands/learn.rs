@@ -351,6 +351,9 @@ pub async fn learn(
     stop: &AtomicBool,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<LearnReport> {
+    // `--minutes` bounds the whole command: opening the model, storing the documents and
+    // both accuracy samples are spent from the same budget as the questions.
+    let called = Instant::now();
     let (Some(learner), Some(questioner), Some(gaps)) = (
         rt.addrs.learner.clone(),
         rt.addrs.questioner.clone(),
@@ -429,8 +432,12 @@ pub async fn learn(
         Some(check) => accuracy_items(check)?,
         None => Vec::new(),
     };
+    // What the sample after the session will cost: what this one cost.
+    let mut sample_cost = Duration::ZERO;
     if journal.resumes == 0 {
+        let t = Instant::now();
         journal.accuracy_before = answer_accuracy(rt, &sample).await;
+        sample_cost = t.elapsed();
         journal.save(&rt.home)?;
     }
     let (already_asked, still_open) = if journal.resumes > 0 {
@@ -487,9 +494,12 @@ pub async fn learn(
     let practice = tokio::spawn(practise(learner.clone(), practicing.clone()));
     let start = Instant::now();
     let before = Duration::from_secs_f64(journal.elapsed_s.max(0.0));
-    let deadline = req
-        .minutes
-        .map(|m| Duration::from_secs_f64(m.max(0.0) * 60.0).saturating_sub(before));
+    let setup = called.elapsed() + sample_cost;
+    let deadline = req.minutes.map(|m| {
+        Duration::from_secs_f64(m.max(0.0) * 60.0)
+            .saturating_sub(before)
+            .saturating_sub(setup)
+    });
     let mut p = Progress {
         step: info.step,
         age: info.age,

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::config::ModelConfig;
 use super::tokenizer::ThauTokenizer;
@@ -169,6 +169,25 @@ fn load_tensors(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
     candle_core::safetensors::load(path, dev).map_err(|e| io(path, e))
 }
 
+/// A copy head saved before it had a self key ([`super::copy::COPY_S`]) gets a zero one:
+/// the same function, now trainable. Returns the zeros added, if any.
+fn upgrade_copy_head(
+    config: &ModelConfig,
+    weights: &mut HashMap<String, Tensor>,
+    dev: &Device,
+) -> Result<Option<Tensor>> {
+    let name = super::copy::COPY_S;
+    if !config.copy_head || weights.contains_key(name) {
+        return Ok(None);
+    }
+    let dtype = weights
+        .get(super::copy::COPY_K)
+        .map_or(DType::F32, Tensor::dtype);
+    let zero = Tensor::zeros((config.head_dim, config.d_model), dtype, dev)?;
+    weights.insert(name.to_string(), zero.clone());
+    Ok(Some(zero))
+}
+
 /// Loads a checkpoint directory. Every file is checked: a missing, truncated or
 /// mismatched file is an error that names it.
 pub fn load(dir: &Path, dev: &Device, with_training_state: bool) -> Result<Checkpoint> {
@@ -189,7 +208,8 @@ pub fn load(dir: &Path, dev: &Device, with_training_state: bool) -> Result<Check
         ));
     }
     let w_path = dir.join(WEIGHTS);
-    let weights = load_tensors(&w_path, dev)?;
+    let mut weights = load_tensors(&w_path, dev)?;
+    let self_key = upgrade_copy_head(&config, &mut weights, dev)?;
     for (name, shape) in super::transformer::weight_shapes(&config) {
         match weights.get(&name) {
             None => return Err(io(&w_path, format!("tensor `{name}` is missing"))),
@@ -209,7 +229,17 @@ pub fn load(dir: &Path, dev: &Device, with_training_state: bool) -> Result<Check
     if with_training_state {
         let o = dir.join(OPTIMIZER);
         if o.exists() {
-            optimizer = Some(load_tensors(&o, &Device::Cpu)?);
+            let mut state = load_tensors(&o, &Device::Cpu)?;
+            if let Some(zero) = &self_key {
+                // Adam's moments of the new weight start at zero, as for a fresh one.
+                for prefix in ["m", "v"] {
+                    state.insert(
+                        format!("{prefix}.{}", super::copy::COPY_S),
+                        zero.to_device(&Device::Cpu)?,
+                    );
+                }
+            }
+            optimizer = Some(state);
         }
         let t = dir.join(TRAINER);
         if t.exists() {
@@ -225,4 +255,58 @@ pub fn load(dir: &Path, dev: &Device, with_training_state: bool) -> Result<Check
         optimizer,
         trainer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::copy::COPY_S;
+
+    #[test]
+    fn a_copy_head_saved_without_its_self_key_loads_with_a_zero_one() {
+        let texts = ["the code of ana is blue", "the code of bob is red"];
+        let tok = ThauTokenizer::train(texts.iter(), 300).unwrap();
+        let mut cfg = ModelConfig::tiny(tok.vocab_size());
+        cfg.copy_head = true;
+        let vm =
+            crate::model::transformer::init_weights(&cfg, 1, DType::F32, &Device::Cpu).unwrap();
+        let mut weights: HashMap<String, Tensor> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        // As the checkpoints written before the self key existed.
+        weights.remove(COPY_S);
+        let opt: HashMap<String, Tensor> = weights
+            .iter()
+            .flat_map(|(k, v)| ["m", "v"].map(|p| (format!("{p}.{k}"), v.zeros_like().unwrap())))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let ck = save(dir.path(), 1, &cfg, &tok, &weights, Some(&opt), None).unwrap();
+        let back = load(&ck, &Device::Cpu, true).unwrap();
+        let s = &back.weights[COPY_S];
+        assert_eq!(s.dims(), [cfg.head_dim, cfg.d_model]);
+        let sum: f32 = s.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert_eq!(sum, 0.0);
+        assert!(back.optimizer.unwrap().contains_key(&format!("v.{COPY_S}")));
+        // A model without a copy head gets nothing.
+        let plain = cfg.without_copy_head();
+        weights.retain(|k, _| !crate::model::copy::is_copy_weight(k));
+        let ck = save(
+            &dir.path().join("plain"),
+            1,
+            &plain,
+            &tok,
+            &weights,
+            None,
+            None,
+        )
+        .unwrap();
+        assert!(!load(&ck, &Device::Cpu, false)
+            .unwrap()
+            .weights
+            .contains_key(COPY_S));
+    }
 }

@@ -8,7 +8,7 @@
 //! From the final normalised hidden states `h` (`c` = the head width):
 //!
 //! ```text
-//! q_t = W_q h_t,  k_j = W_k h_{j−1}, k_0 = 0       [c]
+//! q_t = W_q h_t,  k_j = W_k h_{j−1} + W_s h_j      [c]   (h_{−1} = 0)
 //! a_tj = softmax_{j ≤ t}(q_t · k_j / √c)           causal
 //! copy_t(v) = Σ_{j ≤ t, id_j = v} a_tj             the pointer's mass on token v
 //! g_t = σ(w_g · h_t)                               how much the LM head is trusted
@@ -18,7 +18,10 @@
 //! A token is keyed by the state *before* it (the induction-head pattern): the answer's
 //! "… code of Ana is" matches the memory's "… code of Ana is" and copies the token that
 //! came next there, which needs no layer to have moved "Ana" onto the copied token
-//! itself. The first position has a zero key and copies the first token.
+//! itself. The self key `W_s h_j` lets a pointer also land on a token by what the token
+//! itself is: the first word of an answer ("Water freezes at …"), which nothing before it
+//! names. `W_s` starts at zero (the head starts as the pure induction head below) and
+//! a checkpoint saved before it existed loads with a zero one, the same function.
 //!
 //! **An induction head from the start.** `W_q` and `W_k` start equal, N(0, 1/d): on the
 //! RMS-normalised states a state scores about √c = 8 against itself and about ±1 against
@@ -44,6 +47,8 @@ use super::{ModelError, Result};
 pub const COPY_Q: &str = "copy_q.weight";
 /// Key projection `[c, d]`.
 pub const COPY_K: &str = "copy_k.weight";
+/// Self-key projection `[c, d]` (starts at zero).
+pub const COPY_S: &str = "copy_s.weight";
 /// Gate `[1, d]`: `σ(w_g · h)` is the LM head's share of the next-token distribution.
 pub const COPY_GATE: &str = "copy_gate.weight";
 /// Smallest probability a target is given, so that a token neither head predicts costs a
@@ -59,6 +64,7 @@ pub fn copy_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     vec![
         (COPY_Q.to_string(), vec![c, d]),
         (COPY_K.to_string(), vec![c, d]),
+        (COPY_S.to_string(), vec![c, d]),
         (COPY_GATE.to_string(), vec![1, d]),
     ]
 }
@@ -73,6 +79,7 @@ pub fn is_copy_weight(name: &str) -> bool {
 pub struct CopyHead {
     wq: Tensor,   // [c, d]
     wk: Tensor,   // [c, d]
+    ws: Tensor,   // [c, d]
     gate: Tensor, // [1, d]
     width: usize,
 }
@@ -92,6 +99,7 @@ impl CopyHead {
         Ok(CopyHead {
             wq: vb.get((c, d), COPY_Q)?,
             wk: vb.get((c, d), COPY_K)?,
+            ws: vb.get((c, d), COPY_S)?,
             gate: vb.get((1, d), COPY_GATE)?,
             width: c,
         })
@@ -131,9 +139,11 @@ impl CopyHead {
         let c = self.width;
         let q = linear(hidden, &self.wq)?.reshape((b, t, c))?; // [B, T, c]
         let k = linear(hidden, &self.wk)?.reshape((b, t, c))?; // [B, T, c]
-                                                               // Position j's key is the state before it: shift right, a zero key first.
+                                                               // Position j's key is the state before it (shifted right, a zero key first) plus
+                                                               // its own state's self key.
         let zero = Tensor::zeros((b, 1, c), k.dtype(), k.device())?; // [B, 1, c]
-        let k = Tensor::cat(&[&zero, &k.narrow(1, 0, t - 1)?], 1)?; // [B, T, c]
+        let before = Tensor::cat(&[&zero, &k.narrow(1, 0, t - 1)?], 1)?; // [B, T, c]
+        let k = (before + linear(hidden, &self.ws)?.reshape((b, t, c))?)?; // [B, T, c]
         let scores = q.matmul(&k.t()?.contiguous()?)?; // [B, T, T]
         let attn = causal_softmax(&scores, self.scale(), 0)?; // [B, T, T]
                                                               // same[b, i, j] = 1 where position j holds the token position i must predict.
@@ -185,8 +195,9 @@ impl CopyHead {
             Some(key) => key,
             None => Tensor::zeros((1, self.width), k.dtype(), k.device())?, // [1, c]
         };
-        // The new positions are keyed by the states before them.
-        let keys_new = Tensor::cat(&[&before, &k.narrow(0, 0, t - 1)?], 0)?; // [T, c]
+        // The new positions are keyed by the states before them and their own.
+        let keys_new =
+            (Tensor::cat(&[&before, &k.narrow(0, 0, t - 1)?], 0)? + linear(hidden, &self.ws)?)?; // [T, c]
         cache.next_key = Some(k.narrow(0, t - 1, 1)?);
         let keys = match cache.keys.take() {
             Some(old) => Tensor::cat(&[&old, &keys_new], 0)?, // [S, c]
@@ -230,6 +241,7 @@ mod tests {
         CopyHead {
             wq: w(&[c, d], 0.7),
             wk: w(&[c, d], 1.3),
+            ws: w(&[c, d], 2.3),
             gate: w(&[1, d], 2.9),
             width: c,
         }
@@ -256,12 +268,14 @@ mod tests {
         };
         let q = row(&head.wq, i);
         let s: Vec<f64> = (0..=i)
-            .map(|j| match j {
-                0 => 0.0,
-                _ => {
-                    let k = row(&head.wk, j - 1);
-                    q.iter().zip(&k).map(|(a, b)| a * b).sum::<f64>() * head.scale()
+            .map(|j| {
+                let mut k = row(&head.ws, j);
+                if j > 0 {
+                    k.iter_mut()
+                        .zip(row(&head.wk, j - 1))
+                        .for_each(|(a, b)| *a += b);
                 }
+                q.iter().zip(&k).map(|(a, b)| a * b).sum::<f64>() * head.scale()
             })
             .collect();
         let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -319,7 +333,7 @@ mod tests {
                 );
             }
         }
-        // Every input the loss has a gradient for: the hidden states and the three weights.
+        // Every input the loss has a gradient for: the hidden states and the four weights.
         check_grad(&h, &|h| loss(&head, h));
         check_grad(&head.wq, &|wq| {
             loss(
@@ -334,6 +348,15 @@ mod tests {
             loss(
                 &CopyHead {
                     wk: wk.clone(),
+                    ..head.clone()
+                },
+                &h,
+            )
+        });
+        check_grad(&head.ws, &|ws| {
+            loss(
+                &CopyHead {
+                    ws: ws.clone(),
                     ..head.clone()
                 },
                 &h,
