@@ -219,13 +219,7 @@ impl Fixture {
         let tok = ThauTokenizer::train(texts, 300)?;
         let cfg = ModelConfig::tiny(tok.vocab_size());
         let varmap = crate::model::transformer::init_weights(&cfg, 7, DType::F32, &Device::Cpu)?;
-        let weights = varmap
-            .data()
-            .lock()
-            .map_err(|_| crate::model::ModelError::Data("weight map lock poisoned".into()))?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let weights = crate::model::transformer::tensors_of(&varmap)?;
         let trainer = serde_json::json!({});
         let ck_dir = checkpoint::save(dir.path(), 0, &cfg, &tok, &weights, None, Some(&trainer))?;
         let ck = checkpoint::load(&ck_dir, &Device::Cpu, false)?;

@@ -524,13 +524,7 @@ fn the_model_embedder_and_a_local_bert_load_and_embed() {
     let t = common::tiny(dir.path(), &[("w.txt", text)], 64, 32);
     let varmap =
         thau::model::transformer::init_weights(&t.cfg, 1, DType::F32, &Device::Cpu).unwrap();
-    let weights: std::collections::HashMap<String, candle_core::Tensor> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
+    let weights = thau::model::transformer::tensors_of(&varmap).unwrap();
     let ckdir = dir.path().join("checkpoints");
     thau::model::checkpoint::save(
         &ckdir.join("age_0"),

@@ -270,13 +270,7 @@ mod tests {
         cfg.copy_head = true;
         let vm =
             crate::model::transformer::init_weights(&cfg, 1, DType::F32, &Device::Cpu).unwrap();
-        let mut weights: HashMap<String, Tensor> = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let mut weights = crate::model::transformer::tensors_of(&vm).unwrap();
         // As the checkpoints written before the self key existed.
         weights.remove(COPY_S);
         let opt: HashMap<String, Tensor> = weights

@@ -374,15 +374,7 @@ impl Trainer {
 
     /// The current weights by name.
     pub fn weights(&self) -> Result<HashMap<String, Tensor>> {
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| ModelError::Config("weight map lock poisoned".into()))?;
-        Ok(data
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect())
+        super::transformer::tensors_of(&self.varmap)
     }
 
     /// Writes a full training checkpoint under `age_dir`.

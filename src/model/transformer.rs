@@ -658,6 +658,19 @@ pub fn init_weights(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) ->
     Ok(varmap)
 }
 
+/// The tensors `varmap` holds now, by name (shared, not copied: a later optimizer step
+/// replaces a var's storage and leaves these as they were).
+pub fn tensors_of(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| ModelError::Config("weight map lock poisoned".into()))?;
+    Ok(data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect())
+}
+
 /// Builds a model that reads its weights from `varmap` (gradients flow into the vars).
 pub fn from_varmap(varmap: &VarMap, cfg: &ModelConfig, dtype: DType, dev: &Device) -> Result<Thau> {
     Thau::load(VarBuilder::from_varmap(varmap, dtype, dev), cfg)

@@ -174,13 +174,7 @@ pub fn fresh_model(
     let cfg = crate::model::ModelConfig::for_age(age, tok.vocab_size(), context)?;
     let dev = candle_core::Device::Cpu;
     let vm = init_weights(&cfg, seed, candle_core::DType::F32, &dev)?;
-    let weights: std::collections::HashMap<String, candle_core::Tensor> = vm
-        .data()
-        .lock()
-        .map_err(|_| ThauError::Runtime("weights lock poisoned".into()))?
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
+    let weights = crate::model::transformer::tensors_of(&vm)?;
     crate::model::checkpoint::save(
         &home.age_checkpoint(age),
         0,
