@@ -72,6 +72,10 @@ pub struct QuestionerReport {
     pub active: bool,
     pub asked: usize,
     pub skipped_similar: usize,
+    /// Items asked again on their review schedule, and how many of those were gaps again
+    /// (forgotten: reopened and trained again).
+    pub reviews: usize,
+    pub lapses: usize,
     pub in_flight: usize,
     /// Why the Questioner is idle, if it is.
     pub idle: Option<String>,
@@ -177,8 +181,15 @@ impl Questioner {
         };
         let item = match a.picker.next(Instant::now()) {
             Ok(item) => item,
-            Err(NoQuestion::Exhausted) => {
+            Err(NoQuestion::Exhausted { retry_in_s: None }) => {
                 self.set_idle("every item has been asked".into());
+                return;
+            }
+            Err(NoQuestion::Exhausted {
+                retry_in_s: Some(_),
+            }) => {
+                // The wait changes every second: one idle reason for all of it.
+                self.set_idle("every item has been asked; waiting for the next review".into());
                 return;
             }
             Err(NoQuestion::RateLimited { retry_in_s }) => {
@@ -229,10 +240,16 @@ impl Questioner {
             .into_actor(self)
             .map(|reply, me, _| {
                 me.in_flight = me.in_flight.saturating_sub(1);
-                if let Ok(Err(e)) | Err(e) =
-                    reply.map_err(|e| ActorError::Unavailable(e.to_string()))
-                {
-                    tracing::warn!(actor = me.base.name, error = %e, "probe failed");
+                match reply.map_err(|e| ActorError::Unavailable(e.to_string())) {
+                    // The outcome sets the item's next review.
+                    Ok(Ok(outcome)) => {
+                        if let Some(a) = me.asking.as_mut() {
+                            a.picker.outcome(&outcome.item, outcome.gap, Instant::now());
+                        }
+                    }
+                    Ok(Err(e)) | Err(e) => {
+                        tracing::warn!(actor = me.base.name, error = %e, "probe failed");
+                    }
                 }
             })
             .spawn(ctx);
@@ -385,6 +402,8 @@ impl Handler<QuestionerStatus> for Questioner {
                 active: me.asking.is_some(),
                 asked: me.asking.as_ref().map_or(0, |a| a.asked),
                 skipped_similar: me.asking.as_ref().map_or(0, |a| a.picker.skipped_similar),
+                reviews: me.asking.as_ref().map_or(0, |a| a.picker.reviews),
+                lapses: me.asking.as_ref().map_or(0, |a| a.picker.lapses),
                 in_flight: me.in_flight,
                 idle: me.idle.clone(),
                 teacher_accepted: me.asking.as_ref().map_or(0, |a| a.teacher_accepted),

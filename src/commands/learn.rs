@@ -285,6 +285,12 @@ pub struct LearnReport {
     pub age: u32,
     pub params: u64,
     pub questions_asked: usize,
+    /// Of those, items asked again on their review schedule, and how many of these
+    /// reviews found a gap again (forgotten, then reopened and trained again).
+    #[serde(default)]
+    pub reviews: usize,
+    #[serde(default)]
+    pub lapses: usize,
     pub gaps: GapReport,
     pub rounds: u64,
     pub step_before: u64,
@@ -576,6 +582,8 @@ pub async fn learn(
         }
     };
     practicing.store(false, Ordering::SeqCst);
+    // Read before stopping, which forgets the session's schedule.
+    let reviewed = reply("questioner", questioner.send(QuestionerStatus).await)?;
     let asked = reply("questioner", questioner.send(StopQuestioning).await)?;
     // The last questions may still be in scoring: wait until every probe was answered
     // (scored, failed, or dropped by a restart), so their gaps reach the Learner before
@@ -619,6 +627,8 @@ pub async fn learn(
         age: summary.age,
         params: info.params,
         questions_asked: asked,
+        reviews: reviewed.reviews,
+        lapses: reviewed.lapses,
         gaps: gap_report,
         rounds: p.rounds.max(summary.rounds),
         step_before: journal.step_before,

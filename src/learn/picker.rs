@@ -1,9 +1,16 @@
 //! How the Questioner chooses its next question: [`Picker`].
 //!
 //! Most often ([`PickerConfig::gap_bias`]) it asks about a topic where gaps are open
-//! (weighted by how many), otherwise about any topic; it never asks an item twice, skips
-//! questions too similar to one already asked (cosine of hashed n-gram embeddings ≥
-//! [`PickerConfig::max_similarity`]) and keeps to per-hour and per-day limits.
+//! (weighted by how many), otherwise about any topic; it skips questions too similar to
+//! one already asked (cosine of hashed n-gram embeddings ≥ [`PickerConfig::max_similarity`])
+//! and keeps to per-hour and per-day limits.
+//!
+//! **Reviews.** A new item is asked once. When none is left, the Picker re-asks the items
+//! it asked, on a spaced-repetition schedule (Leitner's boxes, doubling intervals): an item
+//! is due [`PickerConfig::review_after_s`] after it was asked; each time it comes back
+//! known (no gap) its interval doubles, and when it comes back as a gap — forgotten, and
+//! reopened by the GapDetector — its interval starts again ([`Picker::outcome`]). So a
+//! session never runs out of questions, and what it forgets is noticed and trained again.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -29,6 +36,9 @@ pub struct PickerConfig {
     pub interval_ms: u64,
     /// With a teacher: one question in this many comes from it (the rest from the corpus).
     pub teacher_every: usize,
+    /// Seconds from asking an item to its first review (0: no reviews). Each review it
+    /// passes doubles its interval; a review that finds a gap starts it again.
+    pub review_after_s: f64,
 }
 
 impl Default for PickerConfig {
@@ -40,6 +50,7 @@ impl Default for PickerConfig {
             per_day: 50_000,
             interval_ms: 1000,
             teacher_every: 3,
+            review_after_s: 60.0,
         }
     }
 }
@@ -48,8 +59,9 @@ impl Default for PickerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum NoQuestion {
-    /// Every item has been asked (or skipped as a near-duplicate).
-    Exhausted,
+    /// Every item has been asked (or skipped as a near-duplicate) and none is due for a
+    /// review: with reviews, `retry_in_s` until the next one is (`None`: no reviews).
+    Exhausted { retry_in_s: Option<u64> },
     /// The hourly or daily limit is reached; `retry_in_s` until a slot frees.
     RateLimited { retry_in_s: u64 },
 }
@@ -67,6 +79,21 @@ pub struct Picker {
     rng: rand_chacha::ChaCha8Rng,
     /// Items skipped as near-duplicates.
     pub skipped_similar: usize,
+    /// Each asked item's review schedule, by item id.
+    schedule: BTreeMap<String, Review>,
+    /// Reviews asked, and how many of them found a gap.
+    pub reviews: usize,
+    pub lapses: usize,
+}
+
+/// When an item is next reviewed, and the interval that got it there.
+#[derive(Debug, Clone, Copy)]
+struct Review {
+    index: usize,
+    due: Instant,
+    interval: Duration,
+    /// Whether its last asking was a review (not its first time).
+    reviewing: bool,
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -84,6 +111,9 @@ impl Picker {
             embedder: HashEmbedder::default(),
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
             skipped_similar: 0,
+            schedule: BTreeMap::new(),
+            reviews: 0,
+            lapses: 0,
         }
     }
 
@@ -169,7 +199,7 @@ impl Picker {
         }
         loop {
             let Some(i) = self.choose() else {
-                return Err(NoQuestion::Exhausted);
+                return self.review(now);
             };
             let item = self.items[i].clone();
             self.asked.insert(item.id.clone());
@@ -184,8 +214,75 @@ impl Picker {
             }
             self.asked_vectors.push(v);
             self.times.push_back(now);
+            self.schedule_first(i, now);
             return Ok(item);
         }
+    }
+
+    /// The first review of item `i`, asked at `now`.
+    fn schedule_first(&mut self, i: usize, now: Instant) {
+        if let Some(first) = self.first_interval() {
+            let review = Review {
+                index: i,
+                due: now + first,
+                interval: first,
+                reviewing: false,
+            };
+            self.schedule.insert(self.items[i].id.clone(), review);
+        }
+    }
+
+    fn first_interval(&self) -> Option<Duration> {
+        let s = self.cfg.review_after_s;
+        (s.is_finite() && s > 0.0).then(|| Duration::from_secs_f64(s))
+    }
+
+    /// The asked item most overdue for a review, if one is due at `now`; its next review is
+    /// then an interval later (doubled when [`Picker::outcome`] says it was known).
+    fn review(&mut self, now: Instant) -> Result<KnowledgeItem, NoQuestion> {
+        let Some((id, r)) = self
+            .schedule
+            .iter()
+            .min_by_key(|(_, r)| r.due)
+            .map(|(id, r)| (id.clone(), *r))
+        else {
+            return Err(NoQuestion::Exhausted { retry_in_s: None });
+        };
+        if r.due > now {
+            let wait = r.due.duration_since(now).as_secs_f64().ceil() as u64;
+            return Err(NoQuestion::Exhausted {
+                retry_in_s: Some(wait),
+            });
+        }
+        // Not due again until its outcome says how it went (or one interval passes).
+        if let Some(s) = self.schedule.get_mut(&id) {
+            s.due = now + r.interval;
+            s.reviewing = true;
+        }
+        self.reviews += 1;
+        self.times.push_back(now);
+        Ok(self.items[r.index].clone())
+    }
+
+    /// What asking item `id` found at `now`: a gap starts its review interval again (it
+    /// was forgotten, or never known), no gap doubles it.
+    pub fn outcome(&mut self, id: &str, gap: bool, now: Instant) {
+        let Some(first) = self.first_interval() else {
+            return;
+        };
+        let Some(r) = self.schedule.get_mut(id) else {
+            return;
+        };
+        r.interval = match (gap, r.reviewing) {
+            (true, _) => first,
+            (false, true) => r.interval.saturating_mul(2),
+            (false, false) => r.interval,
+        };
+        r.due = now + r.interval;
+        if gap && r.reviewing {
+            self.lapses += 1;
+        }
+        r.reviewing = false;
     }
 
     /// An unasked item: from a gap topic with probability `gap_bias`, else any.
@@ -260,7 +357,61 @@ mod tests {
         }
         // The two boiling-point questions are near-duplicates: one was skipped.
         assert!(p.skipped_similar >= 1);
-        assert_eq!(p.next(now), Err(NoQuestion::Exhausted));
+        assert_eq!(
+            p.next(now),
+            Err(NoQuestion::Exhausted {
+                retry_in_s: Some(60)
+            })
+        );
+    }
+
+    #[test]
+    fn reviews_known_items_at_doubling_intervals_and_restarts_a_forgotten_one() {
+        let items = vec![
+            item("t", "Where do whales swim?"),
+            item("t", "Why is the sky blue?"),
+        ];
+        let cfg = PickerConfig {
+            review_after_s: 10.0,
+            ..Default::default()
+        };
+        let mut p = Picker::new(items, cfg, 1);
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let a = p.next(t0).unwrap();
+        let b = p.next(t0 + s(1)).unwrap();
+        p.outcome(&a.id, false, t0);
+        p.outcome(&b.id, true, t0 + s(1));
+        // Nothing new, nothing due yet: wait for the first review.
+        assert_eq!(
+            p.next(t0 + s(5)),
+            Err(NoQuestion::Exhausted {
+                retry_in_s: Some(5)
+            })
+        );
+        // Both come back after 10 s, the most overdue first.
+        assert_eq!(p.next(t0 + s(12)).unwrap().id, a.id);
+        assert_eq!(p.next(t0 + s(12)).unwrap().id, b.id);
+        assert_eq!(p.reviews, 2);
+        // a was known again: its interval doubles (due 20 s later); b was forgotten: 10 s.
+        p.outcome(&a.id, false, t0 + s(12));
+        p.outcome(&b.id, true, t0 + s(12));
+        assert_eq!(p.lapses, 1);
+        assert_eq!(p.next(t0 + s(23)).unwrap().id, b.id);
+        p.outcome(&b.id, false, t0 + s(23));
+        assert!(p.next(t0 + s(30)).is_err());
+        assert_eq!(p.next(t0 + s(33)).unwrap().id, a.id);
+        // Without reviews, a picker that has asked everything is done for good.
+        let cfg = PickerConfig {
+            review_after_s: 0.0,
+            ..Default::default()
+        };
+        let mut p = Picker::new(vec![item("t", "Where do whales swim?")], cfg, 1);
+        p.next(t0).unwrap();
+        assert_eq!(
+            p.next(t0 + s(1000)),
+            Err(NoQuestion::Exhausted { retry_in_s: None })
+        );
     }
 
     #[test]

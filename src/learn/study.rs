@@ -6,6 +6,8 @@
 //! recalled memories as well as from its weights. [`probe_loss`] measures the model on
 //! held-out paraphrases.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -140,6 +142,11 @@ pub struct Study {
     checkpoints: PathBuf,
     /// The corpus's passages, for the gap items' open-book rows.
     shelf: Option<Shelf>,
+    /// Each held item's windows (closed-book, then open-book), built once: finding an
+    /// item's passages and tokenising them is the same every round, and practice rounds
+    /// run all session. Keyed by item id, for windows of `windows_len` tokens.
+    windows: HashMap<String, Windows>,
+    windows_len: usize,
 }
 
 impl Study {
@@ -218,6 +225,8 @@ impl Study {
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
             checkpoints: checkpoints.to_path_buf(),
             shelf: None,
+            windows: HashMap::new(),
+            windows_len: 0,
         }
     }
 
@@ -225,11 +234,14 @@ impl Study {
     pub fn add(&mut self, items: Vec<KnowledgeItem>) {
         for it in items {
             self.items.retain(|i| i.id != it.id);
+            self.windows.remove(&it.id);
             self.items.push(it);
             self.pending += 1;
         }
         let over = self.items.len().saturating_sub(self.settings.max_items);
-        self.items.drain(..over);
+        for gone in self.items.drain(..over) {
+            self.windows.remove(&gone.id);
+        }
     }
 
     /// Whether enough new gap items wait for a round.
@@ -263,14 +275,23 @@ impl Study {
             ..Default::default()
         };
         let mut owners: Vec<usize> = Vec::new();
+        if self.windows_len != seq_len {
+            self.windows.clear();
+            self.windows_len = seq_len;
+        }
         for (n, item) in self.items.iter().rev().enumerate() {
-            let open = self.shelf.as_ref().and_then(|s| s.example(item));
-            for ex in std::iter::once(item.example()).chain(open) {
-                let w = Windows::each(std::slice::from_ref(&ex), &tok, seq_len)?;
-                owners.extend(std::iter::repeat_n(n, w.len()));
-                gap.inputs.extend(w.inputs);
-                gap.targets.extend(w.targets);
-            }
+            let w = match self.windows.entry(item.id.clone()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let open = self.shelf.as_ref().and_then(|s| s.example(item));
+                    let examples: Vec<Example> =
+                        std::iter::once(item.example()).chain(open).collect();
+                    e.insert(Windows::each(&examples, &tok, seq_len)?)
+                }
+            };
+            owners.extend(std::iter::repeat_n(n, w.len()));
+            gap.inputs.extend(w.inputs.iter().cloned());
+            gap.targets.extend(w.targets.iter().cloned());
         }
         let want_gap = if gap.is_empty() {
             0

@@ -169,23 +169,33 @@ fn load_tensors(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
     candle_core::safetensors::load(path, dev).map_err(|e| io(path, e))
 }
 
-/// A copy head saved before it had a self key ([`super::copy::COPY_S`]) gets a zero one:
-/// the same function, now trainable. Returns the zeros added, if any.
+/// A copy head saved before it had a self key ([`super::copy::COPY_S`]) or a follow weight
+/// ([`super::copy::COPY_FOLLOW`]) gets zero ones: the same function, now trainable.
+/// Returns the names and the zeros added.
 fn upgrade_copy_head(
     config: &ModelConfig,
     weights: &mut HashMap<String, Tensor>,
     dev: &Device,
-) -> Result<Option<Tensor>> {
-    let name = super::copy::COPY_S;
-    if !config.copy_head || weights.contains_key(name) {
-        return Ok(None);
+) -> Result<Vec<(String, Tensor)>> {
+    if !config.copy_head {
+        return Ok(Vec::new());
     }
     let dtype = weights
         .get(super::copy::COPY_K)
         .map_or(DType::F32, Tensor::dtype);
-    let zero = Tensor::zeros((config.head_dim, config.d_model), dtype, dev)?;
-    weights.insert(name.to_string(), zero.clone());
-    Ok(Some(zero))
+    let mut added = Vec::new();
+    for (name, shape) in super::copy::copy_shapes(config) {
+        if matches!(
+            name.as_str(),
+            super::copy::COPY_S | super::copy::COPY_FOLLOW
+        ) && !weights.contains_key(&name)
+        {
+            let zero = Tensor::zeros(shape.as_slice(), dtype, dev)?;
+            weights.insert(name.clone(), zero.clone());
+            added.push((name, zero));
+        }
+    }
+    Ok(added)
 }
 
 /// Loads a checkpoint directory. Every file is checked: a missing, truncated or
@@ -209,7 +219,7 @@ pub fn load(dir: &Path, dev: &Device, with_training_state: bool) -> Result<Check
     }
     let w_path = dir.join(WEIGHTS);
     let mut weights = load_tensors(&w_path, dev)?;
-    let self_key = upgrade_copy_head(&config, &mut weights, dev)?;
+    let added = upgrade_copy_head(&config, &mut weights, dev)?;
     for (name, shape) in super::transformer::weight_shapes(&config) {
         match weights.get(&name) {
             None => return Err(io(&w_path, format!("tensor `{name}` is missing"))),
@@ -230,13 +240,10 @@ pub fn load(dir: &Path, dev: &Device, with_training_state: bool) -> Result<Check
         let o = dir.join(OPTIMIZER);
         if o.exists() {
             let mut state = load_tensors(&o, &Device::Cpu)?;
-            if let Some(zero) = &self_key {
-                // Adam's moments of the new weight start at zero, as for a fresh one.
+            // Adam's moments of an added weight start at zero, as for a fresh one.
+            for (name, zero) in &added {
                 for prefix in ["m", "v"] {
-                    state.insert(
-                        format!("{prefix}.{}", super::copy::COPY_S),
-                        zero.to_device(&Device::Cpu)?,
-                    );
+                    state.insert(format!("{prefix}.{name}"), zero.to_device(&Device::Cpu)?);
                 }
             }
             optimizer = Some(state);
@@ -260,10 +267,10 @@ pub fn load(dir: &Path, dev: &Device, with_training_state: bool) -> Result<Check
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::copy::COPY_S;
+    use crate::model::copy::{COPY_FOLLOW, COPY_S};
 
     #[test]
-    fn a_copy_head_saved_without_its_self_key_loads_with_a_zero_one() {
+    fn a_copy_head_saved_before_its_newer_weights_loads_them_as_zeros() {
         let texts = ["the code of ana is blue", "the code of bob is red"];
         let tok = ThauTokenizer::train(texts.iter(), 300).unwrap();
         let mut cfg = ModelConfig::tiny(tok.vocab_size());
@@ -271,8 +278,10 @@ mod tests {
         let vm =
             crate::model::transformer::init_weights(&cfg, 1, DType::F32, &Device::Cpu).unwrap();
         let mut weights = crate::model::transformer::tensors_of(&vm).unwrap();
-        // As the checkpoints written before the self key existed.
-        weights.remove(COPY_S);
+        // As the checkpoints written before the self key and the follow weight.
+        for name in [COPY_S, COPY_FOLLOW] {
+            weights.remove(name);
+        }
         let opt: HashMap<String, Tensor> = weights
             .iter()
             .flat_map(|(k, v)| ["m", "v"].map(|p| (format!("{p}.{k}"), v.zeros_like().unwrap())))
@@ -280,11 +289,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ck = save(dir.path(), 1, &cfg, &tok, &weights, Some(&opt), None).unwrap();
         let back = load(&ck, &Device::Cpu, true).unwrap();
-        let s = &back.weights[COPY_S];
-        assert_eq!(s.dims(), [cfg.head_dim, cfg.d_model]);
-        let sum: f32 = s.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
-        assert_eq!(sum, 0.0);
-        assert!(back.optimizer.unwrap().contains_key(&format!("v.{COPY_S}")));
+        for (name, dims) in [
+            (COPY_S, vec![cfg.head_dim, cfg.d_model]),
+            (COPY_FOLLOW, vec![1, 1]),
+        ] {
+            let w = &back.weights[name];
+            assert_eq!(w.dims(), dims.as_slice());
+            let sum: f32 = w.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert_eq!(sum, 0.0, "{name}");
+            let opt = back.optimizer.as_ref().unwrap();
+            assert!(opt.contains_key(&format!("v.{name}")), "{name}");
+        }
         // A model without a copy head gets nothing.
         let plain = cfg.without_copy_head();
         weights.retain(|k, _| !crate::model::copy::is_copy_weight(k));

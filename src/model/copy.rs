@@ -9,7 +9,22 @@
 //!
 //! ```text
 //! q_t = W_q h_t,  k_j = W_k h_{j−1} + W_s h_j      [c]   (h_{−1} = 0)
-//! a_tj = softmax_{j ≤ t}(q_t · k_j / √c)           causal
+//! a⁰_tj = softmax_{j ≤ t}(q_t · k_j / √c)          the pointer before it follows
+//! f_tj = a⁰_{t−1, j−1} · [id_{j−1} = id_t]          position j continues what was copied
+//! a_tj = softmax_{j ≤ t}(q_t · k_j / √c + β f_tj)   causal
+//! ```
+//!
+//! **Copying goes on where it left off** (CopyNet's "selective read", Gu et al. 2016). When
+//! the pointer at t−1 rested on position j−1 and the token at t is the one it pointed at,
+//! the copy happened, and position j holds what comes next in that span. The score of j is
+//! raised by β (a learned scalar, `copy_follow.weight`) times that previous mass. Without
+//! it a pointer keyed by a single state drifts to any other place the last word occurs
+//! ("…, which is" jumps into another sentence) or loops back. The previous step's pointer
+//! is taken before its own follow term (`a⁰`), so training computes every row at once and
+//! decoding computes the same rows from the cache. β starts at [`FOLLOW_INIT`]; a
+//! checkpoint saved before it existed loads with β = 0, the same function as before.
+//!
+//! ```text
 //! copy_t(v) = Σ_{j ≤ t, id_j = v} a_tj             the pointer's mass on token v
 //! g_t = σ(w_g · h_t)                               how much the LM head is trusted
 //! p_t(v) = g_t · softmax(W_lm h_t)(v) + (1 − g_t) · copy_t(v)
@@ -49,6 +64,12 @@ pub const COPY_Q: &str = "copy_q.weight";
 pub const COPY_K: &str = "copy_k.weight";
 /// Self-key projection `[c, d]` (starts at zero).
 pub const COPY_S: &str = "copy_s.weight";
+/// The follow weight β `[1, 1]`: how strongly a pointer goes on to the next position of
+/// the span it just copied from.
+pub const COPY_FOLLOW: &str = "copy_follow.weight";
+/// β of a fresh copy head: a pointer that rested wholly on the previous position raises
+/// its successor's score by e³ ≈ 20×; training moves it.
+pub const FOLLOW_INIT: f64 = 3.0;
 /// Gate `[1, d]`: `σ(w_g · h)` is the LM head's share of the next-token distribution.
 pub const COPY_GATE: &str = "copy_gate.weight";
 /// Smallest probability a target is given, so that a token neither head predicts costs a
@@ -66,6 +87,7 @@ pub fn copy_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         (COPY_K.to_string(), vec![c, d]),
         (COPY_S.to_string(), vec![c, d]),
         (COPY_GATE.to_string(), vec![1, d]),
+        (COPY_FOLLOW.to_string(), vec![1, 1]),
     ]
 }
 
@@ -77,20 +99,23 @@ pub fn is_copy_weight(name: &str) -> bool {
 /// The copy head's weights.
 #[derive(Debug, Clone)]
 pub struct CopyHead {
-    wq: Tensor,   // [c, d]
-    wk: Tensor,   // [c, d]
-    ws: Tensor,   // [c, d]
-    gate: Tensor, // [1, d]
+    wq: Tensor,     // [c, d]
+    wk: Tensor,     // [c, d]
+    ws: Tensor,     // [c, d]
+    gate: Tensor,   // [1, d]
+    follow: Tensor, // [1, 1]
     width: usize,
 }
 
-/// What decoding keeps of the positions seen so far: their copy keys and token ids, and
-/// the key of the next position (made from the last state).
+/// What decoding keeps of the positions seen so far: their copy keys and token ids, the
+/// key of the next position (made from the last state), and the last position's pointer
+/// before its follow term (`a⁰`, which the next position follows).
 #[derive(Debug, Clone, Default)]
 pub struct CopyCache {
     keys: Option<Tensor>, // [S, c]
     ids: Vec<u32>,
     next_key: Option<Tensor>, // [1, c]
+    last_base: Vec<f32>,      // [S]
 }
 
 impl CopyHead {
@@ -101,6 +126,7 @@ impl CopyHead {
             wk: vb.get((c, d), COPY_K)?,
             ws: vb.get((c, d), COPY_S)?,
             gate: vb.get((1, d), COPY_GATE)?,
+            follow: vb.get((1, 1), COPY_FOLLOW)?,
             width: c,
         })
     }
@@ -144,23 +170,42 @@ impl CopyHead {
         let zero = Tensor::zeros((b, 1, c), k.dtype(), k.device())?; // [B, 1, c]
         let before = Tensor::cat(&[&zero, &k.narrow(1, 0, t - 1)?], 1)?; // [B, T, c]
         let k = (before + linear(hidden, &self.ws)?.reshape((b, t, c))?)?; // [B, T, c]
+        let dev = hidden.device();
+        let dtype = hidden.dtype();
         let scores = q.matmul(&k.t()?.contiguous()?)?; // [B, T, T]
-        let attn = causal_softmax(&scores, self.scale(), 0)?; // [B, T, T]
-                                                              // same[b, i, j] = 1 where position j holds the token position i must predict.
+        let base = causal_softmax(&scores, self.scale(), 0)?; // [B, T, T]
+                                                              // same[b, i, j] = 1 where position j holds the token position i must predict;
+                                                              // copied[b, i, j] = 1 where position j − 1 holds the token at i (j ≥ 1).
         let mut same = vec![0f32; b * t * t];
+        let mut copied = vec![0f32; b * t * t];
         for w in 0..b {
             let (ids, targets) = (&ids[w * t..(w + 1) * t], &targets[w * t..(w + 1) * t]);
             for (i, &target) in targets.iter().enumerate() {
+                let at = (w * t + i) * t;
+                for j in 1..=i {
+                    copied[at + j] = f32::from(u8::from(ids[j - 1] == ids[i]));
+                }
                 if target == IGNORE_INDEX {
                     continue;
                 }
-                let row = &mut same[(w * t + i) * t..(w * t + i + 1) * t];
                 for j in 0..=i {
-                    row[j] = f32::from(u8::from(ids[j] == target));
+                    same[at + j] = f32::from(u8::from(ids[j] == target));
                 }
             }
         }
-        let same = Tensor::from_vec(same, (b, t, t), hidden.device())?.to_dtype(attn.dtype())?;
+        let attn = if t < 2 {
+            base
+        } else {
+            // prev[b, i, j] = base[b, i − 1, j − 1] (zero in the first row and column).
+            let row0 = Tensor::zeros((b, 1, t), dtype, dev)?; // [B, 1, T]
+            let down = Tensor::cat(&[&row0, &base.narrow(1, 0, t - 1)?], 1)?; // [B, T, T]
+            let col0 = Tensor::zeros((b, t, 1), dtype, dev)?; // [B, T, 1]
+            let prev = Tensor::cat(&[&col0, &down.narrow(2, 0, t - 1)?], 2)?; // [B, T, T]
+            let copied = Tensor::from_vec(copied, (b, t, t), dev)?.to_dtype(dtype)?;
+            let follow = (prev * copied)?.broadcast_mul(&self.follow.flatten_all()?)?; // [B, T, T]
+            causal_softmax(&((scores * self.scale())? + follow)?, 1.0, 0)? // [B, T, T]
+        };
+        let same = Tensor::from_vec(same, (b, t, t), dev)?.to_dtype(dtype)?;
         let copied = (attn * same)?.sum(D::Minus1)?.flatten_all()?; // [B*T]
         let g = self.gate(hidden)?; // [B*T]
         let p = ((&g * lm_nll.neg()?.exp()?)? + (g.affine(-1.0, 1.0)? * copied)?)?; // [B*T]
@@ -206,10 +251,48 @@ impl CopyHead {
         cache.ids.extend_from_slice(ids);
         let s = cache.ids.len();
         let q = linear(hidden, &self.wq)?; // [T, c]
-        let scores = q.matmul(&keys.t()?.contiguous()?)?; // [T, S]
-        let attn = causal_softmax(&scores, self.scale(), s - t)?; // [T, S]
+        let scores = q
+            .matmul(&keys.t()?.contiguous()?)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?; // [T, S]
         cache.keys = Some(keys);
-        let attn = attn.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let beta = self
+            .follow
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?[0];
+        let scale = self.scale() as f32;
+        // Row i (position p): a⁰ from the scores, then a with the follow term from the
+        // previous row's a⁰.
+        let mut base: Vec<Vec<f32>> = Vec::with_capacity(t);
+        let mut attn = Vec::with_capacity(t);
+        for (i, row) in scores.iter().enumerate() {
+            let p = s - t + i;
+            let s0: Vec<f32> = row[..=p].iter().map(|x| x * scale).collect();
+            let prev: &[f32] = if i == 0 {
+                &cache.last_base
+            } else {
+                &base[i - 1]
+            };
+            let s1: Vec<f32> = s0
+                .iter()
+                .enumerate()
+                .map(|(j, &x)| {
+                    let copied = j >= 1 && cache.ids[j - 1] == cache.ids[p];
+                    let f = if copied {
+                        prev.get(j - 1).copied().unwrap_or(0.0)
+                    } else {
+                        0.0
+                    };
+                    x + beta * f
+                })
+                .collect();
+            attn.push(softmax(&s1));
+            base.push(softmax(&s0));
+        }
+        if let Some(last) = base.pop() {
+            cache.last_base = last;
+        }
         let g = self.gate(hidden)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let lm = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)?;
         let mut rows = lm.to_vec2::<f32>()?;
@@ -229,6 +312,14 @@ impl CopyHead {
     }
 }
 
+/// `softmax(x)` of one row, in f32.
+fn softmax(x: &[f32]) -> Vec<f32> {
+    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = x.iter().map(|v| (v - m).exp()).collect();
+    let z: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / z).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,11 +334,16 @@ mod tests {
             wk: w(&[c, d], 1.3),
             ws: w(&[c, d], 2.3),
             gate: w(&[1, d], 2.9),
+            follow: Tensor::new(&[[1.7f64]], &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
             width: c,
         }
     }
 
-    /// The mixture written out for one row, in f64: g·softmax(logits) + (1−g)·pointer.
+    /// The mixture written out for one row, in f64: g·softmax(logits) + (1−g)·pointer,
+    /// the pointer following the previous row's (before its own follow term).
     fn reference_p(
         head: &CopyHead,
         h: &Tensor,
@@ -266,18 +362,43 @@ mod tests {
                 .to_vec1::<f64>()
                 .unwrap()
         };
-        let q = row(&head.wq, i);
-        let s: Vec<f64> = (0..=i)
-            .map(|j| {
-                let mut k = row(&head.ws, j);
-                if j > 0 {
-                    k.iter_mut()
-                        .zip(row(&head.wk, j - 1))
-                        .for_each(|(a, b)| *a += b);
+        // Row r's scaled scores over positions j ≤ r, and their softmax.
+        let scores = |r: usize| -> Vec<f64> {
+            let q = row(&head.wq, r);
+            (0..=r)
+                .map(|j| {
+                    let mut k = row(&head.ws, j);
+                    if j > 0 {
+                        k.iter_mut()
+                            .zip(row(&head.wk, j - 1))
+                            .for_each(|(a, b)| *a += b);
+                    }
+                    q.iter().zip(&k).map(|(a, b)| a * b).sum::<f64>() * head.scale()
+                })
+                .collect()
+        };
+        let softmax = |s: &[f64]| -> Vec<f64> {
+            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+            s.iter().map(|x| (x - m).exp() / z).collect()
+        };
+        let beta = head
+            .follow
+            .to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()[0];
+        let mut s = scores(i);
+        if i > 0 {
+            let prev = softmax(&scores(i - 1));
+            for j in 1..=i {
+                if ids[j - 1] == ids[i] {
+                    s[j] += beta * prev[j - 1];
                 }
-                q.iter().zip(&k).map(|(a, b)| a * b).sum::<f64>() * head.scale()
-            })
-            .collect();
+            }
+        }
         let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
         let g = 1.0 / (1.0 + (-row(&head.gate, i)[0]).exp());
@@ -371,6 +492,49 @@ mod tests {
                 &h,
             )
         });
+        check_grad(&head.follow, &|f| {
+            loss(
+                &CopyHead {
+                    follow: f.clone(),
+                    ..head.clone()
+                },
+                &h,
+            )
+        });
+    }
+
+    #[test]
+    fn a_pointer_goes_on_along_the_span_it_copied_from() {
+        // A flat pointer (no query, no keys) and a gate that trusts the pointer alone: only
+        // the follow term tells positions apart.
+        let (d, c, v) = (4, 4, 12);
+        let zero = Tensor::zeros((c, d), DType::F32, &Device::Cpu).unwrap();
+        let mut head = CopyHead {
+            wq: zero.clone(),
+            wk: zero.clone(),
+            ws: zero,
+            gate: Tensor::full(-10f32, (1, d), &Device::Cpu).unwrap(),
+            follow: Tensor::full(8f32, (1, 1), &Device::Cpu).unwrap(),
+            width: c,
+        };
+        // "5 6 7 8 | 9 5": the answer has just copied 5 (the previous pointer was flat, so
+        // it rested on position 0 in part) and goes on with 6, the token after it.
+        let ids = [5u32, 6, 7, 8, 9, 5];
+        let h = Tensor::ones((ids.len(), d), DType::F32, &Device::Cpu).unwrap();
+        let logits = Tensor::zeros((ids.len(), v), DType::F32, &Device::Cpu).unwrap();
+        let last = |head: &CopyHead| {
+            let lp = head
+                .log_probs(&h, &logits, &ids, &mut CopyCache::default())
+                .unwrap();
+            lp.get(ids.len() - 1).unwrap().to_vec1::<f32>().unwrap()
+        };
+        let p = last(&head);
+        let best = (0..v).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        assert_eq!(best, 6, "{p:?}");
+        // Without the follow term the flat pointer has no preference between positions.
+        head.follow = Tensor::zeros((1, 1), DType::F32, &Device::Cpu).unwrap();
+        let flat = last(&head);
+        assert!((flat[6] - flat[7]).abs() < 1e-5, "{flat:?}");
     }
 
     #[test]
@@ -394,21 +558,24 @@ mod tests {
             let total: f64 = p.iter().sum();
             assert!((total - 1.0).abs() < 1e-9, "row {i} sums to {total}");
         }
-        // A prompt of 4, then two single steps: the same rows as the whole pass.
-        let mut cache = CopyCache::default();
+        // A prompt of 1 or 4, then single steps: the same rows as the whole pass.
         let split =
             |a: usize, n: usize| (h.narrow(0, a, n).unwrap(), logits.narrow(0, a, n).unwrap());
-        let (h0, l0) = split(0, 4);
-        head.log_probs(&h0, &l0, &ids[..4], &mut cache).unwrap();
-        for i in 4..t {
-            let (hi, li) = split(i, 1);
-            let step = head.log_probs(&hi, &li, &ids[i..=i], &mut cache).unwrap();
-            assert!(
-                max_diff(&step, &all.narrow(0, i, 1).unwrap()) < 1e-5,
-                "step {i}"
-            );
+        for prompt in [1, 4] {
+            let mut cache = CopyCache::default();
+            let (h0, l0) = split(0, prompt);
+            head.log_probs(&h0, &l0, &ids[..prompt], &mut cache)
+                .unwrap();
+            for i in prompt..t {
+                let (hi, li) = split(i, 1);
+                let step = head.log_probs(&hi, &li, &ids[i..=i], &mut cache).unwrap();
+                assert!(
+                    max_diff(&step, &all.narrow(0, i, 1).unwrap()) < 1e-5,
+                    "prompt {prompt}, step {i}"
+                );
+            }
+            assert_eq!(cache.ids, ids);
         }
-        assert_eq!(cache.ids, ids);
     }
 
     #[test]

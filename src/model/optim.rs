@@ -110,7 +110,8 @@ impl AdamW {
                 let len = var.elem_count();
                 Param {
                     name: n.clone(),
-                    decay: !is_norm(n),
+                    // Gains are not decayed: RMSNorm's, and the copy head's follow weight.
+                    decay: !is_norm(n) && n != super::copy::COPY_FOLLOW,
                     var,
                     m: vec![0.0; len],
                     v: vec![0.0; len],

@@ -52,6 +52,16 @@ impl Render for LearnReport {
             "asked {} questions; {} gaps opened, {} closed, {} still open",
             r.questions_asked, r.gaps.opened, r.gaps.closed, r.gaps.open
         )?;
+        if r.reviews > 0 {
+            writeln!(
+                out,
+                "reviewed {} items again: {} still known, {} forgotten and trained again (retention {:.0}%)",
+                r.reviews,
+                r.reviews - r.lapses.min(r.reviews),
+                r.lapses,
+                100.0 * (1.0 - r.lapses as f64 / r.reviews as f64)
+            )?;
+        }
         writeln!(
             out,
             "trained {} rounds, step {} → {}, age {} ({} parameters)",
