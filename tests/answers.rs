@@ -375,6 +375,7 @@ fn knowledge(facts: &[(usize, usize)]) -> thau::learn::source::KnowledgeBase {
                 text: fact(n, c),
             })
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -10,7 +10,7 @@
 //! EpisodicMemory) not asked again, the gaps still open re-probed, and the time and
 //! question budgets counted from where it stopped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use crate::actors::learner::{FinishStudy, Learner, Practice, StartStudy, StudyIn
 use crate::actors::questioner::{QuestionerStatus, StartQuestioning, StopQuestioning};
 use crate::actors::reply;
 use crate::error::{Result, ThauError};
-use crate::learn::source::{KnowledgeBase, Templates};
+use crate::learn::source::{KnowledgeBase, Templates, MAX_TEXT_BYTES};
 use crate::learn::LearnEvent;
 use crate::memory::episodic::EpisodeFilter;
 use crate::memory::EpisodeKind;
@@ -316,11 +316,37 @@ pub struct LearnReport {
     pub passages_stored: usize,
     #[serde(default)]
     pub passages_known: usize,
+    /// Documents of the corpus left out (binary, not UTF-8, empty, too large), and those
+    /// learned from their first [`MAX_TEXT_BYTES`] only: "PATH: reason".
+    #[serde(default)]
+    pub documents_left_out: Vec<String>,
     /// Answer accuracy on the fixed sample (`--accuracy-qa`) before and after the session.
     #[serde(default)]
     pub accuracy_before: Option<AccuracySample>,
     #[serde(default)]
     pub accuracy_after: Option<AccuracySample>,
+}
+
+/// What of the corpus the session could not use, or used in part: the documents long-term
+/// memory refused (with its reason) and those longer than the learning loop reads.
+fn left_out(corpus: &Path, refused: &[crate::memory::passages::Refused]) -> Vec<String> {
+    let mut out: Vec<String> = refused
+        .iter()
+        .map(|r| format!("{}: {}", r.path.display(), r.reason))
+        .collect();
+    let refused: std::collections::HashSet<&Path> =
+        refused.iter().map(|r| r.path.as_path()).collect();
+    for doc in crate::memory::passages::documents(corpus).unwrap_or_default() {
+        let long = std::fs::metadata(&doc).is_ok_and(|m| m.len() > MAX_TEXT_BYTES as u64);
+        if long && !refused.contains(doc.as_path()) {
+            out.push(format!(
+                "{}: questions come from its first {} KiB (all of it is in memory)",
+                doc.display(),
+                MAX_TEXT_BYTES / 1024
+            ));
+        }
+    }
+    out
 }
 
 fn actor_err(actor: &str, e: impl std::fmt::Display) -> ThauError {
@@ -643,6 +669,7 @@ pub async fn learn(
         resumes: journal.resumes,
         passages_stored: remembered.new,
         passages_known: remembered.known,
+        documents_left_out: left_out(&req.corpus, &remembered.refused),
         accuracy_before: journal.accuracy_before.clone(),
         accuracy_after: answer_accuracy(rt, &sample).await,
     };

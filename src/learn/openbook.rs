@@ -169,6 +169,7 @@ mod tests {
                 passage("# Cells\n\nThe cell is the basic unit of every living thing.\n\nMitochondria release energy from food and are called the powerhouses of the cell."),
                 passage("Rivers carry water from the mountains down to the sea, and the cell phone tower stands by the river."),
             ],
+            ..Default::default()
         }
     }
 

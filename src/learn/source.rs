@@ -14,14 +14,25 @@
 //! the one its words show ([`super::questions::detect_lang`]).
 //!
 //! The passages themselves (chunked) are also the replay data the Learner mixes in.
+//!
+//! A text file that is not text (NUL bytes, not UTF-8) is skipped and named in
+//! [`KnowledgeBase::skipped`]; one longer than [`MAX_TEXT_BYTES`] is cut there, at a
+//! paragraph break. The corpus is refused only when nothing in it is usable.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::memory::passages::check_text;
 use crate::model::data::Example;
 use crate::model::tokenizer::{Message, Role};
+
+/// Most bytes read from one `.md`/`.txt` file: a longer one is cut at its last paragraph
+/// break before this, so that deriving questions and training the tokenizer stay quick
+/// (1 MiB is about 170,000 words; the cut is named in [`KnowledgeBase::skipped`]).
+pub const MAX_TEXT_BYTES: usize = 1 << 20;
 
 /// Errors name the file and line.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +132,8 @@ pub struct KnowledgeBase {
     pub items: Vec<KnowledgeItem>,
     /// Passages (chunked text) for replay and for long-term memory.
     pub passages: Vec<Passage>,
+    /// Files left out, or cut, and why ("PATH: reason").
+    pub skipped: Vec<String>,
 }
 
 /// A chunk of a corpus file.
@@ -160,7 +173,28 @@ impl KnowledgeBase {
             .filter_map(|f| f.parent().map(Path::to_path_buf))
             .collect();
         for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|e| bad(&file, e.to_string()))?;
+            let is_qa = file.extension().is_some_and(|e| e == "jsonl");
+            let text = if is_qa {
+                std::fs::read_to_string(&file).map_err(|e| bad(&file, e.to_string()))?
+            } else {
+                match read_text(&file) {
+                    Ok((text, cut)) => {
+                        if cut {
+                            kb.skipped.push(format!(
+                                "{}: cut to its first {} KiB",
+                                file.display(),
+                                MAX_TEXT_BYTES / 1024
+                            ));
+                        }
+                        text
+                    }
+                    Err(why) => {
+                        tracing::warn!(file = %file.display(), %why, "corpus file skipped");
+                        kb.skipped.push(format!("{}: {why}", file.display()));
+                        continue;
+                    }
+                }
+            };
             // The language is the name of a two-letter folder (`en/`, `es/`) if there is one.
             let lang = file
                 .parent()
@@ -169,7 +203,7 @@ impl KnowledgeBase {
                 .filter(|n| n.len() == 2)
                 .unwrap_or_else(|| super::questions::detect_lang(&text))
                 .to_string();
-            if file.extension().is_some_and(|e| e == "jsonl") {
+            if is_qa {
                 for (i, line) in text.lines().enumerate() {
                     if line.trim().is_empty() {
                         continue;
@@ -204,6 +238,14 @@ impl KnowledgeBase {
         let mut asked = std::collections::HashSet::new();
         kb.items
             .retain(|i| asked.insert(crate::eval::score::words(&i.question).join(" ")));
+        if kb.items.is_empty() && kb.passages.is_empty() {
+            let why = if kb.skipped.is_empty() {
+                "no text in its files".to_string()
+            } else {
+                kb.skipped.join("; ")
+            };
+            return Err(bad(dir, format!("nothing usable to learn from: {why}")));
+        }
         Ok(kb)
     }
 
@@ -278,6 +320,33 @@ impl KnowledgeBase {
     }
 }
 
+/// The text of a `.md`/`.txt` file (cut at [`MAX_TEXT_BYTES`], then back to its last
+/// paragraph break; `true` when cut), or why it is not text (the reasons long-term memory
+/// gives: [`check_text`]).
+fn read_text(file: &Path) -> Result<(String, bool), String> {
+    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    f.take(MAX_TEXT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    let cut = bytes.len() > MAX_TEXT_BYTES;
+    if cut {
+        bytes.truncate(MAX_TEXT_BYTES);
+        // The cut may split the last character: keep what comes before it.
+        if let Err(e) = std::str::from_utf8(&bytes) {
+            if e.error_len().is_none() {
+                bytes.truncate(e.valid_up_to());
+            }
+        }
+    }
+    let text = check_text(&bytes)?;
+    if !cut {
+        return Ok((text, false));
+    }
+    let end = text.rfind("\n\n").filter(|&i| i > 0).unwrap_or(text.len());
+    Ok((text[..end].to_string(), true))
+}
+
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
     let meta = std::fs::metadata(dir).map_err(|e| bad(dir, e.to_string()))?;
     if meta.is_file() {
@@ -302,6 +371,67 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unusable_files_are_skipped_by_name_and_a_long_one_is_cut_at_a_paragraph() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(
+            p.join("good.md"),
+            "# Rivers\n\nA river is water that flows.",
+        )
+        .unwrap();
+        std::fs::write(p.join("latin1.txt"), b"Caf\xe9 con leche.\n").unwrap();
+        std::fs::write(p.join("image.txt"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+        let para = "The lighthouse keeper counts 212 steps every night. ".repeat(40);
+        let long: String =
+            std::iter::repeat_n(format!("{para}\n\n"), MAX_TEXT_BYTES / para.len() + 5).collect();
+        std::fs::write(p.join("long.txt"), &long).unwrap();
+        let kb = KnowledgeBase::load(p, &Templates::default()).unwrap();
+        let named = |f: &str| kb.skipped.iter().find(|s| s.contains(f)).cloned();
+        assert!(
+            named("latin1.txt").unwrap().contains("not UTF-8"),
+            "{:?}",
+            kb.skipped
+        );
+        assert!(
+            named("image.txt").unwrap().contains("binary"),
+            "{:?}",
+            kb.skipped
+        );
+        assert!(
+            named("long.txt").unwrap().contains("cut"),
+            "{:?}",
+            kb.skipped
+        );
+        assert!(named("good.md").is_none());
+        // The long file is read up to a paragraph break below the limit.
+        let long_text: usize = kb
+            .passages
+            .iter()
+            .filter(|x| x.source.ends_with("long.txt"))
+            .map(|x| x.text.len())
+            .sum();
+        assert!(
+            long_text > MAX_TEXT_BYTES / 2 && long_text <= MAX_TEXT_BYTES,
+            "{long_text}"
+        );
+        assert!(kb.passages.iter().any(|x| x.text.contains("river")));
+        // Nothing usable: refused, with each file's reason.
+        std::fs::remove_file(p.join("good.md")).unwrap();
+        std::fs::remove_file(p.join("long.txt")).unwrap();
+        let err = KnowledgeBase::load(p, &Templates::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nothing usable") && err.contains("latin1.txt"),
+            "{err}"
+        );
+        // An empty directory.
+        let empty = tempfile::tempdir().unwrap();
+        let err = KnowledgeBase::load(empty.path(), &Templates::default()).unwrap_err();
+        assert!(err.to_string().contains("no qa.jsonl"), "{err}");
+    }
 
     #[test]
     fn items_come_from_qa_lines_and_passage_titles() {

@@ -52,6 +52,9 @@ impl Render for LearnReport {
             "asked {} questions; {} gaps opened, {} closed, {} still open",
             r.questions_asked, r.gaps.opened, r.gaps.closed, r.gaps.open
         )?;
+        for doc in &r.documents_left_out {
+            writeln!(out, "left out: {doc}")?;
+        }
         if r.reviews > 0 {
             writeln!(
                 out,
