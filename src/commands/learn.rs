@@ -332,7 +332,15 @@ pub struct LearnReport {
 fn left_out(corpus: &Path, refused: &[crate::memory::passages::Refused]) -> Vec<String> {
     let mut out: Vec<String> = refused
         .iter()
-        .map(|r| format!("{}: {}", r.path.display(), r.reason))
+        .map(|r| {
+            // Memory's reason already names the file ("bad record: PATH: why").
+            let path = format!("{}: ", r.path.display());
+            let why = r
+                .reason
+                .rsplit_once(&path)
+                .map_or(r.reason.as_str(), |(_, w)| w);
+            format!("{path}{why}")
+        })
         .collect();
     let refused: std::collections::HashSet<&Path> =
         refused.iter().map(|r| r.path.as_path()).collect();
@@ -703,4 +711,30 @@ pub fn sessions(home: &crate::home::Home) -> Result<Vec<LearnReport>> {
         out.push(r);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::passages::Refused;
+
+    #[test]
+    fn what_was_left_out_names_each_file_once_and_the_long_ones_it_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, long) = (dir.path().join("photo.txt"), dir.path().join("long.md"));
+        std::fs::write(&bin, b"\x89PNG\0").unwrap();
+        std::fs::write(&long, "word ".repeat(MAX_TEXT_BYTES / 5 + 10)).unwrap();
+        std::fs::write(dir.path().join("ok.md"), "A short document.").unwrap();
+        let refused = [Refused {
+            reason: format!("bad record: {}: looks binary", bin.display()),
+            path: bin.clone(),
+        }];
+        let out = left_out(dir.path(), &refused);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0], format!("{}: looks binary", bin.display()));
+        assert!(out[1].starts_with(&format!(
+            "{}: questions come from its first",
+            long.display()
+        )));
+    }
 }
