@@ -138,7 +138,8 @@ impl CopyHead {
     /// `σ(w_g · h)` for rows `h` `[N, d]`: `[N]`.
     fn gate(&self, hidden: &Tensor) -> Result<Tensor> {
         let z = linear(hidden, &self.gate)?.flatten_all()?; // [N]
-                                                            // σ(z) = 1 / (1 + e^−z), in ops that record their gradient.
+
+        // σ(z) = 1 / (1 + e^−z), in ops that record their gradient.
         Ok((z.neg()?.exp()? + 1.0)?.recip()?)
     }
 
@@ -165,8 +166,9 @@ impl CopyHead {
         let c = self.width;
         let q = linear(hidden, &self.wq)?.reshape((b, t, c))?; // [B, T, c]
         let k = linear(hidden, &self.wk)?.reshape((b, t, c))?; // [B, T, c]
-                                                               // Position j's key is the state before it (shifted right, a zero key first) plus
-                                                               // its own state's self key.
+
+        // Position j's key is the state before it (shifted right, a zero key first) plus
+        // its own state's self key.
         let zero = Tensor::zeros((b, 1, c), k.dtype(), k.device())?; // [B, 1, c]
         let before = Tensor::cat(&[&zero, &k.narrow(1, 0, t - 1)?], 1)?; // [B, T, c]
         let k = (before + linear(hidden, &self.ws)?.reshape((b, t, c))?)?; // [B, T, c]
@@ -174,16 +176,18 @@ impl CopyHead {
         let dtype = hidden.dtype();
         let scores = q.matmul(&k.t()?.contiguous()?)?; // [B, T, T]
         let base = causal_softmax(&scores, self.scale(), 0)?; // [B, T, T]
-                                                              // same[b, i, j] = 1 where position j holds the token position i must predict;
-                                                              // copied[b, i, j] = 1 where position j − 1 holds the token at i (j ≥ 1).
+
+        // same[b, i, j] = 1 where position j holds the token position i must predict;
+        // continues[b, i, j] = 1 where position j − 1 holds the token at i (j ≥ 1), so j
+        // continues a copy from j − 1.
         let mut same = vec![0f32; b * t * t];
-        let mut copied = vec![0f32; b * t * t];
+        let mut continues = vec![0f32; b * t * t];
         for w in 0..b {
             let (ids, targets) = (&ids[w * t..(w + 1) * t], &targets[w * t..(w + 1) * t]);
             for (i, &target) in targets.iter().enumerate() {
                 let at = (w * t + i) * t;
                 for j in 1..=i {
-                    copied[at + j] = f32::from(u8::from(ids[j - 1] == ids[i]));
+                    continues[at + j] = f32::from(u8::from(ids[j - 1] == ids[i]));
                 }
                 if target == IGNORE_INDEX {
                     continue;
@@ -201,8 +205,8 @@ impl CopyHead {
             let down = Tensor::cat(&[&row0, &base.narrow(1, 0, t - 1)?], 1)?; // [B, T, T]
             let col0 = Tensor::zeros((b, t, 1), dtype, dev)?; // [B, T, 1]
             let prev = Tensor::cat(&[&col0, &down.narrow(2, 0, t - 1)?], 2)?; // [B, T, T]
-            let copied = Tensor::from_vec(copied, (b, t, t), dev)?.to_dtype(dtype)?;
-            let follow = (prev * copied)?.broadcast_mul(&self.follow.flatten_all()?)?; // [B, T, T]
+            let continues = Tensor::from_vec(continues, (b, t, t), dev)?.to_dtype(dtype)?;
+            let follow = (prev * continues)?.broadcast_mul(&self.follow.flatten_all()?)?; // [B, T, T]
             causal_softmax(&((scores * self.scale())? + follow)?, 1.0, 0)? // [B, T, T]
         };
         let same = Tensor::from_vec(same, (b, t, t), dev)?.to_dtype(dtype)?;
@@ -278,8 +282,8 @@ impl CopyHead {
                 .iter()
                 .enumerate()
                 .map(|(j, &x)| {
-                    let copied = j >= 1 && cache.ids[j - 1] == cache.ids[p];
-                    let f = if copied {
+                    let continues = j >= 1 && cache.ids[j - 1] == cache.ids[p];
+                    let f = if continues {
                         prev.get(j - 1).copied().unwrap_or(0.0)
                     } else {
                         0.0

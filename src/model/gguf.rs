@@ -322,7 +322,8 @@ impl Decoder for GgufDecoder<'_> {
     }
     fn next_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         let x = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?; // [1, T]
-                                                               // quantized_llama restarts its cache when the position is 0.
+
+        // quantized_llama restarts its cache when the position is 0.
         let logits = self.weights.forward(&x, self.pos)?; // [1, V]
         self.pos += ids.len();
         Ok(logits
