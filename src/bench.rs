@@ -351,6 +351,7 @@ pub fn decode_bench(
         max_new_tokens: tokens,
         temperature: 0.0,
         repetition_penalty: 1.0,
+        no_repeat_ngram: 0,
         ..Default::default()
     };
     // Warm-up, then the timed run (prefill included, as a user would experience it).

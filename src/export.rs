@@ -23,8 +23,8 @@ use crate::model::{ModelError, Result};
 /// regular expression.
 pub const GGUF_PRE_TOKENIZER: &str = "gpt-2";
 /// Jinja chat template embedded as `tokenizer.chat_template` (the format of
-/// [`ThauTokenizer::encode_chat`]).
-pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|eot|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
+/// [`ThauTokenizer::encode_chat`]: a turn's text after one space).
+pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|' + message['role'] + '|> ' + message['content'] + '<|eot|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
 /// GGUF token types (llama.cpp's `llama_token_type`).
 const TOKEN_NORMAL: i32 = 1;
 const TOKEN_CONTROL: i32 = 3;
@@ -240,8 +240,8 @@ pub fn modelfile(gguf: &str) -> Result<String> {
     Ok(format!(
         "# Ollama Modelfile for THAU. Create the model with: ollama create thau -f Modelfile\n\
          FROM ./{gguf}\n\
-         TEMPLATE \"\"\"{{{{- if .System }}}}<|system|>{{{{ .System }}}}<|eot|>{{{{ end }}}}\
-{{{{- range .Messages }}}}<|{{{{ .Role }}}}|>{{{{ .Content }}}}<|eot|>{{{{ end }}}}<|assistant|>\"\"\"\n\
+         TEMPLATE \"\"\"{{{{- if .System }}}}<|system|> {{{{ .System }}}}<|eot|>{{{{ end }}}}\
+{{{{- range .Messages }}}}<|{{{{ .Role }}}}|> {{{{ .Content }}}}<|eot|>{{{{ end }}}}<|assistant|>\"\"\"\n\
          PARAMETER stop \"<|eot|>\"\n\
          PARAMETER stop \"<|user|>\"\n\
          PARAMETER temperature 0.8\n\
@@ -330,6 +330,7 @@ pub fn reference(ck: &Checkpoint, texts: &[&str]) -> Result<serde_json::Value> {
         max_new_tokens: REFERENCE_NEW_TOKENS,
         temperature: 0.0,
         repetition_penalty: 1.0,
+        no_repeat_ngram: 0,
         ..Default::default()
     };
     let mut out = Vec::new();

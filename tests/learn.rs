@@ -112,7 +112,8 @@ async fn a_session_runs_the_loop_through_the_actors() {
     assert!(ticks > 0);
     assert_eq!(r.questions_asked, 16);
     assert_eq!(r.stopped_by, "questions");
-    assert!(r.gaps.opened >= 4, "{:?}", r.gaps);
+    // Several of 16 (the running per-topic thresholds open those above the topic's norm).
+    assert!(r.gaps.opened >= 3, "{:?}", r.gaps);
     assert!(r.rounds >= 2, "rounds {}", r.rounds);
     assert!(r.step_after > r.step_before);
     assert!(

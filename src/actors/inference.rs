@@ -503,8 +503,9 @@ impl Handler<Score> for Inference {
             };
             let (model, tokenizer) = (&n.model, &n.tokenizer);
             let ids = prompt_ids(tokenizer, &msg.prompt)?;
+            // Scored as the chat template encodes an answer (after a turn's space).
             let cont = tokenizer
-                .encode(&msg.continuation)
+                .encode_turn(&msg.continuation)
                 .map_err(|e| ActorError::BadRequest(e.to_string()))?;
             let logprobs =
                 score(model, &ids, &cont).map_err(|e| ActorError::BadRequest(e.to_string()))?;

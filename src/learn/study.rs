@@ -398,7 +398,7 @@ pub fn probe_loss(model: &Thau, tok: &ThauTokenizer, items: &[KnowledgeItem]) ->
     for it in items {
         let q = it.paraphrases.first().unwrap_or(&it.question);
         let prompt = tok.chat_prompt(&[Message::new(Role::User, q.clone())])?;
-        let mut answer = tok.encode(&it.answer)?;
+        let mut answer = tok.encode_turn(&it.answer)?;
         answer.push(tok.special.eot);
         if prompt.len() + answer.len() > model.cfg.max_seq_len {
             continue;

@@ -170,7 +170,8 @@ fn load_tensors(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
 }
 
 /// A copy head saved before it had a self key ([`super::copy::COPY_S`]) or a follow weight
-/// ([`super::copy::COPY_FOLLOW`]) gets zero ones: the same function, now trainable.
+/// ([`super::copy::COPY_FOLLOW`]) or a reading weight ([`super::copy::COPY_READ`]) gets
+/// zero ones: the same function, now trainable.
 /// Returns the names and the zeros added.
 fn upgrade_copy_head(
     config: &ModelConfig,
@@ -187,7 +188,7 @@ fn upgrade_copy_head(
     for (name, shape) in super::copy::copy_shapes(config) {
         if matches!(
             name.as_str(),
-            super::copy::COPY_S | super::copy::COPY_FOLLOW
+            super::copy::COPY_S | super::copy::COPY_FOLLOW | super::copy::COPY_READ
         ) && !weights.contains_key(&name)
         {
             let zero = Tensor::zeros(shape.as_slice(), dtype, dev)?;
@@ -267,7 +268,7 @@ pub fn load(dir: &Path, dev: &Device, with_training_state: bool) -> Result<Check
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::copy::{COPY_FOLLOW, COPY_S};
+    use crate::model::copy::{COPY_FOLLOW, COPY_READ, COPY_S};
 
     #[test]
     fn a_copy_head_saved_before_its_newer_weights_loads_them_as_zeros() {
@@ -278,8 +279,8 @@ mod tests {
         let vm =
             crate::model::transformer::init_weights(&cfg, 1, DType::F32, &Device::Cpu).unwrap();
         let mut weights = crate::model::transformer::tensors_of(&vm).unwrap();
-        // As the checkpoints written before the self key and the follow weight.
-        for name in [COPY_S, COPY_FOLLOW] {
+        // As the checkpoints written before the self key, the follow and reading weights.
+        for name in [COPY_S, COPY_FOLLOW, COPY_READ] {
             weights.remove(name);
         }
         let opt: HashMap<String, Tensor> = weights
@@ -292,6 +293,7 @@ mod tests {
         for (name, dims) in [
             (COPY_S, vec![cfg.head_dim, cfg.d_model]),
             (COPY_FOLLOW, vec![1, 1]),
+            (COPY_READ, vec![1, 1]),
         ] {
             let w = &back.weights[name];
             assert_eq!(w.dims(), dims.as_slice());

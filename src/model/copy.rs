@@ -9,10 +9,18 @@
 //!
 //! ```text
 //! q_t = W_q h_t,  k_j = W_k h_{j−1} + W_s h_j      [c]   (h_{−1} = 0)
-//! a⁰_tj = softmax_{j ≤ t}(q_t · k_j / √c)          the pointer before it follows
-//! f_tj = a⁰_{t−1, j−1} · [id_{j−1} = id_t]          position j continues what was copied
-//! a_tj = softmax_{j ≤ t}(q_t · k_j / √c + β f_tj)   causal
+//! a⁰_tj = softmax_{j ≤ t}(q_t · k_j / √c + γ o_tj)   the pointer before it follows
+//! f_tj = a⁰_{t−1, j−1} · [id_{j−1} = id_t]            position j continues what was copied
+//! a_tj = softmax_{j ≤ t}(q_t · k_j / √c + γ o_tj + β f_tj)   causal
 //! ```
+//!
+//! **Reading the memory that matches the question.** In an answer's rows, `o_tj` ∈ [0, 1]
+//! says how much of the question's wording the memory text around position j holds
+//! ([`super::reading`]: DrQA's exact-match feature over a window; 0 outside the memory
+//! turn and outside answers). γ (`copy_read.weight`, learned, starting at [`READ_INIT`])
+//! turns it into a prior: a small model's pointer, which cannot yet tell the answering
+//! sentence from one that shares a single word with it, starts in the right line. A
+//! checkpoint saved before γ existed loads with γ = 0, the same function.
 //!
 //! **Copying goes on where it left off** (CopyNet's "selective read", Gu et al. 2016). When
 //! the pointer at t−1 rested on position j−1 and the token at t is the one it pointed at,
@@ -56,6 +64,7 @@ use candle_nn::VarBuilder;
 
 use super::config::ModelConfig;
 use super::ops::{causal_softmax, linear, IGNORE_INDEX};
+use super::reading::{readings, Reading};
 use super::{ModelError, Result};
 
 /// Query projection `[c, d]`.
@@ -70,6 +79,12 @@ pub const COPY_FOLLOW: &str = "copy_follow.weight";
 /// β of a fresh copy head: a pointer that rested wholly on the previous position raises
 /// its successor's score by e³ ≈ 20×; training moves it.
 pub const FOLLOW_INIT: f64 = 3.0;
+/// The reading weight γ `[1, 1]`: how strongly an answer's pointer prefers the memory
+/// text that shares the question's words.
+pub const COPY_READ: &str = "copy_read.weight";
+/// γ of a fresh copy head: the best-matching memory text starts e³ ≈ 20× likelier to be
+/// copied than text that shares nothing with the question; training moves it.
+pub const READ_INIT: f64 = 3.0;
 /// Gate `[1, d]`: `σ(w_g · h)` is the LM head's share of the next-token distribution.
 pub const COPY_GATE: &str = "copy_gate.weight";
 /// Smallest probability a target is given, so that a token neither head predicts costs a
@@ -88,6 +103,7 @@ pub fn copy_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         (COPY_S.to_string(), vec![c, d]),
         (COPY_GATE.to_string(), vec![1, d]),
         (COPY_FOLLOW.to_string(), vec![1, 1]),
+        (COPY_READ.to_string(), vec![1, 1]),
     ]
 }
 
@@ -104,6 +120,7 @@ pub struct CopyHead {
     ws: Tensor,     // [c, d]
     gate: Tensor,   // [1, d]
     follow: Tensor, // [1, 1]
+    read: Tensor,   // [1, 1]
     width: usize,
 }
 
@@ -127,6 +144,7 @@ impl CopyHead {
             ws: vb.get((c, d), COPY_S)?,
             gate: vb.get((1, d), COPY_GATE)?,
             follow: vb.get((1, 1), COPY_FOLLOW)?,
+            read: vb.get((1, 1), COPY_READ)?,
             width: c,
         })
     }
@@ -163,7 +181,7 @@ impl CopyHead {
                 targets.len()
             )));
         }
-        let c = self.width;
+        let (c, dev, dtype) = (self.width, hidden.device(), hidden.dtype());
         let q = linear(hidden, &self.wq)?.reshape((b, t, c))?; // [B, T, c]
         let k = linear(hidden, &self.wk)?.reshape((b, t, c))?; // [B, T, c]
 
@@ -172,10 +190,28 @@ impl CopyHead {
         let zero = Tensor::zeros((b, 1, c), k.dtype(), k.device())?; // [B, 1, c]
         let before = Tensor::cat(&[&zero, &k.narrow(1, 0, t - 1)?], 1)?; // [B, T, c]
         let k = (before + linear(hidden, &self.ws)?.reshape((b, t, c))?)?; // [B, T, c]
-        let dev = hidden.device();
-        let dtype = hidden.dtype();
-        let scores = q.matmul(&k.t()?.contiguous()?)?; // [B, T, T]
-        let base = causal_softmax(&scores, self.scale(), 0)?; // [B, T, T]
+                                                                           // q · k / √c: [B, T, T]
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * self.scale())?;
+        // read[b, i, j] = o_ij: how well the memory around j matches row i's question.
+        let mut read = vec![0f32; b * t * t];
+        let mut reads = false;
+        for w in 0..b {
+            for r in readings(&ids[w * t..(w + 1) * t]) {
+                for i in r.rows.clone() {
+                    for (j, o) in r.positions().filter(|&(j, _)| j <= i) {
+                        read[(w * t + i) * t + j] = o;
+                        reads = true;
+                    }
+                }
+            }
+        }
+        let scores = if reads {
+            let read = Tensor::from_vec(read, (b, t, t), dev)?.to_dtype(dtype)?;
+            (scores + read.broadcast_mul(&self.read.flatten_all()?)?)? // [B, T, T]
+        } else {
+            scores
+        };
+        let base = causal_softmax(&scores, 1.0, 0)?; // [B, T, T]
 
         // same[b, i, j] = 1 where position j holds the token position i must predict;
         // continues[b, i, j] = 1 where position j − 1 holds the token at i (j ≥ 1), so j
@@ -207,7 +243,7 @@ impl CopyHead {
             let prev = Tensor::cat(&[&col0, &down.narrow(2, 0, t - 1)?], 2)?; // [B, T, T]
             let continues = Tensor::from_vec(continues, (b, t, t), dev)?.to_dtype(dtype)?;
             let follow = (prev * continues)?.broadcast_mul(&self.follow.flatten_all()?)?; // [B, T, T]
-            causal_softmax(&((scores * self.scale())? + follow)?, 1.0, 0)? // [B, T, T]
+            causal_softmax(&(scores + follow)?, 1.0, 0)? // [B, T, T]
         };
         let same = Tensor::from_vec(same, (b, t, t), dev)?.to_dtype(dtype)?;
         let copied = (attn * same)?.sum(D::Minus1)?.flatten_all()?; // [B*T]
@@ -260,19 +296,25 @@ impl CopyHead {
             .to_dtype(DType::F32)?
             .to_vec2::<f32>()?; // [T, S]
         cache.keys = Some(keys);
-        let beta = self
-            .follow
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?[0];
+        let (beta, gamma) = (scalar(&self.follow)?, scalar(&self.read)?);
         let scale = self.scale() as f32;
-        // Row i (position p): a⁰ from the scores, then a with the follow term from the
-        // previous row's a⁰.
+        // The readings of the new rows (only answer rows have one).
+        let readings: Vec<Reading> = readings(&cache.ids)
+            .into_iter()
+            .filter(|r| r.rows.end > s - t)
+            .collect();
+        // Row i (position p): a⁰ from the scores and the reading, then a with the follow
+        // term from the previous row's a⁰.
         let mut base: Vec<Vec<f32>> = Vec::with_capacity(t);
         let mut attn = Vec::with_capacity(t);
         for (i, row) in scores.iter().enumerate() {
             let p = s - t + i;
-            let s0: Vec<f32> = row[..=p].iter().map(|x| x * scale).collect();
+            let mut s0: Vec<f32> = row[..=p].iter().map(|x| x * scale).collect();
+            if let Some(r) = readings.iter().find(|r| r.rows.contains(&p)) {
+                for (j, o) in r.positions().filter(|&(j, _)| j <= p) {
+                    s0[j] += gamma * o;
+                }
+            }
             let prev: &[f32] = if i == 0 {
                 &cache.last_base
             } else {
@@ -316,6 +358,11 @@ impl CopyHead {
     }
 }
 
+/// The value of a `[1, 1]` weight, in f32.
+fn scalar(w: &Tensor) -> Result<f32> {
+    Ok(w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?[0])
+}
+
 /// `softmax(x)` of one row, in f32.
 fn softmax(x: &[f32]) -> Vec<f32> {
     let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -342,12 +389,17 @@ mod tests {
                 .unwrap()
                 .to_dtype(dtype)
                 .unwrap(),
+            read: Tensor::new(&[[2.1f64]], &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
             width: c,
         }
     }
 
     /// The mixture written out for one row, in f64: g·softmax(logits) + (1−g)·pointer,
-    /// the pointer following the previous row's (before its own follow term).
+    /// the pointer reading the memory (γ·o) and following the previous row's pointer
+    /// (before its own follow term).
     fn reference_p(
         head: &CopyHead,
         h: &Tensor,
@@ -366,9 +418,28 @@ mod tests {
                 .to_vec1::<f64>()
                 .unwrap()
         };
-        // Row r's scaled scores over positions j ≤ r, and their softmax.
+        let gamma = head
+            .read
+            .to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()[0];
+        // Row r's reading: o over the memory, as the ids up to r give it.
+        let prior = |r: usize| -> Vec<f64> {
+            let mut o = vec![0.0; r + 1];
+            for rd in crate::model::reading::readings(&ids[..=r]) {
+                if rd.rows.contains(&r) {
+                    rd.positions().for_each(|(j, x)| o[j] = x as f64);
+                }
+            }
+            o
+        };
+        // Row r's scaled scores plus its reading over positions j ≤ r, and their softmax.
         let scores = |r: usize| -> Vec<f64> {
             let q = row(&head.wq, r);
+            let o = prior(r);
             (0..=r)
                 .map(|j| {
                     let mut k = row(&head.ws, j);
@@ -377,7 +448,7 @@ mod tests {
                             .zip(row(&head.wk, j - 1))
                             .for_each(|(a, b)| *a += b);
                     }
-                    q.iter().zip(&k).map(|(a, b)| a * b).sum::<f64>() * head.scale()
+                    q.iter().zip(&k).map(|(a, b)| a * b).sum::<f64>() * head.scale() + gamma * o[j]
                 })
                 .collect()
         };
@@ -423,14 +494,20 @@ mod tests {
 
     #[test]
     fn the_copy_loss_is_the_mixture_written_out_and_matches_finite_differences() {
-        let (b, t, d, c, v) = (2, 5, 6, 4, 7);
+        let (b, t, d, c, v) = (2, 10, 6, 4, 13);
         let head = head(d, c, DType::F64);
         let h = det(&[b * t, d], 0.9);
         let lm = det(&[v, d], 1.7);
-        let ids: Vec<u32> = (0..b * t).map(|i| (i * 3 % v) as u32).collect();
-        // Targets the pointer can reach (an earlier id), others it cannot, one ignored.
-        let mut targets: Vec<u32> = (0..b * t).map(|i| ((i + 1) * 3 % v) as u32).collect();
-        targets[2] = ids[0];
+        // The first window answers a question after a memory turn (its rows read); the
+        // second is plain text.
+        let mut ids: Vec<u32> = vec![2, 9, 10, 12, 1, 3, 10, 1, 4, 9];
+        ids.extend((0..t).map(|i| (8 + i * 3 % 5) as u32));
+        // The next tokens: ones the pointer can reach (an earlier id), others it cannot,
+        // one ignored.
+        let mut targets: Vec<u32> = ids[1..].to_vec();
+        targets.push(11);
+        targets[8] = 12;
+        targets[9] = 11;
         targets[4] = IGNORE_INDEX;
         let tt = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap();
         let loss = |head: &CopyHead, h: &Tensor| {
@@ -458,7 +535,8 @@ mod tests {
                 );
             }
         }
-        // Every input the loss has a gradient for: the hidden states and the four weights.
+        assert!(!crate::model::reading::readings(&ids[..t]).is_empty());
+        // Every input the loss has a gradient for: the hidden states and the weights.
         check_grad(&h, &|h| loss(&head, h));
         check_grad(&head.wq, &|wq| {
             loss(
@@ -505,6 +583,15 @@ mod tests {
                 &h,
             )
         });
+        check_grad(&head.read, &|r| {
+            loss(
+                &CopyHead {
+                    read: r.clone(),
+                    ..head.clone()
+                },
+                &h,
+            )
+        });
     }
 
     #[test]
@@ -519,6 +606,7 @@ mod tests {
             ws: zero,
             gate: Tensor::full(-10f32, (1, d), &Device::Cpu).unwrap(),
             follow: Tensor::full(8f32, (1, 1), &Device::Cpu).unwrap(),
+            read: Tensor::zeros((1, 1), DType::F32, &Device::Cpu).unwrap(),
             width: c,
         };
         // "5 6 7 8 | 9 5": the answer has just copied 5 (the previous pointer was flat, so
@@ -542,12 +630,50 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_copies_from_the_memory_that_matches_its_question() {
+        // A flat pointer and a gate that trusts the pointer alone: only the reading tells
+        // memory positions apart.
+        let (d, c, v) = (4, 4, 64);
+        let zero = Tensor::zeros((c, d), DType::F32, &Device::Cpu).unwrap();
+        let mut head = CopyHead {
+            wq: zero.clone(),
+            wk: zero.clone(),
+            ws: zero,
+            gate: Tensor::full(-10f32, (1, d), &Device::Cpu).unwrap(),
+            follow: Tensor::zeros((1, 1), DType::F32, &Device::Cpu).unwrap(),
+            read: Tensor::full(READ_INIT as f32, (1, 1), &Device::Cpu).unwrap(),
+            width: c,
+        };
+        // <|system|> 10..30 then "30 31 41" <|eot|> <|user|> 30 31 <|eot|> <|assistant|>
+        let mut ids = vec![2u32];
+        ids.extend(10..30);
+        ids.extend([30, 31, 41, 1, 3, 30, 31, 1, 4]);
+        let h = Tensor::ones((ids.len(), d), DType::F32, &Device::Cpu).unwrap();
+        let logits = Tensor::zeros((ids.len(), v), DType::F32, &Device::Cpu).unwrap();
+        let first = |head: &CopyHead| {
+            let lp = head
+                .log_probs(&h, &logits, &ids, &mut CopyCache::default())
+                .unwrap();
+            lp.get(ids.len() - 1).unwrap().to_vec1::<f32>().unwrap()
+        };
+        // The answer's first word: from the text around 30 31, not from the memory's
+        // first words, which share nothing with the question.
+        let p = first(&head);
+        assert!(p[41] > p[10] + 2.0, "{} vs {}", p[41], p[10]);
+        // Without reading, the flat pointer has no preference.
+        head.read = Tensor::zeros((1, 1), DType::F32, &Device::Cpu).unwrap();
+        let flat = first(&head);
+        assert!((flat[41] - flat[10]).abs() < 1e-5, "{flat:?}");
+    }
+
+    #[test]
     fn decoding_log_probs_match_the_mixture_and_continue_a_cache() {
-        let (t, d, c, v) = (6, 5, 4, 9);
+        let (t, d, c, v) = (10, 5, 4, 9);
         let head = head(d, c, DType::F32);
         let h = det(&[t, d], 1.1).to_dtype(DType::F32).unwrap();
         let logits = det(&[t, v], 0.4).to_dtype(DType::F32).unwrap();
-        let ids = [3u32, 1, 3, 8, 0, 3];
+        // A question about a memory turn and an answer whose rows read it.
+        let ids = [2u32, 7, 8, 6, 1, 3, 8, 1, 4, 8];
         let mut whole = CopyCache::default();
         let all = head.log_probs(&h, &logits, &ids, &mut whole).unwrap();
         for i in 0..t {
@@ -565,7 +691,7 @@ mod tests {
         // A prompt of 1 or 4, then single steps: the same rows as the whole pass.
         let split =
             |a: usize, n: usize| (h.narrow(0, a, n).unwrap(), logits.narrow(0, a, n).unwrap());
-        for prompt in [1, 4] {
+        for prompt in [1, 4, 8, 9] {
             let mut cache = CopyCache::default();
             let (h0, l0) = split(0, prompt);
             head.log_probs(&h0, &l0, &ids[..prompt], &mut cache)

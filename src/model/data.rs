@@ -63,13 +63,15 @@ impl Example {
         }
     }
 
-    /// The raw text (for tokenizer training).
+    /// The raw text (for tokenizer training): a conversation's turns one per line, each
+    /// as the chat template writes it ([`super::tokenizer::turn_text`]), so the tokenizer
+    /// learns the tokens the model will see.
     pub fn text(&self) -> String {
         match self {
             Example::Text(t) => t.clone(),
             Example::Chat(ms) => ms
                 .iter()
-                .map(|m| m.content.as_str())
+                .map(|m| super::tokenizer::turn_text(&m.content))
                 .collect::<Vec<_>>()
                 .join("\n"),
         }

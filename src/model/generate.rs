@@ -8,9 +8,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::tokenizer::ThauTokenizer;
+use super::tokenizer::{ThauTokenizer, ASSISTANT_ID, TOOL_OPEN_ID};
 use super::{KvCache, Thau};
 use super::{ModelError, Result};
+
+/// The default [`SamplingParams::no_repeat_ngram`]: a run of three tokens (what
+/// summarisation models ship with, e.g. BART's), short enough to stop a loop within a few
+/// words, long enough for a sentence's own repeated words ("de la") to stay.
+pub const DEFAULT_NO_REPEAT_NGRAM: usize = 3;
 
 /// How to sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +32,12 @@ pub struct SamplingParams {
     /// prompt's: the prompt holds the recalled memories, and an answer grounded in them
     /// copies their words.
     pub repetition_penalty: f64,
+    /// Above 1, never lets this answer repeat a run of this many of its own tokens (the
+    /// "no repeat n-gram" rule of fairseq and transformers): a small model that copies
+    /// from its memories otherwise loops back into the sentence it just copied ("at sea
+    /// level? At sea level, water boils at sea level? …"). Off inside an answer with a
+    /// tool call, whose JSON may repeat itself. 0 (or 1) is off.
+    pub no_repeat_ngram: usize,
     pub seed: u64,
 }
 
@@ -38,6 +49,7 @@ impl Default for SamplingParams {
             top_k: 40,
             top_p: 0.95,
             repetition_penalty: 1.1,
+            no_repeat_ngram: DEFAULT_NO_REPEAT_NGRAM,
             seed: 42,
         }
     }
@@ -106,9 +118,29 @@ fn argmax(l: &[f32]) -> u32 {
     l.iter().position(|&v| v == max).unwrap_or(0) as u32
 }
 
+/// The tokens that would make `answered` repeat a run of `n` of its own tokens: those that
+/// followed its last `n − 1` tokens before. None for `n` ≤ 1 or in an answer with a tool
+/// call.
+fn repeats(answered: &[u32], n: usize) -> Vec<u32> {
+    if n < 2 || answered.len() < n || answered.contains(&TOOL_OPEN_ID) {
+        return Vec::new();
+    }
+    let last = &answered[answered.len() - (n - 1)..];
+    answered
+        .windows(n)
+        .filter(|w| &w[..n - 1] == last)
+        .map(|w| w[n - 1])
+        .collect()
+}
+
 /// Picks the next token from `logits` (`[V]`, f32).
 fn sample(logits: &[f32], params: &SamplingParams, answered: &[u32], rng: &mut ChaCha8Rng) -> u32 {
     let mut l: Vec<f32> = logits.to_vec();
+    for t in repeats(answered, params.no_repeat_ngram) {
+        if let Some(x) = l.get_mut(t as usize) {
+            *x = f32::NEG_INFINITY;
+        }
+    }
     if params.repetition_penalty > 1.0 {
         let p = params.repetition_penalty as f32;
         // Once per distinct token, however often it was generated.
@@ -258,6 +290,10 @@ pub struct Sequence {
     /// Positions the model has seen.
     seen: usize,
     reason: Option<StopReason>,
+    /// Whether this answers a chat turn (the prompt ends with `<|assistant|>`): its text
+    /// starts with the chat template's space ([`super::tokenizer::turn_text`]), which is
+    /// not shown.
+    turn: bool,
 }
 
 /// The tokens of a `ctx`-token context kept free for an answer of `max_new_tokens`: a
@@ -291,6 +327,7 @@ impl Sequence {
             input: prompt.to_vec(),
             seen: 0,
             reason: None,
+            turn: prompt.last() == Some(&ASSISTANT_ID),
         };
         seq.check_room();
         Ok(seq)
@@ -347,7 +384,7 @@ impl Sequence {
             && text.starts_with(self.window_text.as_str())
         {
             let piece = &text[self.window_text.len()..];
-            let go_on = on_text(piece);
+            let go_on = self.show(piece, on_text);
             self.emitted.push_str(piece);
             (self.window, self.read) = (self.read, self.out.len());
             self.window_text = decode(&self.out[self.window..self.read])?;
@@ -361,6 +398,16 @@ impl Sequence {
         Ok(())
     }
 
+    /// Sends `piece` to `on_text`, without the space an answer to a chat turn starts with;
+    /// `true` to go on.
+    fn show(&self, piece: &str, on_text: &mut dyn FnMut(&str) -> bool) -> bool {
+        let piece = match piece.strip_prefix(' ') {
+            Some(rest) if self.turn && self.emitted.is_empty() => rest,
+            _ => piece,
+        };
+        piece.is_empty() || on_text(piece)
+    }
+
     /// The result, after the last piece of text is streamed.
     pub fn finish(
         self,
@@ -368,12 +415,15 @@ impl Sequence {
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
         let reason = self.reason.unwrap_or(StopReason::Length);
-        let text = decode(&self.out)?;
+        let mut text = decode(&self.out)?;
         if reason != StopReason::Cancelled
             && text.len() > self.emitted.len()
             && text.starts_with(self.emitted.as_str())
         {
-            on_text(&text[self.emitted.len()..]);
+            self.show(&text[self.emitted.len()..], on_text);
+        }
+        if self.turn && text.starts_with(' ') {
+            text.remove(0);
         }
         Ok(Generation {
             ids: self.out,
@@ -416,15 +466,16 @@ pub fn score(model: &Thau, prompt: &[u32], continuation: &[u32]) -> Result<Vec<f
 mod tests {
     use super::*;
 
-    /// Drives a greedy [`Sequence`] through `ids` (one-hot logits), collecting the stream.
-    fn stream_of(tok: &ThauTokenizer, ids: &[u32]) -> (String, Generation) {
+    /// Drives a greedy [`Sequence`] after `prompt` through `ids` (one-hot logits),
+    /// collecting the stream.
+    fn stream_of(tok: &ThauTokenizer, prompt: &[u32], ids: &[u32]) -> (String, Generation) {
         let params = SamplingParams {
             max_new_tokens: ids.len(),
             temperature: 0.0,
             repetition_penalty: 1.0,
             ..Default::default()
         };
-        let mut seq = Sequence::new(&[0], &params, &[], 4096).unwrap();
+        let mut seq = Sequence::new(prompt, &params, &[], 4096).unwrap();
         let decode = |ids: &[u32]| tok.decode(ids);
         let mut streamed = String::new();
         for &id in ids {
@@ -483,6 +534,7 @@ mod tests {
             max_new_tokens: 4,
             temperature: 0.0,
             repetition_penalty: 2.0,
+            no_repeat_ngram: 0,
             ..Default::default()
         };
         // Token 1 is in the prompt (a recalled memory's word): greedy still copies it.
@@ -534,7 +586,7 @@ mod tests {
         let answer = "la niña ve 🦊 y 北 en el mar, ¿qué más? él corre.";
         let ids = tok.encode(answer).unwrap();
         assert!(ids.len() > answer.chars().count() / 2, "{ids:?}");
-        let (streamed, g) = stream_of(&tok, &ids);
+        let (streamed, g) = stream_of(&tok, &[0], &ids);
         assert_eq!(g.ids, ids);
         assert_eq!(g.text, tok.decode(&ids).unwrap());
         assert_eq!(streamed, g.text, "the stream adds up to the whole decoding");
@@ -543,5 +595,55 @@ mod tests {
             "{}",
             g.text
         );
+    }
+
+    #[test]
+    fn an_answer_never_repeats_a_run_of_its_own_tokens() {
+        // "15 16 17 19 15 16": 17 would repeat "15 16 17".
+        assert_eq!(repeats(&[15, 16, 17, 19, 15, 16], 3), vec![17]);
+        assert!(repeats(&[15, 16, 17, 19, 15, 16], 0).is_empty());
+        assert!(repeats(&[15, 16, 17, 19, 15, 16], 4).is_empty());
+        // A tool call's JSON may repeat itself.
+        assert!(repeats(&[TOOL_OPEN_ID, 15, 16, 17, 15, 16], 3).is_empty());
+        // Greedy decoding takes the next best token instead.
+        let params = SamplingParams {
+            temperature: 0.0,
+            repetition_penalty: 1.0,
+            no_repeat_ngram: 3,
+            ..Default::default()
+        };
+        let mut logits = vec![0.0f32; 20];
+        (logits[17], logits[18]) = (2.0, 1.0);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        assert_eq!(
+            sample(&logits, &params, &[15, 16, 17, 19, 15, 16], &mut rng),
+            18
+        );
+        assert_eq!(
+            sample(&logits, &params, &[15, 16, 17, 19, 15, 14], &mut rng),
+            17
+        );
+        let off = SamplingParams {
+            no_repeat_ngram: 0,
+            ..params
+        };
+        assert_eq!(
+            sample(&logits, &off, &[15, 16, 17, 19, 15, 16], &mut rng),
+            17
+        );
+    }
+
+    #[test]
+    fn an_answer_to_a_chat_turn_is_shown_without_the_templates_space() {
+        let tok = ThauTokenizer::train(std::iter::once("la niña corre. ".repeat(30)), 300).unwrap();
+        let answer = "la niña  corre.";
+        let ids = tok.encode_turn(answer).unwrap();
+        let (streamed, g) = stream_of(&tok, &[tok.special.user, tok.special.assistant], &ids);
+        assert_eq!(g.text, answer);
+        assert_eq!(streamed, answer);
+        // Plain text after any other prompt keeps its space.
+        let (streamed, g) = stream_of(&tok, &[tok.special.eot], &ids);
+        assert_eq!(g.text, format!(" {answer}"));
+        assert_eq!(streamed, g.text);
     }
 }

@@ -6,7 +6,7 @@
 //! - [`transformer`]: [`Thau`], the decoder itself (its layers, the training path, weight
 //!   initialisation and loading);
 //! - [`copy`]: the optional copy head, a pointer over the context mixed into the
-//!   next-token distribution;
+//!   next-token distribution, and [`reading`], the question-to-memory match it reads by;
 //! - [`decode`]: serving: the [`KvCache`], the packed host decoding path (packed weights,
 //!   host attention, AMX) and [`decode::batch`], one decode thread batching every
 //!   session's next token (and new prompts) into one forward pass;
@@ -33,6 +33,7 @@ pub mod growth;
 pub mod ops;
 pub mod optim;
 pub mod policy;
+pub mod reading;
 pub mod tokenizer;
 pub mod train;
 pub mod transformer;

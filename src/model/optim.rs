@@ -110,8 +110,11 @@ impl AdamW {
                 let len = var.elem_count();
                 Param {
                     name: n.clone(),
-                    // Gains are not decayed: RMSNorm's, and the copy head's follow weight.
-                    decay: !is_norm(n) && n != super::copy::COPY_FOLLOW,
+                    // Gains are not decayed: RMSNorm's, and the copy head's follow and reading
+                    // weights.
+                    decay: !is_norm(n)
+                        && n != super::copy::COPY_FOLLOW
+                        && n != super::copy::COPY_READ,
                     var,
                     m: vec![0.0; len],
                     v: vec![0.0; len],

@@ -2,7 +2,10 @@
 //! training corpus, plus the chat template that turns a conversation into tokens (with the
 //! loss mask that trains only the assistant's words and its end-of-turn token).
 //!
-//! Chat layout: `<|system|>text<|eot|><|user|>text<|eot|><|assistant|>text<|eot|>`.
+//! Chat layout: `<|system|> text<|eot|><|user|> text<|eot|><|assistant|> text<|eot|>`.
+//! A turn's text starts with a space ([`turn_text`]), so that its first word is the same
+//! token as that word inside a text: an answer's first word can be copied from the
+//! memories, and a question's first word matches theirs.
 //! Recalled memories travel in a leading system turn laid out by [`memory_block`]
 //! (`Memories:` then one `- passage` line each), in chat, in open-book training items, and
 //! for clients of an exported model, which pass them as a system message.
@@ -35,6 +38,17 @@ pub const SPECIAL_TOKENS: [&str; 8] = [
     PAD, EOT, SYSTEM, USER, ASSISTANT, TOOL, TOOL_OPEN, TOOL_CLOSE,
 ];
 
+/// Ids of the chat template's markers in every THAU tokenizer: the special tokens take the
+/// first ids, in the order of [`SPECIAL_TOKENS`] (the loader checks it). The copy head
+/// finds a prompt's turns by them (`super::reading`), and decoding knows an answer from
+/// them.
+pub const EOT_ID: u32 = 1;
+pub const SYSTEM_ID: u32 = 2;
+pub const USER_ID: u32 = 3;
+pub const ASSISTANT_ID: u32 = 4;
+pub const TOOL_ID: u32 = 5;
+pub const TOOL_OPEN_ID: u32 = 6;
+
 /// First line of the system turn that carries recalled memories.
 pub const MEMORY_HEADER: &str = "Memories:";
 
@@ -48,6 +62,15 @@ pub fn memory_block<S: AsRef<str>>(memories: &[S]) -> String {
         out.push_str(&m.as_ref().split_whitespace().collect::<Vec<_>>().join(" "));
     }
     out
+}
+
+/// A turn's text as it follows its marker: after one space (Llama's tokenizer adds such a
+/// "dummy prefix" to every text). A word is a different token at the start of a text
+/// ("La") than inside one (" La"); with the space, the first word of an answer is the
+/// token the memories hold, which the copy head can copy. Decoding drops the space again
+/// ([`crate::model::generate::Sequence`]), so any text round-trips exactly.
+pub fn turn_text(text: &str) -> String {
+    format!(" {text}")
 }
 
 /// Who speaks a turn.
@@ -162,6 +185,15 @@ impl ThauTokenizer {
             tool_open: id(TOOL_OPEN)?,
             tool_close: id(TOOL_CLOSE)?,
         };
+        // The copy head and decoding find the chat template's turns by these ids.
+        for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
+            if id(s)? != i as u32 {
+                return Err(ModelError::Tokenizer(format!(
+                    "special token {s} has id {}, THAU's tokenizers give it {i}",
+                    id(s)?
+                )));
+            }
+        }
         Ok(ThauTokenizer { inner, special })
     }
 
@@ -219,6 +251,12 @@ impl ThauTokenizer {
         }
     }
 
+    /// A turn's text as the chat template encodes it ([`turn_text`]): what an answer is
+    /// scored as after a prompt.
+    pub fn encode_turn(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode(&turn_text(text))
+    }
+
     /// A conversation as tokens and a loss mask (1 on the assistant's content and its
     /// end-of-turn token: the words to learn, and when to stop).
     pub fn encode_chat(&self, messages: &[Message]) -> Result<(Vec<u32>, Vec<u8>)> {
@@ -227,7 +265,7 @@ impl ThauTokenizer {
             let learn = u8::from(m.role == Role::Assistant);
             ids.push(self.role_id(m.role));
             mask.push(0);
-            let body = self.encode(&m.content)?;
+            let body = self.encode_turn(&m.content)?;
             mask.extend(std::iter::repeat_n(learn, body.len() + 1));
             ids.extend(body);
             ids.push(self.special.eot);
@@ -296,7 +334,9 @@ mod tests {
         ];
         let (ids, mask) = tok.encode_chat(&msgs).unwrap();
         assert_eq!(ids.len(), mask.len());
-        let answer = tok.encode("Agua.").unwrap();
+        // The turn's text after one space.
+        let answer = tok.encode(" Agua.").unwrap();
+        assert_eq!(tok.encode_turn("Agua.").unwrap(), answer);
         let learned: Vec<u32> = ids
             .iter()
             .zip(&mask)
@@ -308,6 +348,42 @@ mod tests {
         assert_eq!(learned, expected);
         let prompt = tok.chat_prompt(&msgs[..1]).unwrap();
         assert_eq!(*prompt.last().unwrap(), tok.special.assistant);
+    }
+
+    #[test]
+    fn an_answers_first_word_is_the_token_the_memories_hold() {
+        let tok = sample_tokenizer();
+        let msgs = [
+            Message::new(
+                Role::System,
+                memory_block(&["Hoy llueve. La montaña está cubierta."]),
+            ),
+            Message::new(Role::User, "¿Qué cubre la montaña?"),
+            Message::new(Role::Assistant, "La montaña está cubierta de nieve."),
+        ];
+        let (ids, _) = tok.encode_chat(&msgs).unwrap();
+        let la = tok.encode(" La").unwrap();
+        assert_eq!(la.len(), 1);
+        let marker = ids.iter().rposition(|&i| i == ASSISTANT_ID).unwrap();
+        assert_eq!(ids[marker + 1], la[0]);
+        assert_eq!(ids.iter().filter(|&&i| i == la[0]).count(), 2);
+    }
+
+    #[test]
+    fn the_chat_markers_have_the_first_ids() {
+        let tok = sample_tokenizer();
+        let s = tok.special;
+        assert_eq!(
+            [s.eot, s.system, s.user, s.assistant, s.tool, s.tool_open],
+            [
+                EOT_ID,
+                SYSTEM_ID,
+                USER_ID,
+                ASSISTANT_ID,
+                TOOL_ID,
+                TOOL_OPEN_ID
+            ]
+        );
     }
 
     #[test]

@@ -27,7 +27,8 @@ use rand_distr::{Distribution, Normal};
 
 use super::config::ModelConfig;
 use super::copy::{
-    copy_shapes, CopyCache, CopyHead, COPY_FOLLOW, COPY_K, COPY_Q, COPY_S, FOLLOW_INIT,
+    copy_shapes, CopyCache, CopyHead, COPY_FOLLOW, COPY_K, COPY_Q, COPY_READ, COPY_S, FOLLOW_INIT,
+    READ_INIT,
 };
 use super::decode::kv::{KvCache, LayerKv};
 use super::decode::packed::{DecodeWeights, PackedBlock};
@@ -617,8 +618,8 @@ pub fn is_norm(name: &str) -> bool {
 
 /// Fresh weights for `cfg`, deterministic for `seed`: N(0, 0.02), the projections that
 /// write into the residual stream scaled by 1/√(2·layers), RMSNorm gains at one. The copy
-/// head's query and key start as one matrix of N(0, 1/d), its self key at zero and its
-/// follow weight at [`FOLLOW_INIT`]: see
+/// head's query and key start as one matrix of N(0, 1/d), its self key at zero, its
+/// follow weight at [`FOLLOW_INIT`] and its reading weight at [`READ_INIT`]: see
 /// [`super::copy`], "an induction head from the start".
 pub fn init_weights(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) -> Result<VarMap> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -637,6 +638,8 @@ pub fn init_weights(cfg: &ModelConfig, seed: u64, dtype: DType, dev: &Device) ->
                 Tensor::zeros(shape.as_slice(), dtype, dev)?
             } else if name == COPY_FOLLOW {
                 Tensor::full(FOLLOW_INIT as f32, shape.as_slice(), dev)?.to_dtype(dtype)?
+            } else if name == COPY_READ {
+                Tensor::full(READ_INIT as f32, shape.as_slice(), dev)?.to_dtype(dtype)?
             } else if name == COPY_K {
                 // `weight_shapes` lists the query first.
                 data.get(COPY_Q)

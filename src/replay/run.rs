@@ -173,6 +173,10 @@ fn train_model(sc: &Scenario, spec: &TrainSpec, age: u32, home: &Home) -> Result
         total_steps: spec.steps,
         heldout: 0.0,
         seed: sc.seed,
+        // Every conversation in windows of its own, as chat will ask it: packed behind the
+        // corpus's other conversations, a tiny model learns each answer from the one
+        // before it (a loss of zero, and nonsense when asked alone).
+        chats_apart: true,
         ..d
     };
     let mut trainer = Trainer::new(cfg, tok, &corpus, opts, &candle_core::Device::Cpu)?;
