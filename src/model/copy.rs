@@ -594,21 +594,28 @@ mod tests {
         });
     }
 
-    #[test]
-    fn a_pointer_goes_on_along_the_span_it_copied_from() {
-        // A flat pointer (no query, no keys) and a gate that trusts the pointer alone: only
-        // the follow term tells positions apart.
-        let (d, c, v) = (4, 4, 12);
-        let zero = Tensor::zeros((c, d), DType::F32, &Device::Cpu).unwrap();
-        let mut head = CopyHead {
+    /// A head with no query or keys (a flat pointer) and a gate that trusts the pointer
+    /// alone, with follow weight β and reading weight γ.
+    fn flat_head(d: usize, beta: f32, gamma: f32) -> CopyHead {
+        let zero = Tensor::zeros((d, d), DType::F32, &Device::Cpu).unwrap();
+        let scalar = |x: f32| Tensor::full(x, (1, 1), &Device::Cpu).unwrap();
+        CopyHead {
             wq: zero.clone(),
             wk: zero.clone(),
             ws: zero,
             gate: Tensor::full(-10f32, (1, d), &Device::Cpu).unwrap(),
-            follow: Tensor::full(8f32, (1, 1), &Device::Cpu).unwrap(),
-            read: Tensor::zeros((1, 1), DType::F32, &Device::Cpu).unwrap(),
-            width: c,
-        };
+            follow: scalar(beta),
+            read: scalar(gamma),
+            width: d,
+        }
+    }
+
+    #[test]
+    fn a_pointer_goes_on_along_the_span_it_copied_from() {
+        // A flat pointer (no query, no keys) and a gate that trusts the pointer alone: only
+        // the follow term tells positions apart.
+        let (d, v) = (4, 12);
+        let mut head = flat_head(d, 8.0, 0.0);
         // "5 6 7 8 | 9 5": the answer has just copied 5 (the previous pointer was flat, so
         // it rested on position 0 in part) and goes on with 6, the token after it.
         let ids = [5u32, 6, 7, 8, 9, 5];
@@ -633,17 +640,8 @@ mod tests {
     fn an_answer_copies_from_the_memory_that_matches_its_question() {
         // A flat pointer and a gate that trusts the pointer alone: only the reading tells
         // memory positions apart.
-        let (d, c, v) = (4, 4, 64);
-        let zero = Tensor::zeros((c, d), DType::F32, &Device::Cpu).unwrap();
-        let mut head = CopyHead {
-            wq: zero.clone(),
-            wk: zero.clone(),
-            ws: zero,
-            gate: Tensor::full(-10f32, (1, d), &Device::Cpu).unwrap(),
-            follow: Tensor::zeros((1, 1), DType::F32, &Device::Cpu).unwrap(),
-            read: Tensor::full(READ_INIT as f32, (1, 1), &Device::Cpu).unwrap(),
-            width: c,
-        };
+        let (d, v) = (4, 64);
+        let mut head = flat_head(d, 0.0, READ_INIT as f32);
         // <|system|> 10..30 then "30 31 41" <|eot|> <|user|> 30 31 <|eot|> <|assistant|>
         let mut ids = vec![2u32];
         ids.extend(10..30);
