@@ -33,6 +33,7 @@ pub mod server;
 pub mod status;
 #[doc(hidden)]
 pub mod testing;
+pub mod text;
 pub mod tools;
 
 pub use error::{Result, ThauError};

@@ -26,6 +26,7 @@ use crate::model::checkpoint;
 use crate::model::decode::batch::{Engine, Job, ServedModel};
 use crate::model::generate::{generate, score, Generation, SamplingParams};
 use crate::model::gguf::GgufModel;
+use crate::model::reading::Lexicon;
 use crate::model::tokenizer::{Message as ChatMessage, ThauTokenizer};
 use crate::model::transformer::from_tensors;
 use crate::model::ModelConfig;
@@ -269,7 +270,10 @@ impl Inference {
             return;
         };
         self.seen_generation = generation;
-        match from_tensors(w.weights.clone(), &w.config, &candle_core::Device::Cpu) {
+        let lexicon = Arc::new(Lexicon::of(&w.tokenizer));
+        match from_tensors(w.weights.clone(), &w.config, &candle_core::Device::Cpu)
+            .map(|m| m.with_lexicon(lexicon))
+        {
             Ok(model) => {
                 model.prepare_for_serving();
                 self.loaded = Some(Loaded {
@@ -324,8 +328,10 @@ impl Inference {
                     age: Some(ck.config.age),
                     params: Some(ck.config.param_count()),
                 };
+                let lexicon = Arc::new(Lexicon::of(&ck.tokenizer));
                 let model = from_tensors(ck.weights, &ck.config, &candle_core::Device::Cpu)
-                    .map_err(failed)?;
+                    .map_err(failed)?
+                    .with_lexicon(lexicon);
                 model.prepare_for_serving();
                 Loaded {
                     backend: Backend::Native(Arc::new(ServedModel {

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::home::Home;
 use crate::model::checkpoint;
 use crate::model::data::{Corpus, Windows};
+use crate::model::reading::Lexicon;
 use crate::model::tokenizer::ThauTokenizer;
 use crate::model::train::{evaluate, EvalReport, StepReport, TrainOptions, Trainer};
 use crate::model::transformer::from_tensors;
@@ -306,7 +307,8 @@ pub fn eval(
     let seq = opts.seq_len.min(ck.config.max_seq_len);
     let heldout = Windows::pack(&held_ex, &ck.tokenizer, seq)?;
     let train = Windows::pack(&train_ex, &ck.tokenizer, seq)?;
-    let model = from_tensors(ck.weights, &ck.config, &dev)?;
+    let lexicon = std::sync::Arc::new(Lexicon::of(&ck.tokenizer));
+    let model = from_tensors(ck.weights, &ck.config, &dev)?.with_lexicon(lexicon);
     let report = evaluate(&model, &heldout, opts.batch_size, max_batches, &dev, &train)?;
     Ok(EvalSummary {
         checkpoint: dir,

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::text::fold;
+
 /// One held-out question (`data/eval/qa_heldout.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QaItem {
@@ -54,34 +56,6 @@ pub fn parse_qa(text: &str) -> Result<Vec<QaItem>, String> {
         return Err("no questions in the file".into());
     }
     Ok(out)
-}
-
-/// Lower-case, accents removed (the Latin letters of Spanish, French, Portuguese, German),
-/// and the separators inside digit groups dropped.
-pub fn fold(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    for (i, &c) in chars.iter().enumerate() {
-        let sep = matches!(c, ',' | '.' | '\'' | '\u{a0}' | '\u{202f}' | '_');
-        let digit_before = i > 0 && chars[i - 1].is_ascii_digit();
-        let digit_after = chars.get(i + 1).is_some_and(|d| d.is_ascii_digit());
-        if sep && digit_before && digit_after {
-            continue;
-        }
-        for l in c.to_lowercase() {
-            out.push(match l {
-                'á' | 'à' | 'ä' | 'â' | 'ã' | 'å' => 'a',
-                'é' | 'è' | 'ë' | 'ê' => 'e',
-                'í' | 'ì' | 'ï' | 'î' => 'i',
-                'ó' | 'ò' | 'ö' | 'ô' | 'õ' => 'o',
-                'ú' | 'ù' | 'ü' | 'û' => 'u',
-                'ñ' => 'n',
-                'ç' => 'c',
-                other => other,
-            });
-        }
-    }
-    out
 }
 
 /// The folded words of a text.

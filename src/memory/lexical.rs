@@ -21,21 +21,6 @@ pub const LEXICAL_DB: &str = "lexical.sqlite";
 /// Most query words used (a pasted page is not a query).
 const MAX_QUERY_WORDS: usize = 48;
 
-/// Words too common to rank by, in the two languages THAU ships with. Leaving them out of
-/// the query keeps BM25 on the words that tell passages apart, and keeps a search over
-/// 100,000 passages from walking the longest posting lists.
-const STOP_WORDS: &[&str] = &[
-    // English
-    "a", "an", "and", "are", "as", "at", "be", "by", "can", "did", "do", "does", "for", "from",
-    "had", "has", "have", "how", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or",
-    "tell", "that", "the", "their", "them", "there", "these", "they", "this", "to", "was", "we",
-    "were", "what", "when", "where", "which", "who", "why", "will", "with", "you",
-    "your", // Spanish
-    "al", "cómo", "como", "con", "cual", "cuál", "de", "del", "dime", "el", "en", "es", "esta",
-    "está", "este", "la", "las", "lo", "los", "me", "mi", "para", "pero", "por", "que", "qué",
-    "se", "si", "su", "sus", "te", "tu", "un", "una", "unas", "unos", "y", "o",
-];
-
 /// One lexical match: a point id and its BM25 relevance (higher is better).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LexicalHit {
@@ -218,7 +203,7 @@ pub fn query_words(query: &str) -> Vec<String> {
     let mut words: Vec<String> = Vec::new();
     for w in query.split(|c: char| !c.is_alphanumeric()) {
         let w = w.to_lowercase();
-        if w.is_empty() || STOP_WORDS.contains(&w.as_str()) || words.contains(&w) {
+        if w.is_empty() || crate::text::STOP_WORDS.contains(&w.as_str()) || words.contains(&w) {
             continue;
         }
         words.push(w);

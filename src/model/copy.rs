@@ -64,7 +64,7 @@ use candle_nn::VarBuilder;
 
 use super::config::ModelConfig;
 use super::ops::{causal_softmax, linear, IGNORE_INDEX};
-use super::reading::{readings, Reading};
+use super::reading::{readings, Lexicon, Reading};
 use super::{ModelError, Result};
 
 /// Query projection `[c, d]`.
@@ -122,6 +122,8 @@ pub struct CopyHead {
     follow: Tensor, // [1, 1]
     read: Tensor,   // [1, 1]
     width: usize,
+    /// The tokenizer's words, for the reading ([`CopyHead::with_lexicon`]).
+    lexicon: std::sync::Arc<Lexicon>,
 }
 
 /// What decoding keeps of the positions seen so far: their copy keys and token ids, the
@@ -146,7 +148,15 @@ impl CopyHead {
             follow: vb.get((1, 1), COPY_FOLLOW)?,
             read: vb.get((1, 1), COPY_READ)?,
             width: c,
+            lexicon: Default::default(),
         })
+    }
+
+    /// The head reading with `lexicon` (the tokenizer's words; see [`Lexicon`]). Training
+    /// and decoding must use the same one: the model is built beside its tokenizer.
+    pub fn with_lexicon(mut self, lexicon: std::sync::Arc<Lexicon>) -> Self {
+        self.lexicon = lexicon;
+        self
     }
 
     fn scale(&self) -> f64 {
@@ -196,7 +206,7 @@ impl CopyHead {
         let mut read = vec![0f32; b * t * t];
         let mut reads = false;
         for w in 0..b {
-            for r in readings(&ids[w * t..(w + 1) * t]) {
+            for r in readings(&ids[w * t..(w + 1) * t], &self.lexicon) {
                 for i in r.rows.clone() {
                     for (j, o) in r.positions().filter(|&(j, _)| j <= i) {
                         read[(w * t + i) * t + j] = o;
@@ -299,7 +309,7 @@ impl CopyHead {
         let (beta, gamma) = (scalar(&self.follow)?, scalar(&self.read)?);
         let scale = self.scale() as f32;
         // The readings of the new rows (only answer rows have one).
-        let readings: Vec<Reading> = readings(&cache.ids)
+        let readings: Vec<Reading> = readings(&cache.ids, &self.lexicon)
             .into_iter()
             .filter(|r| r.rows.end > s - t)
             .collect();
@@ -394,6 +404,7 @@ mod tests {
                 .to_dtype(dtype)
                 .unwrap(),
             width: c,
+            lexicon: Default::default(),
         }
     }
 
@@ -429,7 +440,7 @@ mod tests {
         // Row r's reading: o over the memory, as the ids up to r give it.
         let prior = |r: usize| -> Vec<f64> {
             let mut o = vec![0.0; r + 1];
-            for rd in crate::model::reading::readings(&ids[..=r]) {
+            for rd in crate::model::reading::readings(&ids[..=r], &head.lexicon) {
                 if rd.rows.contains(&r) {
                     rd.positions().for_each(|(j, x)| o[j] = x as f64);
                 }
@@ -535,7 +546,7 @@ mod tests {
                 );
             }
         }
-        assert!(!crate::model::reading::readings(&ids[..t]).is_empty());
+        assert!(!crate::model::reading::readings(&ids[..t], &head.lexicon).is_empty());
         // Every input the loss has a gradient for: the hidden states and the weights.
         check_grad(&h, &|h| loss(&head, h));
         check_grad(&head.wq, &|wq| {
@@ -607,6 +618,7 @@ mod tests {
             follow: scalar(beta),
             read: scalar(gamma),
             width: d,
+            lexicon: Default::default(),
         }
     }
 
@@ -641,7 +653,18 @@ mod tests {
         // A flat pointer and a gate that trusts the pointer alone: only the reading tells
         // memory positions apart.
         let (d, v) = (4, 64);
-        let mut head = flat_head(d, 0.0, READ_INIT as f32);
+        // Token 29 is "." (it ends the memory's first sentence); the others are words.
+        let texts: Vec<String> = (0..v)
+            .map(|i| {
+                if i == 29 {
+                    ".".into()
+                } else {
+                    format!(" w{i}")
+                }
+            })
+            .collect();
+        let lexicon = std::sync::Arc::new(Lexicon::from_texts(&texts));
+        let mut head = flat_head(d, 0.0, READ_INIT as f32).with_lexicon(lexicon);
         // <|system|> 10..30 then "30 31 41" <|eot|> <|user|> 30 31 <|eot|> <|assistant|>
         let mut ids = vec![2u32];
         ids.extend(10..30);

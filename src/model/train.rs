@@ -16,6 +16,7 @@ use super::data::{Batcher, Corpus, Windows};
 use super::growth::{self, Placement};
 use super::ops::IGNORE_INDEX;
 use super::optim::{AdamW, AdamWConfig, Schedule};
+use super::reading::Lexicon;
 use super::tokenizer::ThauTokenizer;
 use super::transformer::{from_varmap, init_weights, weight_shapes, Thau};
 use super::{ModelError, Result};
@@ -188,7 +189,8 @@ impl Trainer {
                 "the training split is empty: add more data".into(),
             ));
         }
-        let model = from_varmap(&varmap, &config, DType::F32, dev)?;
+        let lexicon = std::sync::Arc::new(Lexicon::of(&tokenizer));
+        let model = from_varmap(&varmap, &config, DType::F32, dev)?.with_lexicon(lexicon);
         let opt = AdamW::new(&varmap, opts.adamw)?;
         Ok(Trainer {
             state: TrainerState {

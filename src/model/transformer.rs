@@ -35,6 +35,7 @@ use super::decode::packed::{DecodeWeights, PackedBlock};
 use super::ops::{
     self, causal_attention, lm_head_cross_entropy, rms_norm, rope_i, small_linear, swiglu,
 };
+use super::reading::Lexicon;
 use super::{ModelError, Result};
 
 /// Standard deviation of the initial weights.
@@ -342,6 +343,14 @@ impl Thau {
             rope: Rope::new(cfg, vb.dtype(), vb.device())?,
             packed: Arc::default(),
         })
+    }
+
+    /// The model with its copy head reading through `lexicon`, the words of the tokenizer
+    /// it is trained and used with ([`Lexicon::of`]). Whoever builds a model beside its
+    /// tokenizer calls this, so that training and decoding read alike.
+    pub fn with_lexicon(mut self, lexicon: Arc<Lexicon>) -> Self {
+        self.copy = self.copy.map(|c| c.with_lexicon(lexicon));
+        self
     }
 
     /// Packs the weights of the batched decoding path now rather than on the first

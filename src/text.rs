@@ -1,0 +1,46 @@
+//! Plain-text helpers shared by every layer (the model's reading, lexical search, answer
+//! scoring): how words are folded for comparison, and which words are too common to tell
+//! texts apart.
+
+/// Words too common to rank by, in the two languages THAU ships with. Leaving them out of
+/// the query keeps BM25 on the words that tell passages apart, and keeps a search over
+/// 100,000 passages from walking the longest posting lists.
+pub const STOP_WORDS: &[&str] = &[
+    // English
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "did", "do", "does", "for", "from",
+    "had", "has", "have", "how", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or",
+    "tell", "that", "the", "their", "them", "there", "these", "they", "this", "to", "was", "we",
+    "were", "what", "when", "where", "which", "who", "why", "will", "with", "you",
+    "your", // Spanish
+    "al", "cómo", "como", "con", "cual", "cuál", "de", "del", "dime", "el", "en", "es", "esta",
+    "está", "este", "la", "las", "lo", "los", "me", "mi", "para", "pero", "por", "que", "qué",
+    "se", "si", "su", "sus", "te", "tu", "un", "una", "unas", "unos", "y", "o",
+];
+
+/// Lower-case, accents removed (the Latin letters of Spanish, French, Portuguese, German),
+/// and the separators inside digit groups dropped.
+pub fn fold(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    for (i, &c) in chars.iter().enumerate() {
+        let sep = matches!(c, ',' | '.' | '\'' | '\u{a0}' | '\u{202f}' | '_');
+        let digit_before = i > 0 && chars[i - 1].is_ascii_digit();
+        let digit_after = chars.get(i + 1).is_some_and(|d| d.is_ascii_digit());
+        if sep && digit_before && digit_after {
+            continue;
+        }
+        for l in c.to_lowercase() {
+            out.push(match l {
+                'á' | 'à' | 'ä' | 'â' | 'ã' | 'å' => 'a',
+                'é' | 'è' | 'ë' | 'ê' => 'e',
+                'í' | 'ì' | 'ï' | 'î' => 'i',
+                'ó' | 'ò' | 'ö' | 'ô' | 'õ' => 'o',
+                'ú' | 'ù' | 'ü' | 'û' => 'u',
+                'ñ' => 'n',
+                'ç' => 'c',
+                other => other,
+            });
+        }
+    }
+    out
+}
