@@ -4,7 +4,8 @@
 
 /// Words too common to rank by, in the two languages THAU ships with. Leaving them out of
 /// the query keeps BM25 on the words that tell passages apart, and keeps a search over
-/// 100,000 passages from walking the longest posting lists.
+/// 100,000 passages from walking the longest posting lists; the copy head's reading
+/// ([`crate::model::reading`]) leaves them out for the same reason.
 pub const STOP_WORDS: &[&str] = &[
     // English
     "a", "an", "and", "are", "as", "at", "be", "by", "can", "did", "do", "does", "for", "from",
