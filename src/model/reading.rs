@@ -7,9 +7,8 @@
 //!
 //! This is the reader's "exact match" feature of DrQA (Chen et al. 2017, "Reading
 //! Wikipedia to Answer Open-Domain Questions"), taken over the sentence a position starts
-//! and the few tokens before it. A model
-//! trained from scratch for minutes cannot yet match a question to the sentence that
-//! answers it through its attention layers; exact token matches are the signal it would
+//! and the few tokens before it. A model trained from scratch for minutes cannot yet match
+//! a question to the sentence that answers it through its attention layers; exact token matches are the signal it would
 //! have to learn first, and here it has them from its first step. The model still
 //! decides, through the pointer's own scores and the learned weight, where in the matched
 //! text to start and whether to copy at all.
@@ -53,10 +52,9 @@ const NO_WORD: u32 = u32::MAX;
 /// for stop words, punctuation and special tokens), whether its text ends a sentence
 /// (`.`, `?`, `!`, or the `-` that starts a memory line) and whether it starts with a
 /// space: a sentence starts after an end only at a spaced token, so "0.2" and "3.4" do
-/// not split one. Built from the tokenizer
-/// ([`Lexicon::of`]) wherever a model is built beside one. The empty lexicon (a model
-/// built without a tokenizer, as some tests do) compares raw token ids and knows no
-/// sentence ends.
+/// not split one. Built from the tokenizer ([`Lexicon::of`]) wherever a model is built
+/// beside one. The empty lexicon (a model built without a tokenizer, as some tests do)
+/// compares raw token ids and knows no sentence ends.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Lexicon {
     word: Vec<u32>,
@@ -143,7 +141,7 @@ impl Reading {
 }
 
 /// Every answer in `ids` that follows a question with a memory turn before it, and the
-/// scores its rows read. An answer whose question shares no token with the memory reads
+/// scores its rows read. An answer whose question shares no word with the memory reads
 /// nothing (no entry). A window that starts inside a turn ignores that turn.
 pub fn readings(ids: &[u32], lex: &Lexicon) -> Vec<Reading> {
     let mut out = Vec::new();
