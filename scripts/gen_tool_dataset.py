@@ -1,18 +1,29 @@
 #!/usr/bin/env python3
-"""Regenerates the templated part of data/datasets/tool_calling.json.
+"""Regenerates the templated part of data/datasets/tool_calling.json, or checks it.
 
-The hand-written examples (kind "direct", "contextual", "no_tool") are kept as they are;
-this script replaces the examples whose kind starts with "templated_" by image requests
-and ordinary turns built from the phrasings and subjects below, in Spanish and English.
+The hand-written examples (kind "contextual", "no_tool") are kept as they are; this script
+replaces the examples whose kind starts with "templated_" by:
+- image requests: a subject (a head such as "a giraffe" and, mostly, a complement such
+  as "on a rooftop") asked for with one of many phrasings, in Spanish and English, and
+  answered with a generate_image call whose prompt is the subject as the request wrote it
+  (so what the model learns is to copy the request's words, not to recall a subject);
+- ordinary turns about the same subjects in the styles that fooled the model into calls
+  (describe, write, summarise, explain, tips, lists, questions about drawing, painting and
+  photography that do not ask for a picture), and the short ordinary turns below.
 It is deterministic (no randomness), so rerunning it gives the same file.
 
-Nothing here may come from data/datasets/tool_calling_eval.json: the held-out prompts
-and their subjects are checked against every generated prompt, and the script stops if
-one leaks in.
+It refuses (exits with an error) any overlap with the held-out sets:
+- data/eval/tool_heldout.json: no content word of a held-out subject may appear in the
+  prompt of any training call, no held-out prompt may be a training prompt, and no
+  held-out request may use a training phrasing;
+- data/datasets/tool_calling_eval.json (the older set): no word of 4+ letters of its image
+  requests in a training call's prompt, and none of its prompts in training.
 
-    python3 scripts/gen_tool_dataset.py
+    python3 scripts/gen_tool_dataset.py            # rewrite the dataset
+    python3 scripts/gen_tool_dataset.py --check    # only check the dataset as it is
 """
 import json
+import math
 import pathlib
 import re
 import sys
@@ -20,103 +31,177 @@ import unicodedata
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATASET = ROOT / "data/datasets/tool_calling.json"
-EVAL = ROOT / "data/datasets/tool_calling_eval.json"
+HELDOUT = ROOT / "data/eval/tool_heldout.json"
+OLD_EVAL = ROOT / "data/datasets/tool_calling_eval.json"
 
-# Ways to ask for a picture: (template, language). "{s}" is the subject.
-REQUESTS = [
-    ("Genera una imagen de {s}", "es"), ("Dibuja {s}", "es"),
-    ("Quiero una imagen de {s}", "es"), ("Hazme un dibujo de {s}", "es"),
-    ("Pinta {s}", "es"), ("Crea una imagen de {s}", "es"),
-    ("¿Puedes dibujar {s}?", "es"), ("Muéstrame una imagen de {s}", "es"),
-    ("Dibújame {s}", "es"), ("Me gustaría una foto de {s}", "es"),
-    ("Necesito una ilustración de {s}", "es"), ("Por favor, pinta {s}", "es"),
-    ("Generate an image of {s}", "en"), ("Draw {s}", "en"),
-    ("I want a picture of {s}", "en"), ("Paint {s}", "en"),
-    ("Create an image of {s}", "en"), ("Can you draw {s}?", "en"),
-    ("Show me a picture of {s}", "en"), ("Draw me {s}", "en"),
-    ("Make an image of {s}", "en"), ("Sketch {s}", "en"),
-    ("I'd like a painting of {s}", "en"), ("Please draw {s}", "en"),
+# Image requests per language, and ordinary turns about subjects per language.
+REQUESTS_PER_LANG = 480
+ORDINARY_PER_LANG = 480
+
+# The words src/text.rs leaves out when comparing texts (STOP_WORDS), folded.
+STOP_WORDS = set("""a an and are as at be by can did do does for from had has have how i in is
+it its me my of on or tell that the their them there these they this to was we were what when
+where which who why will with you your al como con cual de del dime el en es esta este la las
+lo los me mi para pero por que se si su sus te tu un una unas unos y o""".split())
+
+# Ways to ask for a picture: "{s}" is the subject.
+REQUESTS = {
+    "es": [
+        "Genera una imagen de {s}", "Dibuja {s}", "Quiero una imagen de {s}",
+        "Hazme un dibujo de {s}", "Pinta {s}", "Crea una imagen de {s}",
+        "¿Puedes dibujar {s}?", "Muéstrame una imagen de {s}", "Dibújame {s}",
+        "Me gustaría una foto de {s}", "Necesito una ilustración de {s}",
+        "Por favor, pinta {s}", "Haz un dibujo de {s}", "Quiero un dibujo de {s}, por favor",
+        "Crea un dibujo de {s}", "¿Me dibujas {s}?", "Genera una foto de {s}",
+        "Necesito una imagen de {s} para clase", "Dibuja, por favor, {s}",
+        "¿Podrías pintar {s}?", "Hazme una imagen de {s}", "Enséñame una imagen de {s}",
+        "Crea una ilustración de {s} para mi blog", "Haz una foto de {s}",
+        "¿Me pintas {s}?", "Pinta para mí {s}", "Genera una ilustración de {s}",
+        "Una imagen de {s}, por favor", "Me haría falta un dibujo de {s}",
+        "dibuja {s}", "quiero una foto de {s}", "Oye, dibuja {s}",
+        "¿Me generas una imagen de {s}?", "Crea una imagen que muestre {s}",
+        "Dibuja una escena con {s}", "Haz una ilustración que muestre {s}",
+        "Quiero que dibujes {s}", "¿Se puede tener una imagen de {s}?",
+        "Genera un dibujo con {s}, gracias", "Pinta una imagen de {s} para mi hermano",
+    ],
+    "en": [
+        "Generate an image of {s}", "Draw {s}", "I want a picture of {s}", "Paint {s}",
+        "Create an image of {s}", "Can you draw {s}?", "Show me a picture of {s}",
+        "Draw me {s}", "Make an image of {s}", "Sketch {s}", "I'd like a painting of {s}",
+        "Please draw {s}", "Could you create a picture of {s}?", "Make a drawing of {s}",
+        "I need a picture of {s} for a school project", "Draw {s}, please",
+        "can you make me an image of {s}", "Give me an illustration of {s}",
+        "Paint me a picture of {s}", "Please generate a picture of {s}",
+        "An image of {s}, please", "I'd love a drawing of {s}", "Would you draw {s} for me?",
+        "Create a cartoon of {s}", "Draw a picture showing {s}", "Generate a photo of {s}",
+        "Could you sketch {s}?", "Design an image of {s}", "Make me a painting of {s}",
+        "I'm writing a story, draw {s}", "Show me {s} in a picture", "draw {s}",
+        "make a picture of {s} thanks", "Hey, paint {s}", "Create a scene with {s}",
+        "I want you to draw {s}", "Produce an image of {s} for my blog",
+        "Could I have a picture of {s}?", "Generate a drawing with {s}, thanks",
+        "Paint a picture of {s} for my brother",
+    ],
+}
+
+# Heads: (Spanish, English). None shares a content word with a held-out subject (checked).
+HEADS = [
+    ("un elefante", "an elephant"), ("una jirafa", "a giraffe"), ("un canguro", "a kangaroo"),
+    ("un pingüino", "a penguin"), ("un camello", "a camel"), ("una tortuga", "a turtle"),
+    ("un conejo", "a rabbit"), ("una ardilla", "a squirrel"), ("un lobo", "a wolf"),
+    ("una rana", "a frog"), ("un pato", "a duck"), ("una cabra", "a goat"),
+    ("un cerdo", "a pig"), ("un ratón", "a mouse"), ("un delfín", "a dolphin"),
+    ("un loro", "a parrot"), ("un flamenco", "a flamingo"), ("un cocodrilo", "a crocodile"),
+    ("una araña", "a spider"), ("una abeja", "a bee"), ("un caracol", "a snail"),
+    ("un cangrejo", "a crab"), ("un pulpo", "an octopus"), ("una foca", "a seal"),
+    ("un ciervo", "a deer"), ("un mapache", "a raccoon"), ("un gorila", "a gorilla"),
+    ("un hipopótamo", "a hippo"), ("un rinoceronte", "a rhino"), ("un koala", "a koala"),
+    ("un pavo real", "a peacock"), ("un cisne", "a swan"), ("un escarabajo", "a beetle"),
+    ("un mono", "a monkey"), ("un cocinero", "a chef"), ("un piloto", "a pilot"),
+    ("un caballero", "a knight"), ("una princesa", "a princess"), ("un payaso", "a clown"),
+    ("un granjero", "a farmer"), ("una científica", "a scientist"),
+    ("una bailarina", "a dancer"), ("un pintor", "a painter"), ("un músico", "a musician"),
+    ("un soldado", "a soldier"), ("una enfermera", "a nurse"), ("un bebé", "a baby"),
+    ("un rey", "a king"), ("una reina", "a queen"), ("un ninja", "a ninja"),
+    ("un vaquero", "a cowboy"), ("una maestra", "a teacher"), ("una guitarra", "a guitar"),
+    ("una tetera", "a teapot"), ("una lámpara", "a lamp"), ("un reloj", "a clock"),
+    ("un paraguas", "an umbrella"), ("una cometa", "a kite"), ("un sofá", "a sofa"),
+    ("un violín", "a violin"), ("un tambor", "a drum"), ("un camión", "a truck"),
+    ("una moto", "a motorbike"), ("un helicóptero", "a helicopter"),
+    ("un cohete", "a rocket"), ("un submarino", "a submarine"), ("un tractor", "a tractor"),
+    ("un molino", "a windmill"), ("una iglesia", "a church"), ("una torre", "a tower"),
+    ("una fuente", "a fountain"), ("una cocina", "a kitchen"),
+    ("una biblioteca", "a library"), ("un estadio", "a stadium"), ("una granja", "a farm"),
+    ("una cabaña", "a cabin"), ("una tarta", "a cake"), ("una pizza", "a pizza"),
+    ("una cesta de manzanas", "a basket of apples"), ("un yate", "a yacht"),
+    ("una tienda de campaña", "a tent"), ("un buzón", "a mailbox"),
+    ("un trineo", "a sled"), ("una ballena", "a whale"), ("un avión", "a plane"),
+    # Rare words, which the tokenizer splits into several pieces: copying one means going
+    # on to the word's end, not stopping after as many tokens as a common word has.
+    ("un ajolote", "an axolotl"), ("un pangolín", "a pangolin"), ("un narval", "a narwhal"),
+    ("un quokka", "a quokka"), ("un tapir", "a tapir"), ("un carpincho", "a capybara"),
+    ("un wómbat", "a wombat"), ("una marmota", "a marmot"), ("un okapi", "an okapi"),
+    ("un ornitorrinco", "a platypus"), ("un camaleón", "a chameleon"),
+    ("un tucán", "a toucan"), ("un armadillo", "an armadillo"),
+    ("un puercoespín", "a porcupine"), ("una salamandra", "a salamander"),
+    ("un colibrí", "a hummingbird"), ("un lémur", "a lemur"), ("un suricato", "a meerkat"),
+    ("una iguana", "an iguana"), ("una morsa", "a walrus"), ("un clavecín", "a harpsichord"),
+    ("un zepelín", "a zeppelin"), ("un gramófono", "a gramophone"),
+    ("un telescopio", "a telescope"), ("un tiovivo", "a carousel"),
+    ("un xilófono", "a xylophone"), ("un trombón", "a trombone"),
+    ("un monociclo", "a unicycle"), ("una góndola", "a gondola"),
+    ("un invernadero", "a greenhouse"), ("un acueducto", "an aqueduct"),
+    ("un astrolabio", "an astrolabe"), ("un caleidoscopio", "a kaleidoscope"),
 ]
 
-# Subjects (Spanish, English, a sentence about it in each), none of them in the held-out
-# prompts. Each is also the topic of an ordinary turn that does not ask for a picture, so
-# that the model learns the call from the request, not from the subject.
-SUBJECTS = [
-    ("una jirafa comiendo hojas", "a giraffe eating leaves",
-     "Las jirafas son los animales más altos y comen hojas de las ramas altas.",
-     "Giraffes are the tallest animals and eat leaves from high branches."),
-    ("un submarino amarillo", "a yellow submarine",
-     "Un submarino es un barco que puede navegar bajo el agua.",
-     "A submarine is a ship that can travel under water."),
-    ("una tortuga en la arena", "a turtle on the sand",
-     "Las tortugas marinas ponen sus huevos en la arena de las playas.",
-     "Sea turtles lay their eggs in the sand of beaches."),
-    ("un molino de viento", "a windmill",
-     "Un molino de viento usa la fuerza del viento para moler grano o dar energía.",
-     "A windmill uses the force of the wind to grind grain or make power."),
-    ("una cabaña de troncos", "a log cabin",
-     "Una cabaña de troncos es una casa pequeña hecha con troncos de madera.",
-     "A log cabin is a small house built from wooden logs."),
-    ("un pulpo bajo el agua", "an octopus under water",
-     "El pulpo es un animal marino con ocho brazos y mucha inteligencia.",
-     "The octopus is a clever sea animal with eight arms."),
-    ("una biblioteca vacía", "an empty library",
-     "Una biblioteca guarda libros para que la gente los lea o los preste.",
-     "A library keeps books for people to read or borrow."),
-    ("un camello en las dunas", "a camel in the dunes",
-     "Los camellos viven en el desierto y aguantan muchos días sin beber.",
-     "Camels live in the desert and can go many days without drinking."),
-    ("una ballena saltando", "a whale jumping",
-     "Las ballenas son mamíferos enormes que respiran aire en la superficie.",
-     "Whales are huge mammals that breathe air at the surface."),
-    ("un castillo de arena", "a sandcastle",
-     "Un castillo de arena se hace en la playa con arena mojada.",
-     "A sandcastle is made on the beach with wet sand."),
-    ("una guitarra vieja", "an old guitar",
-     "La guitarra es un instrumento de cuerdas que se toca con los dedos.",
-     "The guitar is a string instrument played with the fingers."),
-    ("un zorro dormido", "a sleeping fox",
-     "Los zorros son animales astutos que duermen de día y cazan de noche.",
-     "Foxes are clever animals that sleep by day and hunt at night."),
-    ("una estación de metro", "a subway station",
-     "Una estación de metro es donde los trenes subterráneos recogen pasajeros.",
-     "A subway station is where underground trains pick up passengers."),
-    ("un pingüino con bufanda", "a penguin with a scarf",
-     "Los pingüinos son aves que no vuelan pero nadan muy bien.",
-     "Penguins are birds that cannot fly but swim very well."),
-    ("una granja con vacas", "a farm with cows",
-     "En una granja se crían animales y se cultivan alimentos.",
-     "On a farm people raise animals and grow food."),
-    ("un reloj de bolsillo", "a pocket watch",
-     "Un reloj de bolsillo es un reloj pequeño que se lleva en el bolsillo.",
-     "A pocket watch is a small watch carried in a pocket."),
-    ("una isla tropical", "a tropical island",
-     "Una isla tropical tiene clima cálido, playas y palmeras.",
-     "A tropical island has a warm climate, beaches and palm trees."),
-    ("un mapa del tesoro", "a treasure map",
-     "Un mapa del tesoro marca el lugar donde algo está escondido.",
-     "A treasure map marks the place where something is hidden."),
-    ("una tetera de porcelana", "a porcelain teapot",
-     "Una tetera sirve para preparar y servir el té.",
-     "A teapot is used to brew and serve tea."),
-    ("un koala en un árbol", "a koala in a tree",
-     "Los koalas viven en Australia y comen hojas de eucalipto.",
-     "Koalas live in Australia and eat eucalyptus leaves."),
-    ("una nube con forma de corazón", "a heart-shaped cloud",
-     "Las nubes son gotas de agua diminutas que flotan en el aire.",
-     "Clouds are tiny drops of water floating in the air."),
-    ("un tractor rojo", "a red tractor",
-     "Un tractor es una máquina que tira de arados y remolques en el campo.",
-     "A tractor is a machine that pulls ploughs and trailers on farms."),
-    ("una medusa brillante", "a glowing jellyfish",
-     "Las medusas son animales marinos de cuerpo blando y transparente.",
-     "Jellyfish are sea animals with soft, clear bodies."),
-    ("un caracol en una hoja", "a snail on a leaf",
-     "Los caracoles llevan su concha a cuestas y se mueven despacio.",
-     "Snails carry their shell on their back and move slowly."),
+# Complements: (Spanish, English), also checked against the held-out subjects.
+COMPLEMENTS = [
+    ("en un tejado", "on a rooftop"), ("al amanecer", "at dawn"),
+    ("en un campo de trigo", "in a wheat field"), ("en un parque", "in a park"),
+    ("dentro de una cueva", "inside a cave"), ("en una isla", "on an island"),
+    ("al lado de un lago", "next to a lake"), ("en la niebla", "in the fog"),
+    ("en el espacio", "in space"), ("bajo el agua", "underwater"),
+    ("en un jardín de rosas", "in a rose garden"),
+    ("en una fiesta de cumpleaños", "at a birthday party"),
+    ("en un monopatín", "on a skateboard"), ("con un gorro verde", "with a green hat"),
+    ("con un paraguas amarillo", "with a yellow umbrella"),
+    ("con una mochila azul", "with a blue backpack"),
+    ("sujetando un farol", "holding a lantern"), ("bailando", "dancing"),
+    ("saltando", "jumping"), ("nadando", "swimming"), ("cantando", "singing"),
+    ("corriendo", "running"), ("volando una cometa", "flying a kite"),
+    ("pintando una valla", "painting a fence"), ("bebiendo té", "drinking tea"),
+    ("en una plaza pequeña", "in a small square"), ("en un museo", "in a museum"),
+    ("en un aula", "in a classroom"), ("en una balsa", "on a raft"),
+    ("bajo una palmera", "beside a palm"), ("en invierno", "in winter"),
+    ("en primavera", "in spring"), ("de color morado", "in purple"),
+    ("de chocolate", "of chocolate"), ("con patines", "on roller skates"),
+    ("en una estación de esquí", "at a ski resort"), ("en un rastro", "at a car boot sale"),
+    ("encima de una nube", "on top of a cloud"),
+    ("cubierto de musgo", "covered in moss"), ("rodeado de bambú", "among bamboo"),
+    ("cerca de un géiser", "near a geyser"), ("en un laberinto", "in a labyrinth"),
+    ("en un glaciar", "on a glacier"), ("con un monóculo", "with a monocle"),
+    ("con una sombrilla", "holding a parasol"), ("en una hamaca", "in a hammock"),
+    ("en una cama elástica", "on a trampoline"),
+    ("haciendo malabares con naranjas", "juggling oranges"), ("cerca de una hoguera", "beside a campfire"),
 ]
 
-# Ordinary turns: (question, answer, language). None asks for a picture, several
+# Ordinary turns about a subject, in the styles that fooled the model: (question, answer);
+# "{s}" is the subject, "{S}" the same with a capital.
+ASKS = {
+    "es": [
+        ("Describe con palabras {s}.", "{S}: imagina la forma, los colores y lo que hay alrededor. Te lo cuento con palabras, sin imagen."),
+        ("Escribe un poema corto sobre {s}.", "Aquí va un poema:\n{S} en calma,\nun momento que se queda,\ny la tarde pasa."),
+        ("Escribe una historia corta sobre {s}.", "Había una vez {s}. Cada día aprendía algo nuevo, y al final encontró lo que buscaba."),
+        ("Resume en una frase una historia sobre {s}.", "Es la historia de {s} que vive una pequeña aventura y vuelve a casa cambiado."),
+        ("Explica qué tiene de especial {s}.", "{S} llama la atención por sus detalles y por la historia que sugiere."),
+        ("Dame tres ideas sobre {s}.", "Tres ideas: observa a {s} con calma, piensa en su historia e imagina su entorno."),
+        ("Haz una lista de tres palabras que describan {s}.", "Tres palabras: curioso, tranquilo, luminoso."),
+        ("¿Qué colores usarías para pintar {s}?", "Para {s} usaría tonos suaves y un color fuerte que destaque."),
+        ("¿Cómo aprendo a dibujar {s}?", "Empieza con formas simples, luego añade los detalles y practica cada día."),
+        ("Dame consejos para fotografiar {s}.", "Busca buena luz, acércate sin prisa y prueba varios encuadres."),
+        ("Cuéntame un chiste sobre {s}.", "¿Qué le dijo {s} al espejo? ¡Qué bien me veo hoy!"),
+        ("Inventa un título para un cuento sobre {s}.", "Un título: «El gran día de {s}»."),
+        ("Escribe un mensaje a un amigo sobre {s}.", "¡Hola! Hoy he visto {s} y me he acordado de ti. ¡Un abrazo!"),
+        ("Recomiéndame una película sobre {s}.", "No conozco una sobre {s} exactamente, pero una comedia de aventuras te podría gustar."),
+    ],
+    "en": [
+        ("Describe in words {s}.", "{S}: picture the shape, the colours and what is around it. I'll tell you in words, no image."),
+        ("Write a short poem about {s}.", "Here is a poem:\n{S} at rest,\na moment that stays,\nand the evening goes by."),
+        ("Write a short story about {s}.", "Once upon a time there was {s}. Every day it learned something new, and in the end it found what it was looking for."),
+        ("Summarize in one sentence a story about {s}.", "It is the story of {s} who has a small adventure and comes home changed."),
+        ("Explain what makes {s} special.", "{S} stands out for its details and for the story it suggests."),
+        ("Give me three ideas about {s}.", "Three ideas: look at {s} calmly, think about its story and imagine its surroundings."),
+        ("List three words that describe {s}.", "Three words: curious, calm, bright."),
+        ("What colours would you use to paint {s}?", "For {s} I would use soft tones and one strong colour that stands out."),
+        ("How do I learn to draw {s}?", "Start with simple shapes, then add the details and practise every day."),
+        ("Give me tips for photographing {s}.", "Look for good light, get close slowly and try several framings."),
+        ("Tell me a joke about {s}.", "What did {s} say to the mirror? Looking good today!"),
+        ("Make up a title for a tale about {s}.", "A title: \"The big day of {s}\"."),
+        ("Write a message to a friend about {s}.", "Hi! Today I saw {s} and thought of you. Take care!"),
+        ("Recommend a film about {s}.", "I don't know one about {s} exactly, but an adventure comedy might suit you."),
+    ],
+}
+
+# Short ordinary turns: (question, answer, language). None asks for a picture, several
 # mention pictures, drawing or painting without asking for one.
 ORDINARY = [
     ("Buen día", "¡Buen día! ¿En qué puedo ayudarte?", "es"),
@@ -153,6 +238,23 @@ ORDINARY = [
     ("¿Dónde viven los pingüinos?", "Los pingüinos viven sobre todo en el hemisferio sur.", "es"),
     ("¿Qué comen los caballos?", "Los caballos comen hierba, heno y grano.", "es"),
     ("¿Cómo estás?", "Estoy bien, gracias. ¿Y tú?", "es"),
+    ("Resume la historia de Caperucita Roja", "Una niña visita a su abuela, un lobo la engaña y al final un cazador las salva.", "es"),
+    ("Dame tres consejos para dormir mejor", "Acuéstate a la misma hora, evita pantallas antes de dormir y cena ligero.", "es"),
+    ("Escribe una frase sobre el mar", "El mar guarda en sus olas el ritmo de la costa.", "es"),
+    ("¿Qué es el impresionismo?", "Es un estilo de pintura del siglo XIX que busca captar la luz y el momento.", "es"),
+    ("¿Quién pintó Las Meninas?", "Las Meninas las pintó Diego Velázquez en 1656.", "es"),
+    ("¿Qué es la fotografía?", "La fotografía es el arte de capturar imágenes con luz sobre un sensor o una película.", "es"),
+    ("Recomiéndame un libro para el verano", "Te recomiendo «La isla del tesoro», de Stevenson: aventura de principio a fin.", "es"),
+    ("¿Qué serie me recomiendas?", "Depende de tus gustos; si te gusta el misterio, prueba una de detectives.", "es"),
+    ("Redacta una nota para avisar de que llego tarde", "Hola, llegaré unos veinte minutos tarde. Perdona las molestias.", "es"),
+    ("Escribe un correo para pedir una cita", "Buenos días: quisiera pedir una cita para la semana próxima. Un saludo.", "es"),
+    ("Traduce 'buenas noches' al francés", "En francés se dice «bonne nuit».", "es"),
+    ("¿Cuánto es 15 más 27?", "15 más 27 son 42.", "es"),
+    ("Hoy he pintado un paisaje con acuarelas", "¡Qué bien! La acuarela es difícil; seguro que te ha quedado bonito.", "es"),
+    ("Mi hermana hizo una foto preciosa del puerto", "¡Qué bonito! Un buen puerto da fotos muy especiales.", "es"),
+    ("Describe el estilo de Goya", "Goya pasó de escenas luminosas a pinturas oscuras y críticas con su tiempo.", "es"),
+    ("Escribe un anuncio para vender una mesa", "Se vende mesa de madera en buen estado, ideal para cocina. Precio a convenir.", "es"),
+    ("Dame ideas para un regalo de cumpleaños", "Un libro, una planta o una experiencia compartida suelen gustar.", "es"),
     ("Good evening", "Good evening! How can I help you?", "en"),
     ("Hey there", "Hey! What would you like to know?", "en"),
     ("Greetings", "Greetings! I'm here to help.", "en"),
@@ -187,71 +289,154 @@ ORDINARY = [
     ("Where do penguins live?", "Penguins live mostly in the southern hemisphere.", "en"),
     ("What do horses eat?", "Horses eat grass, hay and grain.", "en"),
     ("How are you?", "I'm fine, thank you. And you?", "en"),
+    ("Summarise the story of Cinderella", "A kind young woman, mistreated by her stepfamily, goes to a ball, loses a slipper and marries the prince.", "en"),
+    ("Give me three tips for sleeping better", "Go to bed at the same time, avoid screens before sleep and eat a light dinner.", "en"),
+    ("Write a sentence about the sea", "The sea keeps the rhythm of the coast in its waves.", "en"),
+    ("What is impressionism?", "It is a 19th-century style of painting that tries to catch light and the moment.", "en"),
+    ("Who painted Las Meninas?", "Las Meninas was painted by Diego Velázquez in 1656.", "en"),
+    ("What is photography?", "Photography is the art of capturing images with light on a sensor or film.", "en"),
+    ("Recommend a book for the summer", "Try Treasure Island by Stevenson: adventure from start to finish.", "en"),
+    ("Which series would you recommend?", "It depends on your taste; if you like mysteries, try a detective series.", "en"),
+    ("Write a note saying I'll be late", "Hi, I'll be about twenty minutes late. Sorry for the trouble.", "en"),
+    ("Write an email asking for an appointment", "Good morning, I would like to ask for an appointment next week. Kind regards.", "en"),
+    ("Translate 'good night' into Spanish", "In Spanish it is \"buenas noches\".", "en"),
+    ("What is 15 plus 27?", "15 plus 27 is 42.", "en"),
+    ("Today I painted a landscape in watercolours", "Great! Watercolour is hard; I'm sure it looks lovely.", "en"),
+    ("My sister took a beautiful photo of the harbour", "How nice! A harbour makes for very special photos.", "en"),
+    ("Describe Goya's style", "Goya went from bright scenes to dark paintings that criticised his time.", "en"),
+    ("Write an ad to sell a table", "Wooden table for sale, in good condition, ideal for a kitchen. Price negotiable.", "en"),
+    ("Give me ideas for a birthday present", "A book, a plant or a shared experience usually go down well.", "en"),
 ]
 
 
 def fold(text):
-    """Lowercase without accents, for the overlap check."""
+    """Lowercase without accents, for the overlap checks."""
     nfkd = unicodedata.normalize("NFKD", text.lower())
     return "".join(c for c in nfkd if not unicodedata.combining(c))
 
 
-def words(text):
+def content_words(text):
+    """Folded words that are not stop words (how `thau bench tools` compares subjects)."""
+    return {w for w in re.findall(r"\w+", fold(text)) if w not in STOP_WORDS}
+
+
+def long_words(text):
     return set(re.findall(r"\w{4,}", fold(text)))
+
+
+def subjects():
+    """(Spanish, English) subjects: every head once bare, then head × complement pairs in a
+    fixed order that walks both lists, until there are enough."""
+    out = [(h_es, h_en) for h_es, h_en in HEADS]
+    # A stride through the complements that shares no factor with their count, so that
+    # the walk meets every (head, complement) pair before it repeats one.
+    stride = next(k for k in range(7, len(COMPLEMENTS) + 8) if math.gcd(k, len(COMPLEMENTS)) == 1)
+    i = 0
+    while len(out) < REQUESTS_PER_LANG + ORDINARY_PER_LANG:
+        if i >= len(HEADS) * len(COMPLEMENTS):
+            sys.exit("not enough distinct subjects: add heads or complements")
+        (h_es, h_en), (c_es, c_en) = HEADS[i % len(HEADS)], COMPLEMENTS[(i * stride) % len(COMPLEMENTS)]
+        pair = (f"{h_es} {c_es}", f"{h_en} {c_en}")
+        if pair not in out:
+            out.append(pair)
+        i += 1
+    return out
+
+
+def generated_examples():
+    subs = subjects()
+    out = []
+    for lang, idx in (("es", 0), ("en", 1)):
+        forms = REQUESTS[lang]
+        for i in range(REQUESTS_PER_LANG):
+            subject = subs[i][idx]
+            call = json.dumps({"prompt": subject}, ensure_ascii=False)
+            out.append(example(lang, "templated_request",
+                               forms[i % len(forms)].format(s=subject),
+                               f"<TOOL:generate_image>{call}</TOOL>"))
+        for i in range(ORDINARY_PER_LANG):
+            # Subjects that are also asked for in a picture, and others: the call comes
+            # from the request's wording, not from what it is about.
+            subject = subs[(i * 2) % len(subs)][idx]
+            q, a = ASKS[lang][i % len(ASKS[lang])]
+            cap = subject[0].upper() + subject[1:]
+            out.append(example(lang, "templated_no_tool",
+                               q.format(s=subject, S=cap), a.format(s=subject, S=cap)))
+    for q, a, lang in ORDINARY:
+        out.append(example(lang, "templated_no_tool", q, a))
+    return out
+
+
+def example(lang, kind, user, assistant):
+    return {
+        "lang": lang,
+        "kind": kind,
+        "messages": [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": assistant},
+        ],
+    }
+
+
+CALL = re.compile(r"<TOOL:generate_image>(\{.*?\})</TOOL>")
+
+
+def frame(request, subject):
+    """A request with its subject replaced by {s}, folded: its phrasing."""
+    return fold(request.replace(subject, "{s}"))
+
+
+def check(examples):
+    """Exits with a message at the first overlap with a held-out set."""
+    held = json.loads(HELDOUT.read_text(encoding="utf-8"))
+    old = json.loads(OLD_EVAL.read_text(encoding="utf-8"))
+    held_words = {}
+    for r in held["image_requests"]:
+        if r["subject"] not in r["request"]:
+            sys.exit(f"held-out subject {r['subject']!r} is not a span of {r['request']!r}")
+        for w in content_words(r["subject"]):
+            held_words[w] = r["subject"]
+    old_words = set()
+    for p in old["image_requests"]:
+        old_words |= long_words(p)
+    held_prompts = {fold(r["request"]) for r in held["image_requests"]}
+    held_prompts |= {fold(p["prompt"]) for p in held["ordinary"]}
+    held_prompts |= {fold(p) for p in old["image_requests"] + old["ordinary"]}
+    held_frames = {frame(r["request"], r["subject"]) for r in held["image_requests"]}
+    train_frames = {fold(f) for forms in REQUESTS.values() for f in forms}
+    if held_frames & train_frames:
+        sys.exit(f"held-out phrasings {sorted(held_frames & train_frames)} are training phrasings")
+    for e in examples:
+        for m in e["messages"]:
+            if m["role"] == "user" and fold(m["content"]) in held_prompts:
+                sys.exit(f"{m['content']!r} is a held-out prompt")
+            if m["role"] != "assistant":
+                continue
+            for call in CALL.findall(m["content"]):
+                prompt = json.loads(call)["prompt"]
+                for w in content_words(prompt) & held_words.keys():
+                    sys.exit(f"training call {prompt!r} shares {w!r} with the held-out subject "
+                             f"{held_words[w]!r}")
+                leaked = long_words(prompt) & old_words
+                if leaked:
+                    sys.exit(f"training call {prompt!r} shares {leaked} with tool_calling_eval.json")
 
 
 def main():
     data = json.loads(DATASET.read_text(encoding="utf-8"))
-    held = json.loads(EVAL.read_text(encoding="utf-8"))
-    held_prompts = {fold(p) for p in held["image_requests"] + held["ordinary"]}
-    held_subjects = set()
-    for p in held["image_requests"]:
-        held_subjects |= words(p)
-    examples = [e for e in data["examples"] if not e["kind"].startswith("templated_")]
-    generated = []
-    # Each subject twice per language: once in an image request (the phrasings rotate,
-    # so each meets two subjects) and once in an ordinary turn that asks about it without
-    # asking for a picture.
-    asks = {"es": ["Háblame de {s}", "Describe {s}"], "en": ["Tell me about {s}", "Describe {s}"]}
-    for i, (es, en, about_es, about_en) in enumerate(SUBJECTS):
-        for lang, subject, about in (("es", es, about_es), ("en", en, about_en)):
-            leaked = words(subject) & held_subjects
-            if leaked:
-                sys.exit(f"subject {subject!r} shares {leaked} with a held-out request")
-            forms = [t for t, l in REQUESTS if l == lang]
-            call = json.dumps({"prompt": subject}, ensure_ascii=False)
-            turns = [
-                ("templated_request", forms[i % len(forms)], f"<TOOL:generate_image>{call}</TOOL>"),
-                ("templated_no_tool", asks[lang][i % 2], about),
-            ]
-            for kind, template, answer in turns:
-                generated.append({
-                    "lang": lang,
-                    "kind": kind,
-                    "messages": [
-                        {"role": "user", "content": template.format(s=subject)},
-                        {"role": "assistant", "content": answer},
-                    ],
-                })
-    for q, a, lang in ORDINARY:
-        generated.append({
-            "lang": lang,
-            "kind": "templated_no_tool",
-            "messages": [
-                {"role": "user", "content": q},
-                {"role": "assistant", "content": a},
-            ],
-        })
-    for e in generated:
-        if fold(e["messages"][0]["content"]) in held_prompts:
-            sys.exit(f"{e['messages'][0]['content']!r} is a held-out prompt")
-    data["examples"] = examples + generated
+    if sys.argv[1:] == ["--check"]:
+        check(data["examples"])
+        print(f"{DATASET.relative_to(ROOT)}: {len(data['examples'])} examples, no overlap with the held-out sets")
+        return
+    kept = [e for e in data["examples"] if not e["kind"].startswith("templated_")]
+    data["examples"] = kept + generated_examples()
+    check(data["examples"])
     tmp = DATASET.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     tmp.replace(DATASET)
     calls = sum(1 for e in data["examples"] if "<TOOL:" in e["messages"][-1]["content"])
-    print(f"{len(data['examples'])} examples ({len(generated)} templated): "
-          f"{calls} calls, {len(data['examples']) - calls} ordinary turns")
+    print(f"{len(data['examples'])} examples: {calls} calls, "
+          f"{len(data['examples']) - calls} ordinary turns")
 
 
 if __name__ == "__main__":

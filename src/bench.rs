@@ -359,9 +359,9 @@ pub fn decode_bench(
         max_new_tokens: 4,
         ..params.clone()
     };
-    generate(&model, &tok, &prompt, &warm, &[], &mut |_| true)?;
+    generate(&model, &tok, &prompt, &warm, &[], None, &mut |_| true)?;
     let t0 = Instant::now();
-    let g = generate(&model, &tok, &prompt, &params, &[], &mut |_| true)?;
+    let g = generate(&model, &tok, &prompt, &params, &[], None, &mut |_| true)?;
     let secs = t0.elapsed().as_secs_f64();
     let tokens_per_s = g.ids.len() as f64 / secs.max(1e-9);
     bc.seq = tokens;

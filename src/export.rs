@@ -339,7 +339,9 @@ pub fn reference(ck: &Checkpoint, texts: &[&str]) -> Result<serde_json::Value> {
         ids.truncate(ck.config.max_seq_len - REFERENCE_NEW_TOKENS);
         let x = Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?;
         let logits: Vec<Vec<f32>> = model.forward(&x, None)?.squeeze(0)?.to_vec2()?;
-        let g = generate(&model, &ck.tokenizer, &ids, &greedy, &[], &mut |_| true)?;
+        let g = generate(&model, &ck.tokenizer, &ids, &greedy, &[], None, &mut |_| {
+            true
+        })?;
         out.push(
             serde_json::json!({ "text": text, "ids": ids, "logits": logits, "greedy": g.ids }),
         );

@@ -439,6 +439,7 @@ fn a_tiny_model_trained_open_book_answers_a_fact_that_is_only_in_its_memory() {
             &prompt,
             &params,
             &[tok.special.eot],
+            None,
             &mut |_| true,
         )
         .unwrap()

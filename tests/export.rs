@@ -209,6 +209,7 @@ async fn the_inference_actor_chats_with_a_gguf_file() {
         &want_prompt,
         &greedy,
         &[ck.tokenizer.special.eot],
+        None,
         &mut |_| true,
     )
     .unwrap();

@@ -172,6 +172,7 @@ fn seeded_generation_is_reproducible_and_scores_are_log_probabilities() {
             &prompt,
             &params,
             &[tok.special.eot],
+            None,
             &mut |s| {
                 streamed.push_str(s);
                 true

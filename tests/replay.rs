@@ -61,6 +61,23 @@ fn every_shipped_scenario_passes_with_a_junit_report() {
     assert!(!xml.contains("<failure"), "{xml}");
 }
 
+/// Every shipped scenario, replayed here or not (those in `scenarios/long/` need a model
+/// trained by a recipe first), is a valid scenario file.
+#[test]
+fn every_shipped_scenario_is_valid() {
+    let mut n = 0;
+    for dir in ["scenarios", "scenarios/long"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 9, "{n} scenarios");
+}
+
 #[test]
 fn two_replays_write_identical_transcripts() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,9 @@ use crate::model::reading::Lexicon;
 use crate::model::tokenizer::{Message as ChatMessage, ThauTokenizer};
 use crate::model::transformer::from_tensors;
 use crate::model::ModelConfig;
+use crate::model::Thau;
 use crate::runtime::agents::AgentSpec;
+use crate::tools::ToolRegistry;
 
 /// What to continue: raw text, or a conversation the model answers as the assistant.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -270,17 +272,10 @@ impl Inference {
             return;
         };
         self.seen_generation = generation;
-        let lexicon = Arc::new(Lexicon::of(&w.tokenizer));
-        match from_tensors(w.weights.clone(), &w.config, &candle_core::Device::Cpu)
-            .map(|m| m.with_lexicon(lexicon))
-        {
+        match from_tensors(w.weights.clone(), &w.config, &candle_core::Device::Cpu) {
             Ok(model) => {
-                model.prepare_for_serving();
                 self.loaded = Some(Loaded {
-                    backend: Backend::Native(Arc::new(ServedModel {
-                        model,
-                        tokenizer: w.tokenizer.clone(),
-                    })),
+                    backend: Backend::Native(served(model, w.tokenizer.clone())),
                     info: ModelInfo {
                         checkpoint: PathBuf::from(&w.label),
                         format: "thau",
@@ -328,16 +323,10 @@ impl Inference {
                     age: Some(ck.config.age),
                     params: Some(ck.config.param_count()),
                 };
-                let lexicon = Arc::new(Lexicon::of(&ck.tokenizer));
                 let model = from_tensors(ck.weights, &ck.config, &candle_core::Device::Cpu)
-                    .map_err(failed)?
-                    .with_lexicon(lexicon);
-                model.prepare_for_serving();
+                    .map_err(failed)?;
                 Loaded {
-                    backend: Backend::Native(Arc::new(ServedModel {
-                        model,
-                        tokenizer: ck.tokenizer,
-                    })),
+                    backend: Backend::Native(served(model, ck.tokenizer)),
                     info,
                 }
             }
@@ -413,6 +402,31 @@ impl ThauActor for Inference {
 
 crate::sync_actor!(Inference);
 
+/// A loaded model made ready to serve: it reads its memories with its tokenizer's lexicon,
+/// its weights are packed for decoding, and its tool calls are decoded under the built-in
+/// tools' grammar (without one, with a warning, if the grammar cannot be built).
+fn served(model: Thau, tokenizer: ThauTokenizer) -> Arc<ServedModel> {
+    let model = model.with_lexicon(Arc::new(Lexicon::of(&tokenizer)));
+    model.prepare_for_serving();
+    let grammar = match ToolRegistry::builtin().and_then(|r| r.grammar(&tokenizer)) {
+        Ok(g) => {
+            for why in &g.unenforced {
+                tracing::warn!(%why, "a tool's calls are held to JSON only");
+            }
+            Some(Arc::new(g))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "tool calls are decoded without their grammar");
+            None
+        }
+    };
+    Arc::new(ServedModel {
+        model,
+        tokenizer,
+        grammar,
+    })
+}
+
 impl Handler<Generate> for Inference {
     type Result = Result<Generation, ActorError>;
     fn handle(&mut self, msg: Generate, ctx: &mut SyncContext<Self>) -> Self::Result {
@@ -434,6 +448,7 @@ impl Handler<Generate> for Inference {
                         &ids,
                         &params,
                         &[tokenizer.special.eot],
+                        n.grammar.as_ref(),
                         &mut on_text,
                     )
                     .map_err(bad)

@@ -656,9 +656,12 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_name = "FILE",
-        default_value = "data/datasets/tool_calling_eval.json"
+        default_value = "data/eval/tool_heldout.json"
     )]
     pub tool_eval: PathBuf,
+    /// tools: the span bias of the constrained run (`span_bias` in `agents/inference.toml`).
+    #[arg(long, default_value_t = thau::model::generate::DEFAULT_SPAN_BIAS)]
+    pub span_bias: f64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]

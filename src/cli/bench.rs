@@ -61,11 +61,14 @@ pub fn recall(home: &Home, a: &BenchArgs) -> Result<thau::memory::recall_bench::
     )?)
 }
 
-/// What `thau bench tools` measured, and on which checkpoint.
+/// What `thau bench tools` measured, and on which checkpoint: the held-out prompts
+/// answered with calls decoded under the tools' grammar (what users get), and again
+/// without it (what the model writes unaided, and the grammar's cost in speed).
 #[derive(Debug, Serialize)]
 pub struct ToolsBench {
     pub checkpoint: PathBuf,
     pub report: thau::tools::dataset::ToolEvalReport,
+    pub unconstrained: thau::tools::dataset::ToolEvalReport,
 }
 
 /// `thau bench tools`: tool calling of the newest checkpoint on the held-out prompts.
@@ -84,10 +87,16 @@ pub fn tools(home: &Home, a: &BenchArgs) -> Result<ToolsBench> {
         &ck.config,
         &candle_core::Device::Cpu,
     )?;
-    let report = thau::tools::dataset::eval_tool_calls(&model, &ck.tokenizer, &reg, &set)?;
+    let eval = |constrained, bias| {
+        thau::tools::dataset::eval_tool_calls(&model, &ck.tokenizer, &reg, &set, constrained, bias)
+    };
+    // Unconstrained first, so that neither run warms the caches for the other's benefit.
+    let unconstrained = eval(false, 0.0)?;
+    let report = eval(true, a.span_bias)?;
     Ok(ToolsBench {
         checkpoint: dir,
         report,
+        unconstrained,
     })
 }
 

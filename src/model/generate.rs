@@ -3,12 +3,15 @@
 //! per-token streaming callback, and [`score`] (per-token log-probabilities of a given
 //! continuation, which the gap detector uses).
 
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor, D};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::tokenizer::{ThauTokenizer, ASSISTANT_ID, TOOL_OPEN_ID};
+use super::grammar::{CallGrammar, CallState};
+use super::tokenizer::{ThauTokenizer, ASSISTANT_ID, EOT_ID, TOOL_OPEN_ID, USER_ID};
 use super::{KvCache, Thau};
 use super::{ModelError, Result};
 
@@ -16,6 +19,10 @@ use super::{ModelError, Result};
 /// summarisation models ship with, e.g. BART's), short enough to stop a loop within a few
 /// words, long enough for a sentence's own repeated words ("de la") to stay.
 pub const DEFAULT_NO_REPEAT_NGRAM: usize = 3;
+
+/// The default [`SamplingParams::span_bias`]: e³ ≈ 20 times the odds for a token that
+/// goes on copying the request.
+pub const DEFAULT_SPAN_BIAS: f64 = 3.0;
 
 /// How to sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +46,18 @@ pub struct SamplingParams {
     /// tool call, whose JSON may repeat itself. 0 (or 1) is off.
     pub no_repeat_ngram: usize,
     pub seed: u64,
+    /// Decode tool calls under the tools' grammar ([`super::grammar`]) when the model is
+    /// served with one: a call can then only name a known tool and hold arguments its
+    /// schema accepts. On by default; off shows what the model writes unaided.
+    pub constrain_tools: bool,
+    /// Under the grammar, added to the logits of the tokens that would extend a call's
+    /// string argument as a span of the user's last message ([`CallGrammar::span`]); while
+    /// it is on, such an argument is also never closed in the middle of one of its words:
+    /// the subject of "draw me a fox in a scarf" is the request's own words, which a young
+    /// model, left alone, replaces with a subject it was trained on. A bias rather than a
+    /// rule, so an argument may still say what the request did not (a translation, a
+    /// subject from earlier in the conversation). 0 is off.
+    pub span_bias: f64,
 }
 
 impl Default for SamplingParams {
@@ -51,6 +70,8 @@ impl Default for SamplingParams {
             repetition_penalty: 1.1,
             no_repeat_ngram: DEFAULT_NO_REPEAT_NGRAM,
             seed: 42,
+            constrain_tools: true,
+            span_bias: DEFAULT_SPAN_BIAS,
         }
     }
 }
@@ -67,6 +88,9 @@ impl SamplingParams {
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty >= 1.0) {
             return bad("repetition_penalty must be >= 1");
+        }
+        if !(self.span_bias.is_finite() && self.span_bias >= 0.0) {
+            return bad("span_bias must be >= 0");
         }
         Ok(())
     }
@@ -135,6 +159,75 @@ fn repeats(answered: &[u32], n: usize) -> Vec<u32> {
 
 /// Picks the next token from `logits` (`[V]`, f32).
 fn sample(logits: &[f32], params: &SamplingParams, answered: &[u32], rng: &mut ChaCha8Rng) -> u32 {
+    pick(&adjusted(logits, params, answered), params, rng)
+}
+
+/// Taken from the logits of the tokens that would close a copied argument inside one of
+/// the user's words: below any real logit, but finite.
+const MID_WORD_PENALTY: f32 = 1.0e4;
+
+/// Tokens a constrained pick tries, best first, before it masks the whole vocabulary.
+const GREEDY_TRIES: usize = 8;
+
+/// Picks the next token of a tool call from `logits`: the same choice as [`sample`] (with
+/// the span bias added for a text argument) among the tokens `grammar` allows in `st`. The token [`sample`] would pick is checked first
+/// (the usual case: a few bytes); only when it is refused is the vocabulary masked and
+/// the choice made again. For sampling this is exact: a first draw kept when allowed, a
+/// redraw from the allowed tokens otherwise, is a draw from the allowed tokens.
+fn sample_call(
+    logits: &[f32],
+    params: &SamplingParams,
+    answered: &[u32],
+    rng: &mut ChaCha8Rng,
+    grammar: &CallGrammar,
+    st: &CallState,
+    source: &[u8],
+) -> Result<u32> {
+    let mut l = adjusted(logits, params, answered);
+    if params.span_bias > 0.0 {
+        let span = grammar.span(st, source);
+        let bias = params.span_bias as f32;
+        // A copied argument goes on along the user's words, and does not end in one's
+        // middle ("a lighth"): closing there is pushed below every other token (finite,
+        // so it still wins where the grammar allows nothing else, at `maxLength`).
+        let closing: Vec<u32> = if span.mid_word {
+            grammar.starting_with(b'"').collect()
+        } else {
+            Vec::new()
+        };
+        for (ts, b) in [(&span.extend, bias), (&closing, -MID_WORD_PENALTY)] {
+            for &t in ts {
+                if let Some(x) = l.get_mut(t as usize) {
+                    *x += b;
+                }
+            }
+        }
+    }
+    let tries = if params.temperature <= 0.0 {
+        GREEDY_TRIES
+    } else {
+        1
+    };
+    for _ in 0..tries {
+        let t = pick(&l, params, rng);
+        if grammar.allows(st, t) {
+            return Ok(t);
+        }
+        if let Some(x) = l.get_mut(t as usize) {
+            *x = f32::NEG_INFINITY;
+        }
+    }
+    grammar.mask(st, &mut l);
+    if l.iter().all(|&x| x == f32::NEG_INFINITY) {
+        return Err(ModelError::Data(
+            "no token of the vocabulary can continue the tool call".into(),
+        ));
+    }
+    Ok(pick(&l, params, rng))
+}
+
+/// `logits` with the answer's repetition rules applied.
+fn adjusted(logits: &[f32], params: &SamplingParams, answered: &[u32]) -> Vec<f32> {
     let mut l: Vec<f32> = logits.to_vec();
     for t in repeats(answered, params.no_repeat_ngram) {
         if let Some(x) = l.get_mut(t as usize) {
@@ -153,8 +246,13 @@ fn sample(logits: &[f32], params: &SamplingParams, answered: &[u32], rng: &mut C
             }
         }
     }
+    l
+}
+
+/// The token of adjusted logits `l`: the best, or a draw by temperature, top-k and top-p.
+fn pick(l: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> u32 {
     if params.temperature <= 0.0 {
-        return argmax(&l);
+        return argmax(l);
     }
     let mut idx: Vec<usize> = (0..l.len()).collect();
     let order = |&a: &usize, &b: &usize| l[b].total_cmp(&l[a]).then(a.cmp(&b));
@@ -228,13 +326,15 @@ impl Decoder for NativeDecoder<'_> {
 
 /// Continues `prompt` (token ids) with the native model. `on_text` receives each new piece
 /// of decoded text as it is produced and returns `false` to stop. Stops at any of `stop`
-/// tokens (not included in the output).
+/// tokens (not included in the output). Tool calls are written under `grammar` when one
+/// is given (and `params.constrain_tools`).
 pub fn generate(
     model: &Thau,
     tok: &ThauTokenizer,
     prompt: &[u32],
     params: &SamplingParams,
     stop: &[u32],
+    grammar: Option<&Arc<CallGrammar>>,
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation> {
     generate_with(
@@ -243,6 +343,7 @@ pub fn generate(
         prompt,
         params,
         stop,
+        grammar,
         on_text,
     )
 }
@@ -254,9 +355,11 @@ pub fn generate_with(
     prompt: &[u32],
     params: &SamplingParams,
     stop: &[u32],
+    grammar: Option<&Arc<CallGrammar>>,
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation> {
-    let mut seq = Sequence::new(prompt, params, stop, dec.context())?;
+    let mut seq =
+        Sequence::new(prompt, params, stop, dec.context())?.with_grammar(grammar.cloned());
     while !seq.is_done() {
         let logits = dec.next_logits(seq.input())?;
         seq.accept(&logits, decode, on_text)?;
@@ -294,6 +397,13 @@ pub struct Sequence {
     /// starts with the chat template's space ([`super::tokenizer::turn_text`]), which is
     /// not shown.
     turn: bool,
+    /// The tools' grammar, when tool calls are decoded under it, and how far the call
+    /// being written has come (none outside a call).
+    grammar: Option<Arc<CallGrammar>>,
+    call: Option<CallState>,
+    /// The bytes of the prompt's last user turn: the words a call's arguments are
+    /// favoured to copy.
+    source: Vec<u8>,
 }
 
 /// The tokens of a `ctx`-token context kept free for an answer of `max_new_tokens`: a
@@ -328,9 +438,35 @@ impl Sequence {
             seen: 0,
             reason: None,
             turn: prompt.last() == Some(&ASSISTANT_ID),
+            grammar: None,
+            call: None,
+            source: Vec::new(),
         };
         seq.check_room();
         Ok(seq)
+    }
+
+    /// Decodes tool calls under `grammar` (when `params.constrain_tools`). A prompt that
+    /// ends inside a call (after `<TOOL:`, not yet closed) goes on under the grammar from
+    /// where it is; one whose call is already broken goes on unconstrained.
+    pub fn with_grammar(mut self, grammar: Option<Arc<CallGrammar>>) -> Self {
+        let Some(g) = grammar.filter(|_| self.params.constrain_tools) else {
+            return self;
+        };
+        if let Some(open) = self.input.iter().rposition(|&t| t == TOOL_OPEN_ID) {
+            let mut st = g.start();
+            if self.input[open + 1..].iter().all(|&t| g.step(&mut st, t)) && st != CallState::Closed
+            {
+                self.call = Some(st);
+            }
+        }
+        if let Some(user) = self.input.iter().rposition(|&t| t == USER_ID) {
+            let turn = &self.input[user + 1..];
+            let end = turn.iter().position(|&t| t == EOT_ID).unwrap_or(turn.len());
+            self.source = g.text_of(&turn[..end]);
+        }
+        self.grammar = Some(g);
+        self
     }
 
     /// Ends at the token budget or the context's end.
@@ -370,7 +506,32 @@ impl Sequence {
             return Ok(());
         }
         self.seen += self.input.len();
-        let next = sample(logits, &self.params, &self.out, &mut self.rng);
+        let next = match (&self.grammar, &mut self.call) {
+            (Some(g), Some(st)) => {
+                let next = sample_call(
+                    logits,
+                    &self.params,
+                    &self.out,
+                    &mut self.rng,
+                    g,
+                    st,
+                    &self.source,
+                )?;
+                g.step(st, next);
+                if *st == CallState::Closed {
+                    self.call = None;
+                }
+                next
+            }
+            (Some(g), None) => {
+                let next = sample(logits, &self.params, &self.out, &mut self.rng);
+                if next == TOOL_OPEN_ID {
+                    self.call = Some(g.start());
+                }
+                next
+            }
+            (None, _) => sample(logits, &self.params, &self.out, &mut self.rng),
+        };
         if self.stop.contains(&next) {
             self.reason = Some(StopReason::Stop);
             return Ok(());

@@ -305,7 +305,7 @@ impl GgufModel {
                 .decode(ids, true)
                 .map_err(|e| ModelError::Tokenizer(e.to_string()))
         };
-        super::generate::generate_with(&mut dec, &decode, prompt, params, &self.stop, on_text)
+        super::generate::generate_with(&mut dec, &decode, prompt, params, &self.stop, None, on_text)
     }
 }
 

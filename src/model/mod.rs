@@ -18,6 +18,8 @@
 //! - [`optim`]: AdamW with decoupled decay, gradient clipping, warmup + cosine schedule;
 //! - [`checkpoint`]: atomic checkpoints under `checkpoints/age_N/`;
 //! - [`train`]: the [`Trainer`](train::Trainer) loop with evaluation and resume;
+//! - [`grammar`]: constrained decoding of tool calls (a JSON Schema as a byte automaton
+//!   that says which tokens can continue a call);
 //! - [`gguf`]: chat with a `llama`-architecture GGUF file (our export or another model);
 //! - [`growth`]: exact, function-preserving growth from one age to the next;
 //! - [`policy`]: when to grow (loss plateau, examples seen, probe accuracy).
@@ -29,6 +31,7 @@ pub mod data;
 pub mod decode;
 pub mod generate;
 pub mod gguf;
+pub mod grammar;
 pub mod growth;
 pub mod ops;
 pub mod optim;

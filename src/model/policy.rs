@@ -191,6 +191,7 @@ pub fn probe_accuracy(
             &prompt,
             &params,
             &[tok.special.eot],
+            None,
             &mut |_| true,
         )?;
         em += f64::from(u8::from(words(&g.text) == words(&p.answer)));

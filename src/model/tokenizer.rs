@@ -49,6 +49,24 @@ pub const ASSISTANT_ID: u32 = 4;
 pub const TOOL_ID: u32 = 5;
 pub const TOOL_OPEN_ID: u32 = 6;
 
+/// `</TOOL>`'s id: the token that closes a call ([`super::grammar`]).
+pub const TOOL_CLOSE_ID: u32 = 7;
+
+/// The byte a character of a byte-level token stands for: GPT-2's `bytes_to_unicode`
+/// keeps the printable bytes (`!`..`~`, `¡`..`¬`, `®`..`ÿ`) as themselves and maps the
+/// other 68 to U+0100 onwards, in byte order.
+pub fn byte_of_char(c: char) -> Option<u8> {
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    let c = c as u32;
+    if c < 256 && printable(c) {
+        return Some(c as u8);
+    }
+    (0..=255u32)
+        .filter(|&b| !printable(b))
+        .nth(c.checked_sub(256)? as usize)
+        .map(|b| b as u8)
+}
+
 /// First line of the system turn that carries recalled memories.
 pub const MEMORY_HEADER: &str = "Memories:";
 
@@ -237,6 +255,21 @@ impl ThauTokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// Each token's bytes, by id (`None` for the special tokens): what constrained decoding
+    /// ([`super::grammar`]) checks a token by. A byte-level token's string spells its
+    /// bytes in GPT-2's printable alphabet ([`byte_of_char`]).
+    pub fn token_bytes(&self) -> Vec<Option<Vec<u8>>> {
+        (0..self.vocab_size() as u32)
+            .map(|id| {
+                if (id as usize) < SPECIAL_TOKENS.len() {
+                    return None;
+                }
+                let t = self.inner.id_to_token(id)?;
+                t.chars().map(byte_of_char).collect()
+            })
+            .collect()
+    }
+
     /// The underlying `tokenizers` tokenizer (for export).
     pub fn inner(&self) -> &Tokenizer {
         &self.inner
@@ -296,6 +329,32 @@ mod tests {
             .flat_map(|_| texts.iter().map(|s| s.to_string()))
             .collect();
         ThauTokenizer::train(corpus.into_iter(), 400).unwrap()
+    }
+
+    #[test]
+    fn a_tokens_bytes_spell_exactly_the_text_it_encodes() {
+        let tok = sample_tokenizer();
+        let bytes = tok.token_bytes();
+        assert_eq!(bytes.len(), tok.vocab_size());
+        assert!(bytes[..SPECIAL_TOKENS.len()].iter().all(Option::is_none));
+        assert_eq!(bytes[TOOL_CLOSE_ID as usize], None);
+        assert_eq!(tok.encode(TOOL_CLOSE).unwrap(), [TOOL_CLOSE_ID]);
+        for text in [
+            "naïve café — déjà vu; 日本語 🦀\n\t {\"prompt\": \"un río\"}",
+            "\u{0}\u{7f} control bytes and a tab\t too",
+        ] {
+            let spelled: Vec<u8> = tok
+                .encode(text)
+                .unwrap()
+                .iter()
+                .flat_map(|&id| bytes[id as usize].clone().unwrap())
+                .collect();
+            assert_eq!(spelled, text.as_bytes());
+        }
+        assert_eq!(byte_of_char('Ā'), Some(0));
+        assert_eq!(byte_of_char('Ġ'), Some(b' '));
+        assert_eq!(byte_of_char('a'), Some(b'a'));
+        assert_eq!(byte_of_char('\u{3000}'), None);
     }
 
     #[test]

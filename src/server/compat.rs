@@ -72,8 +72,8 @@ impl OllamaOptions {
             top_k: self.top_k.unwrap_or(d.top_k),
             top_p: self.top_p.unwrap_or(d.top_p).clamp(0.0, 1.0),
             repetition_penalty: self.repeat_penalty.unwrap_or(d.repetition_penalty),
-            no_repeat_ngram: d.no_repeat_ngram,
             seed: self.seed.unwrap_or(d.seed),
+            ..d
         }
     }
 }

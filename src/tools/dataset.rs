@@ -6,6 +6,7 @@
 //! a schema-valid call, and the share of ordinary prompts that wrongly get one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -17,6 +18,7 @@ use crate::model::generate::{generate, SamplingParams};
 use crate::model::tokenizer::{Message, Role, ThauTokenizer};
 use crate::model::transformer::Thau;
 use crate::model::{ModelError, Result};
+use crate::text::{fold, STOP_WORDS};
 
 /// Where named datasets live.
 pub const DATASETS_DIR: &str = "data/datasets";
@@ -95,11 +97,56 @@ pub fn mix_with_replay(
     out
 }
 
-/// The held-out prompts (`tool_calling_eval.json`).
+/// An image request of a held-out set: the request, and the subject its call's prompt must
+/// hold when the file names one (`{"request": …, "subject": …}`; a plain string names none).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ImageRequest {
+    Plain(String),
+    Annotated {
+        request: String,
+        subject: String,
+        #[serde(default)]
+        #[allow(dead_code)] // Documentation of the file.
+        lang: Option<String>,
+    },
+}
+
+impl ImageRequest {
+    pub fn request(&self) -> &str {
+        match self {
+            ImageRequest::Plain(r) | ImageRequest::Annotated { request: r, .. } => r,
+        }
+    }
+}
+
+/// An ordinary prompt of a held-out set: a string, or `{"prompt": …}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OrdinaryPrompt {
+    Plain(String),
+    Annotated {
+        prompt: String,
+        #[serde(default)]
+        #[allow(dead_code)] // Documentation of the file.
+        lang: Option<String>,
+    },
+}
+
+impl OrdinaryPrompt {
+    pub fn prompt(&self) -> &str {
+        match self {
+            OrdinaryPrompt::Plain(p) | OrdinaryPrompt::Annotated { prompt: p, .. } => p,
+        }
+    }
+}
+
+/// The held-out prompts (`data/eval/tool_heldout.json`, or the older
+/// `tool_calling_eval.json` whose prompts are plain strings).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ToolEvalSet {
-    pub image_requests: Vec<String>,
-    pub ordinary: Vec<String>,
+    pub image_requests: Vec<ImageRequest>,
+    pub ordinary: Vec<OrdinaryPrompt>,
 }
 
 impl ToolEvalSet {
@@ -125,13 +172,19 @@ pub struct ToolEvalReport {
     pub valid_calls: usize,
     /// valid_calls / image_requests (goal ≥ 0.9).
     pub call_rate: f64,
-    /// Valid calls whose prompt shares a content word (4+ letters) with the request: the
-    /// call is about what was asked, not only well-formed.
+    /// Valid calls whose prompt holds the request's subject ([`is_faithful`]): the call is
+    /// about what was asked, not only well-formed.
     pub faithful_calls: usize,
     pub ordinary: usize,
     pub wrong_calls: usize,
     /// wrong_calls / ordinary (goal ≤ 0.05).
     pub false_call_rate: f64,
+    /// Whether calls were decoded under the tools' grammar, and with which span bias.
+    pub constrained: bool,
+    pub span_bias: f64,
+    /// Tokens generated in answer to the image requests (mostly calls), and their rate.
+    pub request_tokens: usize,
+    pub request_tokens_per_s: f64,
     pub samples: Vec<ToolEvalSample>,
 }
 
@@ -149,62 +202,95 @@ fn verdict(reg: &ToolRegistry, output: &str) -> &'static str {
     }
 }
 
-/// Lowercased words of 4+ letters.
+/// Folded words that are not stop words.
 fn content_words(s: &str) -> Vec<String> {
-    s.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() >= 4)
-        .map(str::to_lowercase)
+    fold(s)
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !STOP_WORDS.contains(w))
+        .map(str::to_string)
         .collect()
 }
 
-/// Whether the first call in `output` has a prompt sharing a content word with `request`.
-fn shares_content_word(reg: &ToolRegistry, request: &str, output: &str) -> bool {
-    let asked = content_words(request);
-    reg.scan(output).iter().any(|e| match e {
-        ToolEvent::Call { call } => call.arguments["prompt"]
-            .as_str()
-            .is_some_and(|p| content_words(p).iter().any(|w| asked.contains(w))),
-        _ => false,
-    })
+/// Whether the first call in `output` is about what `request` asked: its prompt holds
+/// every content word of the request's subject (accent-folded), or, for a request whose
+/// subject is not given, a content word of 4+ letters of the request.
+fn is_faithful(reg: &ToolRegistry, request: &ImageRequest, output: &str) -> bool {
+    let Some(prompt) = reg.scan(output).into_iter().find_map(|e| match e {
+        ToolEvent::Call { call } => call.arguments["prompt"].as_str().map(str::to_string),
+        _ => None,
+    }) else {
+        return false;
+    };
+    let said = content_words(&prompt);
+    match request {
+        ImageRequest::Annotated { subject, .. } => {
+            content_words(subject).iter().all(|w| said.contains(w))
+        }
+        ImageRequest::Plain(r) => content_words(r)
+            .iter()
+            .any(|w| w.chars().count() >= 4 && said.contains(w)),
+    }
 }
 
-/// Answers every held-out prompt greedily and checks the answers with the registry.
-/// An ordinary prompt "wrongly gets a call" when the answer attempts one (valid or not).
+/// Answers every held-out prompt greedily and checks the answers with the registry, with
+/// calls decoded under the tools' grammar when `constrained` (and string arguments favoured
+/// to copy the request by `span_bias`, see [`SamplingParams::span_bias`]). An ordinary
+/// prompt "wrongly gets a call" when the answer attempts one (valid or not).
 pub fn eval_tool_calls(
     model: &Thau,
     tok: &ThauTokenizer,
     reg: &ToolRegistry,
     set: &ToolEvalSet,
+    constrained: bool,
+    span_bias: f64,
 ) -> Result<ToolEvalReport> {
+    let grammar = if constrained {
+        Some(Arc::new(reg.grammar(tok).map_err(ModelError::Config)?))
+    } else {
+        None
+    };
     let params = SamplingParams {
         max_new_tokens: EVAL_MAX_TOKENS,
         temperature: 0.0,
         repetition_penalty: 1.0,
+        span_bias,
         ..Default::default()
     };
     let mut samples = Vec::new();
-    let answer = |prompt: &str| -> Result<ToolEvalSample> {
+    let answer = |prompt: &str| -> Result<(ToolEvalSample, usize)> {
         let ids = tok.chat_prompt(&[Message::new(Role::User, prompt)])?;
-        let g = generate(model, tok, &ids, &params, &[tok.special.eot], &mut |_| true)?;
-        Ok(ToolEvalSample {
+        let g = generate(
+            model,
+            tok,
+            &ids,
+            &params,
+            &[tok.special.eot],
+            grammar.as_ref(),
+            &mut |_| true,
+        )?;
+        let sample = ToolEvalSample {
             prompt: prompt.to_string(),
             verdict: verdict(reg, &g.text),
             output: g.text,
-        })
+        };
+        Ok((sample, g.ids.len()))
     };
     let mut valid = 0;
     let mut faithful = 0;
-    for p in &set.image_requests {
-        let s = answer(p)?;
+    let (mut request_tokens, t0) = (0, std::time::Instant::now());
+    for r in &set.image_requests {
+        let (s, tokens) = answer(r.request())?;
+        request_tokens += tokens;
         if s.verdict == "valid_call" {
             valid += 1;
-            faithful += usize::from(shares_content_word(reg, p, &s.output));
+            faithful += usize::from(is_faithful(reg, r, &s.output));
         }
         samples.push(s);
     }
+    let request_seconds = t0.elapsed().as_secs_f64();
     let mut wrong = 0;
     for p in &set.ordinary {
-        let s = answer(p)?;
+        let (s, _) = answer(p.prompt())?;
         wrong += usize::from(s.verdict != "no_call");
         samples.push(s);
     }
@@ -217,6 +303,10 @@ pub fn eval_tool_calls(
         ordinary: set.ordinary.len(),
         wrong_calls: wrong,
         false_call_rate: rate(wrong, set.ordinary.len()),
+        constrained,
+        span_bias,
+        request_tokens,
+        request_tokens_per_s: request_tokens as f64 / request_seconds.max(1e-9),
         samples,
     })
 }
@@ -224,6 +314,65 @@ pub fn eval_tool_calls(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_is_faithful_when_its_prompt_holds_every_content_word_of_the_subject() {
+        let reg = ToolRegistry::builtin().unwrap();
+        let req = |r: &str, s: &str| ImageRequest::Annotated {
+            request: r.into(),
+            subject: s.into(),
+            lang: None,
+        };
+        let call = |p: &str| format!("<TOOL:generate_image>{{\"prompt\": \"{p}\"}}</TOOL>");
+        let faro = req(
+            "¿Me haces un dibujo de un faro en la tormenta?",
+            "un faro en la tormenta",
+        );
+        assert!(is_faithful(&reg, &faro, &call("Un FARO en una Tormenta")));
+        // One content word missing, or no valid call at all, is not faithful.
+        assert!(!is_faithful(&reg, &faro, &call("un faro")));
+        assert!(!is_faithful(&reg, &faro, "un faro en la tormenta"));
+        let owl = req(
+            "Illustrate an owl reading a newspaper",
+            "an owl reading a newspaper",
+        );
+        assert!(is_faithful(
+            &reg,
+            &owl,
+            &call("an owl reading the newspaper, ink")
+        ));
+        assert!(!is_faithful(&reg, &owl, &call("a waterfall")));
+        // A plain request (no subject given): a shared word of 4+ letters.
+        let plain = ImageRequest::Plain("Draw a snowy mountain".into());
+        assert!(is_faithful(&reg, &plain, &call("a mountain")));
+    }
+
+    #[test]
+    fn the_held_out_tool_prompts_are_enough_in_both_languages_with_subjects_from_the_request() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let set = ToolEvalSet::load(&root.join("data/eval/tool_heldout.json")).unwrap();
+        assert!(set.image_requests.len() >= 40 && set.ordinary.len() >= 40);
+        for lang in ["es", "en"] {
+            let n = set
+                .image_requests
+                .iter()
+                .filter(|r| matches!(r, ImageRequest::Annotated { lang: Some(l), .. } if l == lang))
+                .count();
+            assert!(n >= 20, "{lang}: {n}");
+        }
+        for r in &set.image_requests {
+            let ImageRequest::Annotated {
+                request, subject, ..
+            } = r
+            else {
+                panic!("{r:?} names no subject")
+            };
+            assert!(
+                request.contains(subject.as_str()),
+                "{subject} is not in {request}"
+            );
+        }
+    }
 
     #[test]
     fn the_shipped_dataset_has_enough_examples_in_both_languages_and_valid_calls() {
@@ -255,8 +404,9 @@ mod tests {
             .flat_map(|e| e["messages"].as_array().unwrap())
             .filter_map(|m| m["content"].as_str())
             .collect();
-        for p in set.image_requests.iter().chain(&set.ordinary) {
-            assert!(!trained.contains(&p.as_str()), "{p} is in the training set");
+        let prompts = set.image_requests.iter().map(|r| r.request());
+        for p in prompts.chain(set.ordinary.iter().map(|p| p.prompt())) {
+            assert!(!trained.contains(&p), "{p} is in the training set");
         }
         let mixed = mix_with_replay(
             &load_dataset(&path).unwrap(),

@@ -16,6 +16,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::grammar::CallGrammar;
+use crate::model::tokenizer::{ThauTokenizer, TOOL_CLOSE_ID};
+
 pub use parser::{ParseEvent, RawCall, ToolCallError, ToolCallParser};
 
 /// The repository's `tools/*.json`, compiled in.
@@ -149,6 +152,19 @@ impl ToolRegistry {
                 },
             })
             .collect()
+    }
+
+    /// The grammar that decodes calls to these tools over `tok`'s vocabulary
+    /// ([`crate::model::grammar`]): a call can then only name one of them and hold
+    /// arguments its schema accepts.
+    pub fn grammar(&self, tok: &ThauTokenizer) -> Result<CallGrammar, String> {
+        CallGrammar::new(
+            self.tools
+                .values()
+                .map(|(m, _)| (m.name.as_str(), &m.parameters)),
+            tok.token_bytes(),
+            TOOL_CLOSE_ID,
+        )
     }
 
     /// Parses and checks a whole model output.

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::kv::KvCache;
 use crate::model::generate::{Generation, SamplingParams, Sequence};
+use crate::model::grammar::CallGrammar;
 use crate::model::tokenizer::ThauTokenizer;
 use crate::model::{ModelError, Result, Thau};
 
@@ -29,10 +30,12 @@ pub const MAX_BATCH: usize = 32;
 const PREFILL_TOKENS_PER_STEP: usize = 256;
 
 /// A model and its tokenizer, shared by the requests that use it (a hot swap gives new
-/// requests a new one; generations in progress finish on theirs).
+/// requests a new one; generations in progress finish on theirs), with the grammar its
+/// tool calls are decoded under (none: calls are written unconstrained).
 pub struct ServedModel {
     pub model: Thau,
     pub tokenizer: ThauTokenizer,
+    pub grammar: Option<Arc<CallGrammar>>,
 }
 
 /// One generation request.
@@ -142,7 +145,7 @@ impl Running {
         let m = &job.model;
         let stop = [m.tokenizer.special.eot];
         let seq = match Sequence::new(&job.prompt, &job.params, &stop, m.model.cfg.max_seq_len) {
-            Ok(s) => s,
+            Ok(s) => s.with_grammar(m.grammar.clone()),
             Err(e) => {
                 (job.done)(Err(e));
                 return None;
@@ -291,6 +294,7 @@ fn step(active: &mut [Running], counters: &Counters) {
 mod tests {
     use super::*;
     use crate::model::generate::generate;
+    use crate::model::tokenizer::TOOL_CLOSE_ID;
     use crate::model::transformer::{from_tensors, from_varmap, init_weights};
     use crate::model::ModelConfig;
     use crate::testing::detached;
@@ -310,10 +314,20 @@ mod tests {
         let vm = init_weights(&cfg, 3, DType::F32, &Device::Cpu).unwrap();
         let trainable = from_varmap(&vm, &cfg, DType::F32, &Device::Cpu).unwrap();
         let plain = from_tensors(detached(&vm), &cfg, &Device::Cpu).unwrap();
+        let tool: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tools/generate_image.json")).unwrap();
+        let grammar = CallGrammar::new(
+            [("generate_image", &tool["parameters"])],
+            tokenizer.token_bytes(),
+            TOOL_CLOSE_ID,
+        )
+        .unwrap();
+        let grammar = Some(Arc::new(grammar));
         let serve = |model| {
             Arc::new(ServedModel {
                 model,
                 tokenizer: tokenizer.clone(),
+                grammar: grammar.clone(),
             })
         };
         (serve(trainable), serve(plain))
@@ -329,7 +343,15 @@ mod tests {
 
     fn check_batched_generations(m: &Arc<ServedModel>, reference: &ServedModel) {
         let engine = Engine::start().unwrap();
-        let prompts = ["the red fox", "the sea", "whale swims in the snow and", "a"];
+        // The last two open a tool call: the grammar decides what an untrained model writes.
+        let prompts = [
+            "the red fox",
+            "the sea",
+            "whale swims in the snow and",
+            "a",
+            "the sea<TOOL:",
+            "<TOOL:generate_image>{\"prompt\": \"a",
+        ];
         let params = |i: usize| SamplingParams {
             max_new_tokens: 12 + i,
             temperature: if i.is_multiple_of(2) { 0.0 } else { 0.9 },
@@ -368,14 +390,23 @@ mod tests {
                 &ids,
                 &params(i),
                 &[m.tokenizer.special.eot],
+                m.grammar.as_ref(),
                 &mut |_| true,
             )
             .unwrap();
             assert_eq!(g.ids, alone.ids, "prompt {i}");
             assert_eq!(streamed, g.text, "prompt {i}");
+            if i == 4 {
+                let head = "generate_image>";
+                assert!(
+                    g.text.starts_with(head) || head.starts_with(&g.text),
+                    "{}",
+                    g.text
+                );
+            }
         }
         let st = engine.stats();
-        assert_eq!(st.prefills, 4);
+        assert_eq!(st.prefills, prompts.len() as u64);
         // Several rows per step: the generations really were decoded together.
         assert!(st.rows > st.steps, "{st:?}");
     }
