@@ -245,26 +245,16 @@ fn a_schema_the_grammar_cannot_enforce_is_named_and_its_calls_held_to_a_json_obj
 
 /// A model whose logits always favour the next byte of an invalid call — an empty prompt,
 /// a width no schema allows, an unknown property, a missing close — still writes a call
-/// that validates, greedy or sampled, on the path every decoder uses ([`Sequence`]).
+/// that validates, greedy or sampled, on the path every decoder uses (`Sequence`).
 #[test]
 fn a_model_pushed_towards_an_invalid_call_cannot_write_one() {
-    use crate::model::generate::{SamplingParams, Sequence};
-    use crate::model::tokenizer::{EOT_ID, TOOL_OPEN_ID, USER_ID};
+    use crate::model::generate::SamplingParams;
+    use crate::model::tokenizer::{TOOL_OPEN_ID, USER_ID};
     let g = Arc::new(grammar());
-    let vocab = vocab();
     let validator = jsonschema::validator_for(&image_schema()).unwrap();
     let adversary = br#"generate_image>{"prompt": "", "width": 100, "steps": 3, "seed": -4"#;
     let byte_id = |b: u8| 8 + u32::from(b);
-    let decode = |ids: &[u32]| -> crate::model::Result<String> {
-        let bytes: Vec<u8> = ids
-            .iter()
-            .flat_map(|&i| match i {
-                CLOSE => b"</TOOL>".to_vec(),
-                i => vocab[i as usize].clone().unwrap_or_default(),
-            })
-            .collect();
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
+    let base = [(byte_id(b'"'), 5.0), (byte_id(b'}'), 5.0), (CLOSE, 4.0)];
     for temperature in [0.0, 0.8] {
         let params = SamplingParams {
             temperature,
@@ -272,27 +262,9 @@ fn a_model_pushed_towards_an_invalid_call_cannot_write_one() {
             ..Default::default()
         };
         let prompt = [USER_ID, byte_id(b'x'), TOOL_OPEN_ID];
-        let mut seq = Sequence::new(&prompt, &params, &[EOT_ID], 4096)
-            .unwrap()
-            .with_grammar(Some(g.clone()));
-        let mut step = 0;
-        while !seq.is_done() {
-            let mut logits = vec![0.0f32; vocab.len()];
-            for b in *b"\"}" {
-                logits[byte_id(b) as usize] = 5.0;
-            }
-            logits[CLOSE as usize] = 4.0;
-            match adversary.get(step) {
-                Some(&b) => logits[byte_id(b) as usize] = 20.0,
-                None => logits[EOT_ID as usize] = 20.0,
-            }
-            seq.accept(&logits, &decode, &mut |_| true).unwrap();
-            step += 1;
-        }
-        let out = seq.finish(&decode, &mut |_| true).unwrap();
+        let text = scripted(&g, &prompt, &params, &base, adversary, 20.0);
         // The model may go on writing after the call; the call is what comes before
         // `</TOOL>`.
-        let text = out.text;
         let (call, _) = text
             .split_once("</TOOL>")
             .unwrap_or_else(|| panic!("not closed: {text}"));
@@ -339,22 +311,14 @@ fn the_span_extends_the_argument_along_the_users_words_only() {
 /// copies the request's ("a fox"); without it, it writes its own.
 #[test]
 fn the_span_bias_turns_a_call_towards_the_requests_words() {
-    use crate::model::generate::{SamplingParams, Sequence};
+    use crate::model::generate::SamplingParams;
     use crate::model::tokenizer::{ASSISTANT_ID, EOT_ID, TOOL_OPEN_ID, USER_ID};
     let g = Arc::new(grammar());
-    let vocab = vocab();
     let byte_id = |b: u8| 8 + u32::from(b);
-    let decode = |ids: &[u32]| -> crate::model::Result<String> {
-        let bytes: Vec<u8> = ids
-            .iter()
-            .flat_map(|&i| vocab[i as usize].clone().unwrap_or_default())
-            .collect();
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    let wants = br#"generate_image>{"prompt": "a zebra"}"#;
     let mut prompt = vec![USER_ID];
     prompt.extend(b" draw a fox".iter().map(|&b| byte_id(b)));
     prompt.extend([EOT_ID, ASSISTANT_ID, TOOL_OPEN_ID]);
+    let wants = br#"generate_image>{"prompt": "a zebra"}"#;
     let call = |span_bias: f64| {
         let params = SamplingParams {
             temperature: 0.0,
@@ -362,22 +326,8 @@ fn the_span_bias_turns_a_call_towards_the_requests_words() {
             span_bias,
             ..Default::default()
         };
-        let mut seq = Sequence::new(&prompt, &params, &[EOT_ID], 4096)
-            .unwrap()
-            .with_grammar(Some(g.clone()));
-        let mut step = 0;
-        while !seq.is_done() {
-            let mut logits = vec![0.0f32; vocab.len()];
-            logits[byte_id(b'"') as usize] = 1.0;
-            logits[CLOSE as usize] = 1.0;
-            match wants.get(step) {
-                Some(&b) => logits[byte_id(b) as usize] = 2.0,
-                None => logits[EOT_ID as usize] = 2.0,
-            }
-            seq.accept(&logits, &decode, &mut |_| true).unwrap();
-            step += 1;
-        }
-        seq.finish(&decode, &mut |_| true).unwrap().text
+        let base = [(byte_id(b'"'), 1.0), (CLOSE, 1.0)];
+        scripted(&g, &prompt, &params, &base, wants, 2.0)
     };
     // The bias takes the argument along "a fox" (where the source ends, the model's own
     // wishes take over again).
@@ -386,7 +336,7 @@ fn the_span_bias_turns_a_call_towards_the_requests_words() {
         copied.starts_with(r#"generate_image>{"prompt": "a fox"#),
         "{copied}"
     );
-    assert_eq!(call(0.0), r#"generate_image>{"prompt": "a zebra"}"#);
+    assert_eq!(call(0.0), r#"generate_image>{"prompt": "a zebra"}</TOOL>"#);
 }
 
 #[test]
@@ -421,4 +371,47 @@ fn strings_hold_only_valid_utf8_and_the_escapes_json_knows() {
     ] {
         assert!(!call(bad), "{bad:?}");
     }
+}
+
+/// Decodes `prompt` under `g` with a scripted model: at step i its logits are 0 but for
+/// `base` (token, logit), and `top` on the byte `script[i]` (on the end of turn once the
+/// script is done). The text written, `</TOOL>` spelled out.
+fn scripted(
+    g: &Arc<CallGrammar>,
+    prompt: &[u32],
+    params: &crate::model::generate::SamplingParams,
+    base: &[(u32, f32)],
+    script: &[u8],
+    top: f32,
+) -> String {
+    use crate::model::generate::Sequence;
+    use crate::model::tokenizer::EOT_ID;
+    let vocab = vocab();
+    let decode = |ids: &[u32]| -> crate::model::Result<String> {
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&i| match i {
+                CLOSE => b"</TOOL>".to_vec(),
+                i => vocab[i as usize].clone().unwrap_or_default(),
+            })
+            .collect();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let mut seq = Sequence::new(prompt, params, &[EOT_ID], 4096)
+        .unwrap()
+        .with_grammar(Some(g.clone()));
+    let mut step = 0;
+    while !seq.is_done() {
+        let mut logits = vec![0.0f32; vocab.len()];
+        for &(t, l) in base {
+            logits[t as usize] = l;
+        }
+        match script.get(step) {
+            Some(&b) => logits[8 + usize::from(b)] = top,
+            None => logits[EOT_ID as usize] = top,
+        }
+        seq.accept(&logits, &decode, &mut |_| true).unwrap();
+        step += 1;
+    }
+    seq.finish(&decode, &mut |_| true).unwrap().text
 }
