@@ -9,7 +9,10 @@
 //! Decoding asks [`CallGrammar::allows`] about the token it would pick first and only
 //! masks the whole vocabulary when that token is refused ([`super::generate`]): most
 //! tokens of a call are the model's own first choice, so the usual cost is one check of a
-//! few bytes per token rather than a pass over 8,192 tokens.
+//! few bytes per token rather than a pass over 8,192 tokens. Inside a text argument that
+//! is copying the user's words, finding the tokens that continue the copy
+//! ([`CallGrammar::span`]) is one pass of prefix comparisons over the vocabulary; `thau
+//! bench tools` measures the whole at 1.01–1.08× the unconstrained speed.
 
 pub mod matcher;
 pub mod number;
