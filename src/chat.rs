@@ -136,7 +136,7 @@ pub async fn chat_turn(
         None => vec![Message::new(Role::User, text.clone())],
     };
     let params = if req.max_tokens.is_some() || req.temperature.is_some() || req.seed.is_some() {
-        let d = SamplingParams::default();
+        let d = rt.sampling();
         Some(SamplingParams {
             max_new_tokens: req.max_tokens.unwrap_or(d.max_new_tokens).clamp(1, 2048),
             temperature: req.temperature.unwrap_or(d.temperature).clamp(0.0, 2.0),

@@ -18,6 +18,29 @@ pub const STOP_WORDS: &[&str] = &[
     "se", "si", "su", "sus", "te", "tu", "un", "una", "unas", "unos", "y", "o",
 ];
 
+/// Words that open a sentence which goes on about the one before it: pronouns and
+/// demonstratives, and the Spanish verbs a sentence with a dropped subject starts with
+/// ("Es más grande que…"). A sentence that opens with one does not stand alone, so an
+/// answer taken from the sentence before it takes it too (`crate::model::reading` for the
+/// model's answers, `crate::eval::score::best_sentence` for retrieval's). Articles ("la",
+/// "el") are not among them: most sentences that open with one name their own subject.
+pub const REFERRING_WORDS: &[&str] = &[
+    // English
+    "it", "its", "they", "their", "them", "this", "these", "those", "he", "she", "his", "her",
+    "such", "both", // Spanish
+    "es", "son", "fue", "era", "su", "sus", "se", "esto", "esta", "este", "estos", "estas", "eso",
+    "esa", "ese", "ello", "ellos", "ellas", "ella", "ambos", "ambas", "tiene", "tienen",
+];
+
+/// Whether `sentence` opens with one of the [`REFERRING_WORDS`].
+pub fn refers_back(sentence: &str) -> bool {
+    let folded = fold(sentence);
+    let first = folded
+        .split(|c: char| !c.is_alphanumeric())
+        .find(|w| !w.is_empty());
+    first.is_some_and(|w| REFERRING_WORDS.iter().any(|r| fold(r) == w))
+}
+
 /// Lower-case, accents removed (the Latin letters of Spanish, French, Portuguese, German),
 /// and the separators inside digit groups dropped.
 pub fn fold(text: &str) -> String {
@@ -44,4 +67,22 @@ pub fn fold(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sentence_that_opens_with_a_pronoun_refers_back() {
+        assert!(refers_back("It was introduced in 1582."));
+        assert!(refers_back("  «Es más grande que toda la tierra firme."));
+        assert!(refers_back("Éste es el mayor."));
+        assert!(!refers_back("La levadura es un hongo."));
+        assert!(
+            !refers_back("Items are counted."),
+            "a word that starts like one"
+        );
+        assert!(!refers_back(""));
+    }
 }

@@ -77,6 +77,33 @@ async fn shutdown_flushes_every_actor_state() {
 }
 
 #[actix::test]
+async fn a_request_that_sets_a_temperature_keeps_the_configured_sampling() {
+    let (_d, home) = fresh_home();
+    // The shipped file, with the copy bias turned down: what requests are laid over.
+    let f = home.agents().join("inference.toml");
+    let shipped = std::fs::read_to_string(&f).unwrap();
+    assert!(
+        shipped.contains("copy_bias"),
+        "the shipped file documents copy_bias"
+    );
+    let tuned: String = shipped
+        .lines()
+        .map(|l| {
+            if l.starts_with("copy_bias") {
+                "copy_bias = 0.5"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&f, tuned).unwrap();
+    let rt = Runtime::start(home, ThauConfig::default()).unwrap();
+    assert_eq!(rt.sampling().copy_bias, 0.5);
+    rt.shutdown().await;
+}
+
+#[actix::test]
 async fn disabled_actors_are_not_started() {
     let (_d, home) = fresh_home();
     let f = home.agents().join("questioner.toml");

@@ -1,7 +1,9 @@
 //! `thau eval answers`: answer accuracy the way a user sees it. Every question of a QA file
-//! goes through the same chat path users get (greedy, a fresh conversation each) with
-//! memory and closed-book, and a retrieval-only baseline answers with the best retrieved
-//! sentence (no model), so a run shows whether the model loses what memory found. Recall@3
+//! goes through the same chat path users get (greedy, with the rest of the configured
+//! sampling settings, a fresh conversation each) with memory and closed-book, and a
+//! retrieval-only baseline answers with the best retrieved sentence (no model; with the
+//! sentence after it where the model's answer would be carried on to it:
+//! [`best_sentence`]), so a run shows whether the model loses what memory found. Recall@3
 //! says how often the passage holding the answer was among the three best memories.
 //!
 //! [`collect_local`] asks a runtime in this process, [`collect_remote`] a running

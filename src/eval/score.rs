@@ -105,24 +105,42 @@ pub fn token_f1(answer: &str, reference: &str) -> f64 {
 }
 
 /// The retrieval-only answer: of the sentences of `passages` (best passage first), the
-/// one sharing the most distinct non-stop words with `question`; ties go to the better
-/// passage. Empty when nothing was retrieved.
+/// one sharing the most distinct non-stop words with `question` (ties go to the better
+/// passage), with the sentence after it when that one refers back to it
+/// ([`crate::text::refers_back`]: "It was introduced in 1582."), as the model's answers
+/// are carried on ([`crate::model::reading::carry_on`]); a best sentence that is a
+/// question gives the sentence after it instead. Empty when nothing was retrieved.
 pub fn best_sentence(question: &str, passages: &[String]) -> String {
     let asked: Vec<String> = crate::memory::lexical::query_words(question)
         .iter()
         .map(|w| fold(w))
         .collect();
-    let mut best = (0usize, String::new());
-    for p in passages {
-        for s in crate::memory::passages::sentences(p) {
-            let have = words(&s);
+    // (shared words, passage, sentence)
+    let mut best: Option<(usize, usize, usize)> = None;
+    for (p, passage) in passages.iter().enumerate() {
+        for (i, s) in crate::memory::passages::sentences(passage)
+            .iter()
+            .enumerate()
+        {
+            let have = words(s);
             let shared = asked.iter().filter(|w| have.contains(w)).count();
-            if shared > best.0 || best.1.is_empty() {
-                best = (shared, s);
+            if best.is_none_or(|b| shared > b.0) {
+                best = Some((shared, p, i));
             }
         }
     }
-    best.1
+    let Some((_, p, i)) = best else {
+        return String::new();
+    };
+    let sentences = crate::memory::passages::sentences(&passages[p]);
+    let best = &sentences[i];
+    match sentences.get(i + 1) {
+        // A question is not an answer: what THAU learned is remembered as "question
+        // answer", and the answer is the sentence after it.
+        Some(next) if best.trim_end().ends_with('?') => next.clone(),
+        Some(next) if crate::text::refers_back(next) => format!("{best} {next}"),
+        _ => best.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +191,19 @@ mod tests {
             "Mitochondria are the powerhouses of the cell."
         );
         assert_eq!(best_sentence("anything", &[]), "");
+        // A sentence that refers back comes with the one it refers to.
+        let calendar = vec![
+            "Most of the world uses the Gregorian calendar. It was introduced in 1582. Months vary.".to_string(),
+        ];
+        assert_eq!(
+            best_sentence("When did the Gregorian calendar start?", &calendar),
+            "Most of the world uses the Gregorian calendar. It was introduced in 1582."
+        );
+        let learned = vec!["What do spiders eat? Spiders eat insects.".to_string()];
+        assert_eq!(
+            best_sentence("spiders eat what", &learned),
+            "Spiders eat insects."
+        );
     }
 
     #[test]

@@ -162,6 +162,11 @@ impl CopyHead {
         self
     }
 
+    /// The lexicon it reads with.
+    pub fn lexicon(&self) -> std::sync::Arc<Lexicon> {
+        self.lexicon.clone()
+    }
+
     fn scale(&self) -> f64 {
         1.0 / (self.width as f64).sqrt()
     }
@@ -656,13 +661,14 @@ mod tests {
         // A flat pointer and a gate that trusts the pointer alone: only the reading tells
         // memory positions apart.
         let (d, v) = (4, 64);
-        // Token 29 is "." (it ends the memory's first sentence); the others are words.
+        // Token 29 is "." (it ends the memory's first sentence); the others are words,
+        // capitalised so that one after a "." starts a sentence.
         let texts: Vec<String> = (0..v)
             .map(|i| {
                 if i == 29 {
                     ".".into()
                 } else {
-                    format!(" w{i}")
+                    format!(" W{i}")
                 }
             })
             .collect();

@@ -22,6 +22,11 @@
 //! the fact, against 94 with a fixed window of raw token ids (4 before, 12 after) and 114
 //! for the retrieval-only baseline's best sentence.
 //!
+//! Decoding also uses the lexicon to hold an answer to the memory it copies: [`carry_on`]
+//! ends an answer where its copied sentence does (and takes the next one when it refers
+//! back), [`copy_extensions`] names the tokens that go on with a copy so that sampling can
+//! favour them.
+//!
 //! It is a pure function of the token ids, the tokenizer's [`Lexicon`] and the chat
 //! template (`<|system|>memories<|eot|><|user|>question<|eot|><|assistant|>answer`), so
 //! training (whole windows) and decoding (a growing cache) compute the same scores.
@@ -51,15 +56,23 @@ const NO_WORD: u32 = u32::MAX;
 /// What the reading knows of a tokenizer's tokens: the word each stands for (folded; none
 /// for stop words, punctuation and special tokens), whether its text ends a sentence
 /// (`.`, `?`, `!`, or the `-` that starts a memory line) and whether it starts with a
-/// space: a sentence starts after an end only at a spaced token, so "0.2" and "3.4" do
-/// not split one. Built from the tokenizer ([`Lexicon::of`]) wherever a model is built
+/// space and a capital (or a digit, `¿`, `¡`): a sentence starts after an end only at such
+/// a token, as [`crate::memory::passages::sentences`] cuts them, so "0.2", "3.4" and
+/// "3 p.m. is" do not split one. Built from the tokenizer ([`Lexicon::of`]) wherever a model is built
 /// beside one. The empty lexicon (a model built without a tokenizer, as some tests do)
 /// compares raw token ids and knows no sentence ends.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Lexicon {
     word: Vec<u32>,
     ends: Vec<bool>,
+    /// The token starts with a space and a capital, a digit, `¿` or `¡`.
     spaced: Vec<bool>,
+    /// The token is one of [`crate::text::REFERRING_WORDS`] ("It", " Es").
+    refers: Vec<bool>,
+    /// The token holds a line break (memory lines are separate memories).
+    breaks: Vec<bool>,
+    /// The token ends a question (`?`).
+    asks: Vec<bool>,
 }
 
 impl Lexicon {
@@ -78,22 +91,37 @@ impl Lexicon {
             .map(|w| crate::text::fold(w))
             .collect();
         let mut classes: HashMap<String, u32> = HashMap::new();
-        let (mut word, mut ends, mut spaced) = (Vec::new(), Vec::new(), Vec::new());
+        let referring: Vec<String> = crate::text::REFERRING_WORDS
+            .iter()
+            .map(|w| crate::text::fold(w))
+            .collect();
+        let mut lex = Lexicon::default();
         for (id, text) in texts.iter().enumerate() {
             let text = text.as_ref();
             let folded = crate::text::fold(text.trim());
             let w = folded.trim_matches(|c: char| !c.is_alphanumeric());
             let special = id < N_SPECIAL as usize;
-            word.push(if special || w.is_empty() || stop.iter().any(|s| s == w) {
-                NO_WORD
-            } else {
-                let next = classes.len() as u32;
-                *classes.entry(w.to_string()).or_insert(next)
-            });
-            ends.push(!special && text.trim_end().ends_with(['.', '?', '!', '-']));
-            spaced.push(text.starts_with(char::is_whitespace));
+            lex.word
+                .push(if special || w.is_empty() || stop.iter().any(|s| s == w) {
+                    NO_WORD
+                } else {
+                    let next = classes.len() as u32;
+                    *classes.entry(w.to_string()).or_insert(next)
+                });
+            lex.ends
+                .push(!special && text.trim_end().ends_with(['.', '?', '!', '-']));
+            let opens =
+                text.trim_start().chars().next().is_some_and(|c| {
+                    c.is_uppercase() || c.is_ascii_digit() || matches!(c, '¿' | '¡')
+                });
+            lex.spaced
+                .push(text.starts_with(char::is_whitespace) && opens);
+            lex.refers
+                .push(!special && referring.iter().any(|r| r == folded.trim()));
+            lex.breaks.push(special || text.contains('\n'));
+            lex.asks.push(!special && text.trim_end().ends_with('?'));
         }
-        Lexicon { word, ends, spaced }
+        lex
     }
 
     /// The word `id` stands for.
@@ -111,11 +139,194 @@ impl Lexicon {
     }
 
     /// Whether a sentence starts at `id` after `before`: `before` ends one and `id` is
-    /// spaced from it.
+    /// spaced from it and opens with a capital.
     fn starts(&self, before: u32, id: u32) -> bool {
         let ends = self.ends.get(before as usize).copied().unwrap_or(false);
         ends && self.spaced.get(id as usize).copied().unwrap_or(false)
     }
+}
+
+/// Tokens at the end of an answer that must be a run of the memory turn for the answer to
+/// count as copying it there ([`carry_on`]): enough that a run shared by chance (a
+/// "of the" after the answer's own words) is rare.
+pub const COPY_RUN: usize = 4;
+/// Sentences an answer is carried into past the one it copied.
+pub const CARRIED_SENTENCES: usize = 1;
+
+/// The memory an answer is carried on with ([`carry_on`]): the positions of the memory
+/// turn to copy, to the end of their sentence, and whether they start a new sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carry {
+    pub span: Range<usize>,
+    pub new_sentence: bool,
+}
+
+/// Where an answer is about to end (its model chose the end of turn) while its last
+/// [`COPY_RUN`] tokens copy a run of the memory turn, the rest of the memory it is carried
+/// on with instead, to the end of a sentence:
+/// - the rest of the copied sentence, when it goes on ("…where 3 p." of "3 p.m."; "It is
+///   measured with a barometer" before its "."). The model that chose to copy a sentence
+///   ends it where the memory does, not where its language head guessed;
+/// - the memory's next sentence, when that sentence refers back to the copied one
+///   ([`crate::text::refers_back`]: "…the Gregorian calendar." → "It was introduced in
+///   1582."), or when the copied one is a question (what THAU learned is remembered as
+///   "question answer"), for at most [`CARRIED_SENTENCES`] sentences (`carried` counts
+///   those already taken).
+///
+/// The carried words are the memory's, copied whole: a young model pushed into a sentence
+/// it did not choose loses its thread ("This is called Rust, eling."). Never past a line
+/// break or a special token: each memory line is its own memory. Of several runs of the
+/// memory the answer matches, the longest one counts (the first of equals). `None` (end
+/// the answer) otherwise, and with the empty lexicon, which knows no sentences.
+pub fn carry_on(memory: &[u32], answer: &[u32], lex: &Lexicon, carried: usize) -> Option<Carry> {
+    if lex.word.is_empty() || answer.len() < COPY_RUN || memory.len() <= COPY_RUN {
+        return None;
+    }
+    let tail = &answer[answer.len() - COPY_RUN..];
+    // (matched length, last memory position of the run)
+    let mut best: Option<(usize, usize)> = None;
+    for e in COPY_RUN - 1..memory.len() - 1 {
+        if &memory[e + 1 - COPY_RUN..=e] != tail {
+            continue;
+        }
+        let len = (0..=e.min(answer.len() - 1))
+            .take_while(|&k| memory[e - k] == answer[answer.len() - 1 - k])
+            .count();
+        if best.is_none_or(|b| len > b.0) {
+            best = Some((len, e));
+        }
+    }
+    let (_, e) = best?;
+    let flag = |v: &[bool], t: u32| v.get(t as usize).copied().unwrap_or(false);
+    let next = memory[e + 1];
+    if lex.breaks.get(next as usize).copied().unwrap_or(true) {
+        return None;
+    }
+    let new_sentence = lex.starts(memory[e], next);
+    let answered = flag(&lex.refers, next) || flag(&lex.asks, memory[e]);
+    if new_sentence && !(answered && carried < CARRIED_SENTENCES) {
+        return None;
+    }
+    // The sentence runs to the next sentence start or line break.
+    let end = (e + 2..memory.len())
+        .find(|&b| lex.starts(memory[b - 1], memory[b]) || flag(&lex.breaks, memory[b]))
+        .unwrap_or(memory.len());
+    Some(Carry {
+        span: e + 1..end,
+        new_sentence,
+    })
+}
+
+/// The tokens that go on copying the memory turn from the end of `answer` within a
+/// sentence: those that follow, in the memory, the longest run of at least `min_run` of
+/// the answer's last tokens that the memory holds (each distinct token once), unless they
+/// start a new sentence or line — whether an answer goes on past its sentence is the
+/// model's choice, and [`carry_on`]'s. Empty when no such run. Decoding favours them
+/// ([`crate::model::generate::SamplingParams::copy_bias`]), so that a copy, once begun,
+/// keeps to the memory's words.
+pub fn copy_extensions(memory: &[u32], answer: &[u32], lex: &Lexicon, min_run: usize) -> Vec<u32> {
+    let min_run = min_run.max(1);
+    if answer.len() < min_run || memory.len() <= min_run {
+        return Vec::new();
+    }
+    let last = answer[answer.len() - 1];
+    let (mut best, mut out) = (0, Vec::new());
+    for e in 0..memory.len() - 1 {
+        if memory[e] != last {
+            continue;
+        }
+        let len = (0..=e.min(answer.len() - 1))
+            .take_while(|&k| memory[e - k] == answer[answer.len() - 1 - k])
+            .count();
+        if len < min_run || len < best {
+            continue;
+        }
+        if len > best {
+            (best, out) = (len, Vec::new());
+        }
+        let next = memory[e + 1];
+        let breaks = lex.breaks.get(next as usize).copied().unwrap_or(false);
+        if !out.contains(&next) && !breaks && !lex.starts(memory[e], next) {
+            out.push(next);
+        }
+    }
+    out
+}
+
+/// Where an answer to `question` starts copying `memory` (a memory turn's tokens): the
+/// first token of the memory sentence that holds the most distinct words of the question
+/// (the first of equals: memories come best first), or of the sentence after it when that
+/// sentence is a question (what THAU learned is remembered as "question answer"). The
+/// retrieval-only baseline's choice ([`crate::eval::score::best_sentence`]) made over
+/// tokens: a sentence runs from a sentence start or line break to the next, and none
+/// starts before the first line break (the header line of
+/// [`crate::model::tokenizer::memory_block`]) when there is one. `None` when no
+/// sentence shares a word with the question, and with the empty lexicon.
+pub fn answer_start(memory: &[u32], question: &[u32], lex: &Lexicon) -> Option<usize> {
+    if lex.word.is_empty() {
+        return None;
+    }
+    let asked: Vec<u32> = question.iter().filter_map(|&v| lex.word(v)).collect();
+    let flag = |v: &[bool], t: u32| v.get(t as usize).copied().unwrap_or(false);
+    // The memory block's header line ("Memories:") is no memory: the sentences start
+    // after the first line break, where there is one.
+    let first = memory
+        .iter()
+        .position(|&t| flag(&lex.breaks, t))
+        .map_or(0, |b| b + 1);
+    // The sentences' first positions, and the end of the memory.
+    let mut starts: Vec<usize> = (first..memory.len())
+        .filter(|&j| {
+            !flag(&lex.breaks, memory[j])
+                && (j == 0
+                    || lex.starts(memory[j - 1], memory[j])
+                    || flag(&lex.breaks, memory[j - 1]))
+        })
+        .collect();
+    starts.push(memory.len());
+    // (shared words, sentence index)
+    let mut best: Option<(usize, usize)> = None;
+    let mut seen: Vec<u32> = Vec::new();
+    for (i, w) in starts.windows(2).enumerate() {
+        seen.clear();
+        for v in &memory[w[0]..w[1]] {
+            if let Some(c) = lex.word(*v).filter(|c| asked.contains(c)) {
+                if !seen.contains(&c) {
+                    seen.push(c);
+                }
+            }
+        }
+        if !seen.is_empty() && best.is_none_or(|b| seen.len() > b.0) {
+            best = Some((seen.len(), i));
+        }
+    }
+    let (_, i) = best?;
+    let asks = memory[..starts[i + 1]]
+        .iter()
+        .rev()
+        .find(|&&t| !flag(&lex.breaks, t))
+        .is_some_and(|&t| flag(&lex.asks, t));
+    let next = starts[i + 1];
+    let same_line = next < memory.len()
+        && !memory[starts[i]..next]
+            .iter()
+            .any(|&t| flag(&lex.breaks, t));
+    Some(if asks && same_line { next } else { starts[i] })
+}
+
+/// The memory token that goes on an answer copying `memory` from `start` (its first
+/// token for an empty answer), while every token of the answer is that copy; `None` once
+/// the answer left it or the copy reaches the sentence's end (whether an answer goes on
+/// past its sentence is the model's choice, and [`carry_on`]'s) or a line break.
+pub fn from_start(memory: &[u32], answer: &[u32], start: usize, lex: &Lexicon) -> Option<u32> {
+    let at = start + answer.len();
+    if at >= memory.len() || memory[start..at] != *answer {
+        return None;
+    }
+    let next = memory[at];
+    let breaks = lex.breaks.get(next as usize).copied().unwrap_or(false);
+    let ends = at > start && lex.starts(memory[at - 1], next);
+    (!breaks && !ends).then_some(next)
 }
 
 /// The rows of one answer and what they read.
@@ -261,18 +472,21 @@ mod tests {
         ids
     }
 
-    /// Token texts for ids 0..200: the special tokens, `.` (10), `?` (9), " the" (20),
-    /// " Water" (40) and " water" (41), and a distinct word for every other id.
+    /// Token texts for ids 0..200: the special tokens, `.` (10), `?` (9), " The" (20),
+    /// " Water" (40), " water" (41), " It" (42), a line break (43), and a distinct
+    /// capitalised word for every other id.
     fn lexicon() -> Lexicon {
         let texts: Vec<String> = (0..200)
             .map(|id| match id {
                 0..=7 => format!("<|{id}|>"),
                 9 => "?".into(),
                 10 => ".".into(),
-                20 => " the".into(),
+                20 => " The".into(),
                 40 => " Water".into(),
                 41 => " water".into(),
-                _ => format!(" w{id}"),
+                42 => " It".into(),
+                43 => "\n-".into(),
+                _ => format!(" W{id}"),
             })
             .collect();
         Lexicon::from_texts(&texts)
@@ -301,6 +515,7 @@ mod tests {
         assert!(lex.starts(13, 8) && lex.starts(14, 8) && lex.starts(11, 15));
         assert!(!lex.starts(8, 8) && !lex.starts(10, 8));
         assert!(!lex.starts(13, 9), "\"agua\" is not spaced");
+        assert!(!lex.starts(13, 12), "\" y\" is not a capital");
         // A token past the table stands for nothing; without a table ids are words.
         assert_eq!(lex.word(500), None);
         assert_eq!(Lexicon::default().word(500), Some(500));
@@ -333,6 +548,106 @@ mod tests {
         // the third sentence's words do not count for it.
         assert_eq!(r.scores[6], 0.0);
         assert_eq!(r.scores[40], 0.0);
+    }
+
+    #[test]
+    fn an_answer_ends_where_its_copied_sentence_does_and_takes_one_that_refers_back() {
+        let lex = lexicon();
+        let carry = |span: Range<usize>, new_sentence| Some(Carry { span, new_sentence });
+        // "w100 w101 w102 w103. It w104 w105.\n- w106 w107 w108 w109. w110 w111."
+        let memory = [
+            100, 101, 102, 103, 10, 42, 104, 105, 10, 43, 106, 107, 108, 109, 10, 110, 111, 10,
+        ];
+        // Copying the first sentence, ended before its ".": the "." comes first.
+        assert_eq!(
+            carry_on(&memory, &[60, 100, 101, 102, 103], &lex, 0),
+            carry(4..5, false)
+        );
+        // At its end, the next sentence refers back ("It"): it is taken whole, once.
+        let whole = [100, 101, 102, 103, 10];
+        assert_eq!(carry_on(&memory, &whole, &lex, 0), carry(5..9, true));
+        assert_eq!(carry_on(&memory, &whole, &lex, CARRIED_SENTENCES), None);
+        // Never into the next memory line, nor into a sentence that names its own subject.
+        assert_eq!(carry_on(&memory, &[42, 104, 105, 10], &lex, 0), None);
+        assert_eq!(carry_on(&memory, &[107, 108, 109, 10], &lex, 0), None);
+        // Mid-sentence, the copy goes on to the sentence's end even after one was taken.
+        assert_eq!(
+            carry_on(&memory, &[10, 42, 104, 105], &lex, 1),
+            carry(8..9, false)
+        );
+        assert_eq!(
+            carry_on(&memory, &[43, 106, 107, 108], &lex, 1),
+            carry(13..15, false)
+        );
+        // An answer of its own words, or too short a run, ends as the model chose.
+        assert_eq!(carry_on(&memory, &[60, 61, 102, 103], &lex, 0), None);
+        assert_eq!(carry_on(&memory, &[102, 103, 10], &lex, 0), None);
+        // A copied question is answered by the sentence after it.
+        let asked = [100, 101, 102, 103, 9, 104, 105, 10];
+        assert_eq!(
+            carry_on(&asked, &[100, 101, 102, 103, 9], &lex, 0),
+            carry(5..8, true)
+        );
+        // The empty lexicon knows no sentences.
+        assert_eq!(carry_on(&memory, &whole, &Lexicon::default(), 0), None);
+        // Of two runs the answer matches, the longer one counts.
+        let twice = [
+            50, 100, 101, 102, 103, 10, 51, 52, 53, 100, 101, 102, 103, 44, 45, 10,
+        ];
+        assert_eq!(
+            carry_on(&twice, &[53, 100, 101, 102, 103], &lex, 0),
+            carry(13..16, false)
+        );
+        assert_eq!(
+            carry_on(&twice, &[50, 100, 101, 102, 103], &lex, 0),
+            carry(5..6, false)
+        );
+    }
+
+    #[test]
+    fn an_answer_starts_at_the_sentence_sharing_most_words_with_its_question() {
+        let lex = lexicon();
+        // "W109:\n- W100 W101 W102. W103 W101 W104.\n- W105 W106? W107 W108."
+        let memory = [
+            109, 43, 100, 101, 102, 10, 103, 101, 104, 10, 43, 105, 106, 9, 107, 108, 10,
+        ];
+        // Two words of the second sentence beat one of the first.
+        assert_eq!(answer_start(&memory, &[101, 104, 60], &lex), Some(6));
+        // Equals: the first (memories come best first); never the header line.
+        assert_eq!(answer_start(&memory, &[101], &lex), Some(2));
+        assert_eq!(answer_start(&memory, &[109, 101], &lex), Some(2));
+        // A matching question is answered by the sentence after it.
+        assert_eq!(answer_start(&memory, &[105, 106], &lex), Some(14));
+        // Nothing shared, or no lexicon: no start.
+        assert_eq!(answer_start(&memory, &[60, 61], &lex), None);
+        assert_eq!(answer_start(&memory, &[101], &Lexicon::default()), None);
+        // From a start, the copy goes on to its sentence's end and no further.
+        assert_eq!(from_start(&memory, &[], 6, &lex), Some(103));
+        assert_eq!(from_start(&memory, &[103, 101], 6, &lex), Some(104));
+        assert_eq!(from_start(&memory, &[103, 101, 104], 6, &lex), Some(10));
+        assert_eq!(from_start(&memory, &[103, 101, 104, 10], 6, &lex), None);
+        // An answer that left the copy is not pushed back into it.
+        assert_eq!(from_start(&memory, &[103, 60], 6, &lex), None);
+    }
+
+    #[test]
+    fn a_copy_goes_on_with_what_follows_the_longest_run_it_matches() {
+        let lex = lexicon();
+        let memory = [
+            101, 102, 103, 109, 105, 102, 103, 107, 102, 103, 108, 10, 111, 10, 43,
+        ];
+        let ext = |answer: &[u32]| copy_extensions(&memory, answer, &lex, 2);
+        // "102 103" is followed by 109, 107 and 108; "105 102 103" only by 107.
+        assert_eq!(ext(&[102, 103]), vec![109, 107, 108]);
+        assert_eq!(ext(&[105, 102, 103]), vec![107]);
+        assert_eq!(ext(&[106, 102, 103]), vec![109, 107, 108]);
+        // The end of a sentence is followed by nothing to favour: the next sentence or line.
+        assert_eq!(ext(&[108, 10]), Vec::<u32>::new());
+        assert_eq!(ext(&[111, 10]), Vec::<u32>::new());
+        // Too short a run, nothing shared, or the memory's last token: nothing.
+        assert!(ext(&[103]).is_empty());
+        assert!(ext(&[104, 104]).is_empty());
+        assert!(ext(&[10, 43]).is_empty());
     }
 
     #[test]

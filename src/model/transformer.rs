@@ -353,6 +353,11 @@ impl Thau {
         self
     }
 
+    /// The lexicon the copy head reads with (none without a copy head).
+    pub fn lexicon(&self) -> Option<Arc<Lexicon>> {
+        self.copy.as_ref().map(|c| c.lexicon())
+    }
+
     /// Packs the weights of the batched decoding path now rather than on the first
     /// step that needs them, so that no session waits for it: the Inference actor calls
     /// this when it loads or swaps in a model. Nothing for trainable models.

@@ -138,6 +138,17 @@ impl Runtime {
         self.inference_cell.as_ref()?.engine_stats()
     }
 
+    /// The sampling settings of `agents/inference.toml` (the code's defaults for those it
+    /// leaves out): what a request's own settings (a temperature, a token budget) are laid
+    /// over, so that they do not drop the configured ones (`copy_bias`, `span_bias`…).
+    /// Read when the runtime started, where a bad file already failed the start.
+    pub fn sampling(&self) -> crate::model::generate::SamplingParams {
+        self.specs
+            .get(&ActorKind::Inference)
+            .and_then(|s| s.params.clone().try_into().ok())
+            .unwrap_or_default()
+    }
+
     /// Names of the running actors.
     pub fn running(&self) -> Vec<&'static str> {
         self.handles.keys().map(|k| k.name()).collect()

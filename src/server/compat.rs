@@ -61,8 +61,8 @@ pub struct OllamaOptions {
 }
 
 impl OllamaOptions {
-    fn params(&self) -> SamplingParams {
-        let d = SamplingParams::default();
+    /// These options laid over the configured sampling settings `d`.
+    fn params(&self, d: SamplingParams) -> SamplingParams {
         SamplingParams {
             max_new_tokens: match self.num_predict {
                 Some(n) if n > 0 => (n as usize).min(4096),
@@ -305,10 +305,11 @@ pub async fn ollama_generate(
             extra,
         )
     };
+    let params = b.options.params(st.rt.sampling());
     ollama_respond(
         st,
         prompt,
-        b.options.params(),
+        params,
         b.memory,
         b.stream.unwrap_or(true),
         move |piece, done| match done {
@@ -330,7 +331,7 @@ pub async fn ollama_chat(
     check_messages(&b.messages)?;
     let model = model_name(&b.model);
     let stream = b.stream.unwrap_or(true);
-    let params = b.options.params();
+    let params = b.options.params(st.rt.sampling());
     let started = Instant::now();
     let frame = |message: Value, extra: Value| {
         merge(
@@ -441,7 +442,7 @@ pub async fn openai_chat(
     b: OpenAiChat,
 ) -> Result<warp::reply::Response, warp::Rejection> {
     check_messages(&b.messages)?;
-    let d = SamplingParams::default();
+    let d = st.rt.sampling();
     let params = SamplingParams {
         max_new_tokens: b
             .max_completion_tokens

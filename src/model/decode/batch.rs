@@ -145,7 +145,9 @@ impl Running {
         let m = &job.model;
         let stop = [m.tokenizer.special.eot];
         let seq = match Sequence::new(&job.prompt, &job.params, &stop, m.model.cfg.max_seq_len) {
-            Ok(s) => s.with_grammar(m.grammar.clone()),
+            Ok(s) => s
+                .with_grammar(m.grammar.clone())
+                .with_reading(m.model.lexicon()),
             Err(e) => {
                 (job.done)(Err(e));
                 return None;
