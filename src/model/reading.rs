@@ -284,8 +284,14 @@ pub fn answer_start(memory: &[u32], question: &[u32], lex: &Lexicon) -> Option<u
         })
         .collect();
     starts.push(memory.len());
-    // (shared words, sentence index)
-    let mut best: Option<(usize, usize)> = None;
+    // A shared word counts 1 / its occurrences in the memory, as in the reading's scores:
+    // a word every memory line holds says little about which sentence answers.
+    let mut count: HashMap<u32, usize> = HashMap::new();
+    for c in memory[first..].iter().filter_map(|&v| lex.word(v)) {
+        *count.entry(c).or_default() += 1;
+    }
+    // (score, sentence index)
+    let mut best: Option<(f32, usize)> = None;
     let mut seen: Vec<u32> = Vec::new();
     for (i, w) in starts.windows(2).enumerate() {
         seen.clear();
@@ -296,8 +302,9 @@ pub fn answer_start(memory: &[u32], question: &[u32], lex: &Lexicon) -> Option<u
                 }
             }
         }
-        if !seen.is_empty() && best.is_none_or(|b| seen.len() > b.0) {
-            best = Some((seen.len(), i));
+        let score: f32 = seen.iter().map(|c| 1.0 / count[c] as f32).sum();
+        if !seen.is_empty() && best.is_none_or(|b| score > b.0) {
+            best = Some((score, i));
         }
     }
     let (_, i) = best?;
