@@ -205,20 +205,19 @@ struct Reader {
 }
 
 impl Reader {
-    /// The tokens that go on copying the memory after `answered`: along the run its last
-    /// tokens copy ([`copy_extensions`]), and along the sentence that answers the question
-    /// while the whole answer copies it ([`from_start`]; its first token for an empty one).
+    /// The tokens that go on copying the memory after `answered`: while the whole answer
+    /// copies the sentence that answers the question, that sentence's next token alone
+    /// ([`from_start`]; its first token for an empty answer), so that the same words in
+    /// another sentence (a learned question before its answer) do not pull the copy away;
+    /// else those that go on with the run its last tokens copy ([`copy_extensions`]).
     fn extensions(&self, answered: &[u32]) -> Vec<u32> {
-        let mut out = copy_extensions(&self.memory, answered, &self.lex, COPY_BIAS_RUN);
-        if let Some(t) = self
+        match self
             .start
             .and_then(|s| from_start(&self.memory, answered, s, &self.lex))
         {
-            if !out.contains(&t) {
-                out.push(t);
-            }
+            Some(t) => vec![t],
+            None => copy_extensions(&self.memory, answered, &self.lex, COPY_BIAS_RUN),
         }
-        out
     }
 }
 
