@@ -74,6 +74,8 @@ pub struct Runtime {
     pub events: EventBus,
     pub addrs: Addrs,
     specs: BTreeMap<ActorKind, AgentSpec>,
+    /// `agents/inference.toml`'s sampling settings, read once ([`Runtime::sampling`]).
+    sampling: crate::model::generate::SamplingParams,
     handles: BTreeMap<ActorKind, Handle>,
     /// The async actors' arbiters, stopped (dropping the actors and closing their stores)
     /// by [`Runtime::shutdown`].
@@ -111,6 +113,10 @@ impl Runtime {
             config,
             events,
             addrs: Addrs::default(),
+            sampling: specs
+                .get(&ActorKind::Inference)
+                .and_then(|s| s.params.clone().try_into().ok())
+                .unwrap_or_default(),
             specs,
             handles: BTreeMap::new(),
             arbiters: Vec::new(),
@@ -143,10 +149,7 @@ impl Runtime {
     /// over, so that they do not drop the configured ones (`copy_bias`, `span_bias`…).
     /// Read when the runtime started, where a bad file already failed the start.
     pub fn sampling(&self) -> crate::model::generate::SamplingParams {
-        self.specs
-            .get(&ActorKind::Inference)
-            .and_then(|s| s.params.clone().try_into().ok())
-            .unwrap_or_default()
+        self.sampling.clone()
     }
 
     /// Names of the running actors.

@@ -511,6 +511,13 @@ pub struct Sequence {
     carrying: std::ops::Range<usize>,
 }
 
+/// The text of the turn that `ids` (the tokens after its marker) opens: up to its end of
+/// turn, or all of them.
+fn turn_text(ids: &[u32]) -> &[u32] {
+    let end = ids.iter().position(|&t| t == EOT_ID).unwrap_or(ids.len());
+    &ids[..end]
+}
+
 /// The tokens of a `ctx`-token context kept free for an answer of `max_new_tokens`: a
 /// longer prompt loses its beginning. At most half the context, so a long answer request
 /// never squeezes the prompt to nothing.
@@ -569,9 +576,7 @@ impl Sequence {
             }
         }
         if let Some(user) = self.input.iter().rposition(|&t| t == USER_ID) {
-            let turn = &self.input[user + 1..];
-            let end = turn.iter().position(|&t| t == EOT_ID).unwrap_or(turn.len());
-            self.source = g.text_of(&turn[..end]);
+            self.source = g.text_of(turn_text(&self.input[user + 1..]));
         }
         self.grammar = Some(g);
         self
@@ -589,14 +594,9 @@ impl Sequence {
         let Some(user) = self.input.iter().rposition(|&t| t == USER_ID) else {
             return self;
         };
-        let until_end = |turn: &[u32]| {
-            let end = turn.iter().position(|&t| t == EOT_ID).unwrap_or(turn.len());
-            turn[..end].to_vec()
-        };
         if let Some(system) = self.input[..user].iter().rposition(|&t| t == SYSTEM_ID) {
-            let memory = until_end(&self.input[system + 1..user]);
-            let question = until_end(&self.input[user + 1..]);
-            let start = answer_start(&memory, &question, &lex);
+            let memory = turn_text(&self.input[system + 1..user]).to_vec();
+            let start = answer_start(&memory, turn_text(&self.input[user + 1..]), &lex);
             self.reading = Some(Reader { lex, memory, start });
         }
         self
