@@ -162,6 +162,7 @@ pub async fn chat_turn(
                 prompt: Prompt::Chat(messages),
                 params,
                 stream,
+                tools: None,
             },
         )
         .await,

@@ -230,6 +230,11 @@ pub const SYSTEM_PROMPT: &str = "You are THAU, a small language model that learn
 Answer in the language of the question. To create an image, write exactly \
 <TOOL:generate_image>{\"prompt\": \"a description\"}</TOOL> and nothing else in that turn.";
 
+/// The chat template in Ollama's (Go template) syntax: the same turns as
+/// [`CHAT_TEMPLATE`].
+pub const OLLAMA_TEMPLATE: &str = "{{- if .System }}<|system|> {{ .System }}<|eot|>{{ end }}\
+{{- range .Messages }}<|{{ .Role }}|> {{ .Content }}<|eot|>{{ end }}<|assistant|>";
+
 /// An Ollama Modelfile for the GGUF file `gguf` (a path relative to the Modelfile).
 pub fn modelfile(gguf: &str) -> Result<String> {
     if Path::new(gguf).is_absolute() || gguf.contains("..") {
@@ -240,8 +245,7 @@ pub fn modelfile(gguf: &str) -> Result<String> {
     Ok(format!(
         "# Ollama Modelfile for THAU. Create the model with: ollama create thau -f Modelfile\n\
          FROM ./{gguf}\n\
-         TEMPLATE \"\"\"{{{{- if .System }}}}<|system|> {{{{ .System }}}}<|eot|>{{{{ end }}}}\
-{{{{- range .Messages }}}}<|{{{{ .Role }}}}|> {{{{ .Content }}}}<|eot|>{{{{ end }}}}<|assistant|>\"\"\"\n\
+         TEMPLATE \"\"\"{OLLAMA_TEMPLATE}\"\"\"\n\
          PARAMETER stop \"<|eot|>\"\n\
          PARAMETER stop \"<|user|>\"\n\
          PARAMETER temperature 0.8\n\
@@ -319,8 +323,10 @@ pub fn verify(ck: &Checkpoint, gguf: &Path, texts: &[&str]) -> Result<VerifyRepo
 /// Greedy tokens generated after each reference text by [`reference`].
 pub const REFERENCE_NEW_TOKENS: usize = 16;
 
-/// The native model's logits at every position of each text, and its greedy
-/// continuation: what `bench/llamacpp_compare.py` compares llama.cpp against.
+/// The native model's logits at every position of each text (`ids`: its tokens, cut to
+/// fit the context; `text_ids`: all of them), and its greedy continuation: what
+/// `bench/llamacpp_compare.py` compares llama.cpp against, and `scripts/hf_check.py`
+/// `transformers`.
 pub fn reference(ck: &Checkpoint, texts: &[&str]) -> Result<serde_json::Value> {
     use crate::model::generate::{generate, SamplingParams};
     let dev = candle_core::Device::Cpu;
@@ -335,7 +341,8 @@ pub fn reference(ck: &Checkpoint, texts: &[&str]) -> Result<serde_json::Value> {
     };
     let mut out = Vec::new();
     for text in texts {
-        let mut ids = ck.tokenizer.encode(text)?;
+        let text_ids = ck.tokenizer.encode(text)?;
+        let mut ids = text_ids.clone();
         ids.truncate(ck.config.max_seq_len - REFERENCE_NEW_TOKENS);
         let x = Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?;
         let logits: Vec<Vec<f32>> = model.forward(&x, None)?.squeeze(0)?.to_vec2()?;
@@ -343,7 +350,7 @@ pub fn reference(ck: &Checkpoint, texts: &[&str]) -> Result<serde_json::Value> {
             true
         })?;
         out.push(
-            serde_json::json!({ "text": text, "ids": ids, "logits": logits, "greedy": g.ids }),
+            serde_json::json!({ "text": text, "text_ids": text_ids, "ids": ids, "logits": logits, "greedy": g.ids }),
         );
     }
     Ok(serde_json::json!({ "new_tokens": REFERENCE_NEW_TOKENS, "texts": out }))

@@ -23,6 +23,7 @@ pub mod eval;
 pub mod export;
 pub mod fsutil;
 pub mod fuzzing;
+pub mod hf;
 pub mod home;
 pub mod learn;
 pub mod memory;

@@ -70,6 +70,7 @@ fn run(args: Cli, home: Home, config: ThauConfig) -> Result<()> {
         Command::Generate(a) => Box::new(model::generate(home, config, a, json)?),
         Command::Grow(a) => Box::new(model::grow(&home, &a)?),
         Command::Export { command } => model::export(&home, command)?,
+        Command::Import { command } => Box::new(model::import(&home, command)?),
         Command::Bench(a) => bench::run(home, config, a)?,
         Command::Memory { command } => memory::run(command, &home, &config)?,
         Command::Tool { command } => tool::run(command, &home, &config)?,

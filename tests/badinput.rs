@@ -161,18 +161,28 @@ async fn malformed_requests_get_4xx_json_or_a_clean_close() {
             match exchange(addr, &req) {
                 None => closed += 1,
                 Some((status, body)) => {
+                    // Ollama's routes take any JSON object without a prompt as "load the
+                    // model" (unknown fields are ignored there, as Ollama does).
+                    let load = status == 200
+                        && req.starts_with(b"POST /api/")
+                        && String::from_utf8_lossy(&body).contains(r#""done_reason":"load""#);
                     assert!(
-                        (400..500).contains(&status),
+                        (400..500).contains(&status) || load,
                         "request {i} got {status}: {}",
                         String::from_utf8_lossy(&req[..req.len().min(200)])
                     );
-                    // Errors the server produces are JSON; a request line hyper cannot
+                    // Errors the server produces are JSON (in THAU's shape, or on the
+                    // Ollama and OpenAI routes in theirs); a request line hyper cannot
                     // parse gets its bare 400 before any route runs.
-                    if !body.is_empty() {
+                    if !body.is_empty() && !load {
                         let v: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
                             panic!("request {i}: {status} body is not JSON ({e}): {}", String::from_utf8_lossy(&body))
                         });
-                        assert!(v["error"]["code"].is_string(), "request {i}: {v}");
+                        // THAU's and OpenAI's shapes carry a code; Ollama's is the message.
+                        assert!(
+                            v["error"]["code"].is_string() || v["error"].is_string(),
+                            "request {i}: {v}"
+                        );
                     }
                     answered += 1;
                 }

@@ -227,6 +227,7 @@ async fn the_inference_actor_chats_with_a_gguf_file() {
             prompt: Prompt::Chat(msgs),
             params: Some(greedy),
             stream: None,
+            tools: None,
         })
         .await
         .unwrap()
@@ -234,4 +235,180 @@ async fn the_inference_actor_chats_with_a_gguf_file() {
     assert_eq!(reply.ids, native.ids);
     assert!(rt.ping("inference").await.unwrap().note.contains("gguf"));
     rt.shutdown().await;
+}
+
+/// Python with `torch` and `transformers`: `$THAU_PYTHON`, else the virtual environment
+/// `.ci/run` makes (`target/pyenv`), else `python3`.
+fn hf_python() -> std::path::PathBuf {
+    std::env::var_os("THAU_PYTHON")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python");
+            venv.exists().then_some(venv)
+        })
+        .unwrap_or_else(|| "python3".into())
+}
+
+/// `thau export hf` writes what `transformers` loads as a `LlamaForCausalLM` giving THAU's
+/// logits (scripts/hf_check.py; skipped without torch and transformers, failing under CI),
+/// and `thau import hf` reads it back into the same weights and logits.
+#[test]
+fn the_hugging_face_export_loads_in_transformers_and_imports_back_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = common::home_with_model(dir.path());
+    let hf = dir.path().join("hf");
+    let reference = dir.path().join("reference.json");
+    let out = common::thau(
+        &home.root,
+        &[
+            "--json",
+            "export",
+            "hf",
+            "--output",
+            hf.to_str().unwrap(),
+            "--reference",
+            reference.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(hf.join(f).is_file(), "{f}");
+    }
+    // Back into a data directory of its own: every weight and logit as it was.
+    let back = thau::home::Home::new(dir.path().join("back"));
+    let out = common::thau(
+        &back.root,
+        &["--json", "import", "hf", hf.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let load = |h: &thau::home::Home| {
+        let d = thau::model::checkpoint::newest(&h.checkpoints())
+            .unwrap()
+            .unwrap();
+        thau::model::checkpoint::load(&d, &Device::Cpu, false).unwrap()
+    };
+    let (a, b) = (load(&home), load(&back));
+    assert_eq!(a.config.without_copy_head(), b.config);
+    for (name, w) in &b.weights {
+        assert_eq!(max_diff(w, &a.weights[name]), 0.0, "{name}");
+    }
+    let ids = Tensor::new(
+        a.tokenizer.encode("The red fox runs").unwrap().as_slice(),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .unsqueeze(0)
+    .unwrap();
+    let logits = |ck: &Checkpoint| {
+        thau::model::transformer::from_tensors(
+            ck.weights.clone(),
+            &ck.config.without_copy_head(),
+            &Device::Cpu,
+        )
+        .unwrap()
+        .forward(&ids, None)
+        .unwrap()
+    };
+    assert_eq!(max_diff(&logits(&a), &logits(&b)), 0.0);
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/hf_check.py");
+    let out = match std::process::Command::new(hf_python())
+        .arg(&script)
+        .arg(&hf)
+        .arg(&reference)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => return skip_unless_ci(&format!("python ({e})")),
+    };
+    if out.status.code() == Some(3) {
+        return skip_unless_ci("torch and transformers (pip install torch transformers)");
+    }
+    assert!(
+        out.status.success(),
+        "hf_check.py: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A directory that is not THAU's Llama is refused naming the file and the field, and
+/// nothing is written.
+#[test]
+fn a_malformed_hugging_face_directory_is_refused_naming_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = common::home_with_model(dir.path());
+    let hf = dir.path().join("hf");
+    let out = common::thau(
+        &home.root,
+        &["export", "hf", "--output", hf.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hf.join("config.json")).unwrap()).unwrap();
+    let back = thau::home::Home::new(dir.path().join("back"));
+    let refused = |broken: &Path, says: &[&str]| {
+        let out = common::thau(&back.root, &["import", "hf", broken.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        for s in says {
+            assert!(err.contains(s), "{s:?} not in: {err}");
+        }
+        assert!(
+            thau::model::checkpoint::newest(&back.checkpoints())
+                .unwrap()
+                .is_none(),
+            "{err}"
+        );
+    };
+    let copy = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in std::fs::read_dir(&hf).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), d.join(f.file_name())).unwrap();
+        }
+        d
+    };
+    let d = copy("no_tokenizer");
+    std::fs::remove_file(d.join("tokenizer.json")).unwrap();
+    refused(&d, &["tokenizer.json"]);
+    let d = copy("wide");
+    let mut c = config.clone();
+    c["hidden_size"] = serde_json::json!(64);
+    c["head_dim"] = serde_json::json!(32);
+    std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+    refused(
+        &d,
+        &["model.safetensors", "model.embed_tokens.weight", "shape"],
+    );
+    let d = copy("grouped");
+    let mut c = config.clone();
+    c["num_key_value_heads"] = serde_json::json!(1);
+    std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+    refused(&d, &["config.json", "num_key_value_heads"]);
+    // Another vocabulary: a tokenizer larger than the model's embeddings.
+    let d = copy("vocab");
+    let mut c = config.clone();
+    c["vocab_size"] = serde_json::json!(100);
+    std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+    refused(&d, &["tokenizer.json", "another vocabulary"]);
 }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
@@ -26,8 +26,9 @@ use crate::model::checkpoint;
 use crate::model::decode::batch::{Engine, Job, ServedModel};
 use crate::model::generate::{generate, score, Generation, SamplingParams};
 use crate::model::gguf::GgufModel;
+use crate::model::grammar::CallGrammar;
 use crate::model::reading::Lexicon;
-use crate::model::tokenizer::{Message as ChatMessage, ThauTokenizer};
+use crate::model::tokenizer::{Message as ChatMessage, ThauTokenizer, TOOL_CLOSE_ID};
 use crate::model::transformer::from_tensors;
 use crate::model::ModelConfig;
 use crate::model::Thau;
@@ -40,7 +41,19 @@ use crate::tools::ToolRegistry;
 pub enum Prompt {
     Text(String),
     Chat(Vec<ChatMessage>),
+    /// `prompt` with its answer already begun by `start`: a tool call a client asked for
+    /// (`<TOOL:name>`, whose arguments the grammar then holds to their schema), or a JSON
+    /// value under its grammar.
+    Begun {
+        prompt: Box<Prompt>,
+        start: String,
+    },
 }
+
+/// Tools a request's calls may name instead of the built-in ones (a client's own, from
+/// the OpenAI or Ollama `tools` field): `(name, JSON Schema of the arguments)`. Their calls
+/// are decoded under their own grammar.
+pub type RequestTools = Arc<Vec<(String, serde_json::Value)>>;
 
 /// Generate a continuation; each new piece of text is also sent on `stream` if given.
 #[derive(Message, Debug, Clone)]
@@ -50,6 +63,8 @@ pub struct Generate {
     /// `None` uses the defaults from `agents/inference.toml`.
     pub params: Option<SamplingParams>,
     pub stream: Option<UnboundedSender<String>>,
+    /// `None`: calls may name the built-in tools.
+    pub tools: Option<RequestTools>,
 }
 
 /// [`Generate`] without holding an Inference thread: the request joins the batching queue
@@ -58,19 +73,37 @@ pub struct Generate {
 #[rtype(result = "Result<PendingGeneration, ActorError>")]
 pub struct Submit(pub Generate);
 
-/// A generation in progress; await [`PendingGeneration::result`].
+/// A generation in progress; await [`PendingGeneration::result`]. Dropping it (a client
+/// that went away before its answer, whose request future was dropped) stops the
+/// generation at its next token.
 #[derive(Debug)]
-pub struct PendingGeneration(tokio::sync::oneshot::Receiver<Result<Generation, ActorError>>);
+pub struct PendingGeneration {
+    rx: tokio::sync::oneshot::Receiver<Result<Generation, ActorError>>,
+    _abandon: Abandon,
+}
+
+/// Sets its flag when dropped: the waiter is gone.
+#[derive(Debug, Default)]
+struct Abandon(Arc<AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 impl PendingGeneration {
     fn ready(r: Result<Generation, ActorError>) -> Self {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = tx.send(r);
-        PendingGeneration(rx)
+        PendingGeneration {
+            rx,
+            _abandon: Abandon::default(),
+        }
     }
 
     pub async fn result(self) -> Result<Generation, ActorError> {
-        self.0
+        self.rx
             .await
             .unwrap_or_else(|_| Err(ActorError::Failed("the decode thread stopped".into())))
     }
@@ -121,6 +154,11 @@ pub struct TokenCounts {
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<ModelInfo, ActorError>")]
 pub struct Reload;
+
+/// Which model is served now (swapped-in weights included).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<ModelInfo, ActorError>")]
+pub struct Served;
 
 /// Serve these weights from now on (sent by the Learner after each training round).
 /// Every Inference thread picks them up before its next request.
@@ -363,11 +401,21 @@ impl Inference {
 }
 
 fn prompt_ids(tok: &ThauTokenizer, prompt: &Prompt) -> Result<Vec<u32>, ActorError> {
-    let r = match prompt {
-        Prompt::Text(t) => tok.encode(t),
-        Prompt::Chat(ms) => tok.chat_prompt(ms),
+    let bad = |e: crate::model::ModelError| ActorError::BadRequest(e.to_string());
+    let ids = match prompt {
+        Prompt::Text(t) => tok.encode(t).map_err(bad)?,
+        Prompt::Chat(ms) => tok.chat_prompt(ms).map_err(bad)?,
+        Prompt::Begun { prompt, start } => {
+            let mut ids = prompt_ids(tok, prompt)?;
+            // An answer's text starts after a space, as the chat template writes turns.
+            let begun = match **prompt {
+                Prompt::Chat(_) => tok.encode_turn(start),
+                _ => tok.encode(start),
+            };
+            ids.extend(begun.map_err(bad)?);
+            ids
+        }
     };
-    let ids = r.map_err(|e| ActorError::BadRequest(e.to_string()))?;
     if ids.is_empty() {
         return Err(ActorError::BadRequest("empty prompt".into()));
     }
@@ -427,6 +475,47 @@ fn served(model: Thau, tokenizer: ThauTokenizer) -> Arc<ServedModel> {
     })
 }
 
+/// The grammar a request's tool calls are decoded under: its own tools' when it brings
+/// some, else the served model's (the built-in tools).
+fn request_grammar(
+    n: &ServedModel,
+    tools: Option<&Vec<(String, serde_json::Value)>>,
+) -> Result<Option<Arc<CallGrammar>>, ActorError> {
+    let Some(tools) = tools else {
+        return Ok(n.grammar.clone());
+    };
+    let g = CallGrammar::new(
+        tools.iter().map(|(name, schema)| (name.as_str(), schema)),
+        n.tokenizer.token_bytes(),
+        TOOL_CLOSE_ID,
+    )
+    .map_err(ActorError::BadRequest)?;
+    for why in &g.unenforced {
+        tracing::warn!(%why, "a request's tool calls are held to JSON only");
+    }
+    Ok(Some(Arc::new(g)))
+}
+
+/// A prompt in a GGUF model's vocabulary.
+fn gguf_prompt_ids(m: &GgufModel, prompt: &Prompt) -> crate::model::Result<Vec<u32>> {
+    match prompt {
+        Prompt::Text(t) => m.encode(t),
+        Prompt::Chat(ms) => m.chat_prompt(ms),
+        Prompt::Begun { prompt, start } => {
+            let mut ids = gguf_prompt_ids(m, prompt)?;
+            ids.extend(m.encode(&crate::model::tokenizer::turn_text(start))?);
+            Ok(ids)
+        }
+    }
+}
+
+impl Handler<Served> for Inference {
+    type Result = Result<ModelInfo, ActorError>;
+    fn handle(&mut self, _: Served, ctx: &mut SyncContext<Self>) -> Self::Result {
+        guarded(self, ctx, "Served", |me| Ok(me.loaded()?.info.clone()))
+    }
+}
+
 impl Handler<Generate> for Inference {
     type Result = Result<Generation, ActorError>;
     fn handle(&mut self, msg: Generate, ctx: &mut SyncContext<Self>) -> Self::Result {
@@ -442,23 +531,21 @@ impl Handler<Generate> for Inference {
                 Backend::Native(n) => {
                     let (model, tokenizer) = (&n.model, &n.tokenizer);
                     let ids = prompt_ids(tokenizer, &msg.prompt)?;
+                    let grammar = request_grammar(n, msg.tools.as_deref())?;
                     generate(
                         model,
                         tokenizer,
                         &ids,
                         &params,
                         &[tokenizer.special.eot],
-                        n.grammar.as_ref(),
+                        grammar.as_ref(),
                         &mut on_text,
                     )
                     .map_err(bad)
                 }
                 Backend::Gguf(m) => {
-                    let ids = match &msg.prompt {
-                        Prompt::Text(t) => m.encode(t),
-                        Prompt::Chat(ms) => m.chat_prompt(ms),
-                    }
-                    .map_err(bad)?;
+                    // A GGUF model decodes without the tools' grammar.
+                    let ids = gguf_prompt_ids(m, &msg.prompt).map_err(bad)?;
                     if ids.is_empty() {
                         return Err(ActorError::BadRequest("empty prompt".into()));
                     }
@@ -485,24 +572,35 @@ impl Handler<Submit> for Inference {
                 Backend::Gguf(_) => return Ok(None),
             };
             let prompt = prompt_ids(&model.tokenizer, &msg.prompt)?;
+            let grammar = request_grammar(&model, msg.tools.as_deref())?;
             let (tx, rx) = tokio::sync::oneshot::channel();
             let stream = msg.stream.clone();
+            let abandon = Abandon::default();
+            let gone = abandon.0.clone();
             engine
                 .submit(Job {
                     model,
                     prompt,
                     params,
-                    // A closed stream means the client went away: stop generating.
-                    on_text: Box::new(move |piece| match &stream {
-                        Some(s) => s.send(piece.to_string()).is_ok(),
-                        None => true,
+                    grammar,
+                    // A closed stream or a dropped waiter means the client went away:
+                    // stop generating.
+                    on_text: Box::new(move |piece| {
+                        !gone.load(Ordering::Relaxed)
+                            && match &stream {
+                                Some(s) => s.send(piece.to_string()).is_ok(),
+                                None => true,
+                            }
                     }),
                     done: Box::new(move |r| {
                         let _ = tx.send(r.map_err(|e| ActorError::BadRequest(e.to_string())));
                     }),
                 })
                 .map_err(|e| ActorError::Failed(e.to_string()))?;
-            Ok(Some(PendingGeneration(rx)))
+            Ok(Some(PendingGeneration {
+                rx,
+                _abandon: abandon,
+            }))
         })?;
         match queued {
             Some(p) => Ok(p),

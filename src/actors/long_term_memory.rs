@@ -3,7 +3,7 @@
 //! the ones that best match a query, by meaning and by words.
 //!
 //! Receives [`Memorize`], [`RecallLong`], [`KnownMemories`], [`GetMemory`], [`ForgetMemory`],
-//! [`ListMemories`], [`LongStatsRequest`] and the common messages ([`crate::actors::Flush`] flushes the
+//! [`ListMemories`], [`LongStatsRequest`], [`Embed`] and the common messages ([`crate::actors::Flush`] flushes the
 //! store). The embedded shard admits one owner per directory, and this actor is it. Runs
 //! on its own async arbiter under a `Supervisor`: a restart keeps the open store.
 
@@ -64,6 +64,20 @@ pub struct KnownMemories(pub Vec<Uuid>);
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<VectorStats, ActorError>")]
 pub struct LongStatsRequest;
+
+/// The vectors the store's embedder gives texts (what the Ollama and OpenAI embedding
+/// routes answer): the space recalled memories live in.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Embedded, ActorError>")]
+pub struct Embed(pub Vec<String>);
+
+/// The reply to [`Embed`].
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// The embedder's name (its vector space).
+    pub embedder: String,
+    pub vectors: Vec<Vec<f32>>,
+}
 
 /// The LongTermMemory actor's state.
 pub struct LongTermMemory {
@@ -181,6 +195,20 @@ impl Handler<ForgetMemory> for LongTermMemory {
     fn handle(&mut self, m: ForgetMemory, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, "ForgetMemory", |me| {
             me.open()?.delete(m.0).map_err(memory_reply)
+        })
+    }
+}
+
+impl Handler<Embed> for LongTermMemory {
+    type Result = Result<Embedded, ActorError>;
+    fn handle(&mut self, m: Embed, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, "Embed", |me| {
+            let e = &me.open()?.embedder;
+            let texts: Vec<&str> = m.0.iter().map(String::as_str).collect();
+            Ok(Embedded {
+                embedder: e.name(),
+                vectors: e.embed(&texts).map_err(memory_reply)?,
+            })
         })
     }
 }

@@ -70,10 +70,16 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Benchmarks: training and decoding speed against PyTorch (and llama.cpp), growth FLOPs.
     Bench(BenchArgs),
-    /// Export the model for llama.cpp and Ollama.
+    /// Export the model for llama.cpp and Ollama (GGUF) or Hugging Face (`export hf`).
     Export {
         #[command(subcommand)]
         command: ExportCommand,
+    },
+    /// Bring a model trained elsewhere back: `thau import hf DIR` reads a Hugging Face
+    /// checkpoint of THAU's shapes into a checkpoint of the matching age.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
     },
     /// Inspect and manage what THAU remembers: short-term windows, episodes (SQLite) and
     /// long-term vectors (Qdrant).
@@ -358,6 +364,24 @@ pub enum ExportCommand {
         #[arg(long, value_name = "FILE.json")]
         reference: Option<PathBuf>,
     },
+    /// Write a Hugging Face `LlamaForCausalLM` checkpoint (config.json, model.safetensors,
+    /// tokenizer files with the chat template, generation_config.json) that `transformers`
+    /// loads and distributed trainers continue; `thau import hf` reads it back.
+    Hf {
+        /// Export the newest checkpoint of this age (default: the newest of all).
+        #[arg(long, conflicts_with = "checkpoint")]
+        age: Option<u32>,
+        /// Export this checkpoint directory.
+        #[arg(long, value_name = "DIR")]
+        checkpoint: Option<PathBuf>,
+        /// Output directory (created if missing).
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+        /// Also write the native model's logits on a few fixed texts (what
+        /// scripts/hf_check.py compares `transformers` against).
+        #[arg(long, value_name = "FILE.json")]
+        reference: Option<PathBuf>,
+    },
     /// Write an Ollama Modelfile for an exported GGUF file.
     Modelfile {
         /// The GGUF file, relative to the Modelfile.
@@ -366,6 +390,17 @@ pub enum ExportCommand {
         /// Output file (default: standard output).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImportCommand {
+    /// A Hugging Face `LlamaForCausalLM` directory (`thau export hf`'s layout, e.g. after
+    /// training elsewhere), checked file by file before anything is written.
+    Hf {
+        /// The directory holding config.json, model.safetensors and tokenizer.json.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 

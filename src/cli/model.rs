@@ -14,7 +14,7 @@ use thau::{Result, ThauError};
 
 use super::args::{
     EvalAnswersArgs, EvalArgs, EvalCommand, ExportCommand, GenerateArgs, GgufType, GrowArgs,
-    TrainArgs,
+    ImportCommand, TrainArgs,
 };
 use super::report::Report;
 
@@ -265,6 +265,7 @@ pub fn generate(
                 prompt,
                 params: Some(params),
                 stream: Some(tx),
+                tools: None,
             })
             .await;
         let _ = printer.await;
@@ -366,6 +367,46 @@ pub fn export(home: &Home, command: ExportCommand) -> Result<Box<dyn Report>> {
             verify,
             reference.as_deref(),
         )?),
+        ExportCommand::Hf {
+            age,
+            checkpoint,
+            output,
+            reference,
+        } => Box::new(export_hf(
+            home,
+            age,
+            checkpoint,
+            &output,
+            reference.as_deref(),
+        )?),
         ExportCommand::Modelfile { gguf, output } => Box::new(modelfile(&gguf, output)?),
     })
+}
+
+/// `thau export hf`: the checkpoint as a Hugging Face directory, and with `reference`
+/// the native model's logits to compare `transformers` against.
+pub fn export_hf(
+    home: &Home,
+    age: Option<u32>,
+    checkpoint: Option<PathBuf>,
+    output: &std::path::Path,
+    reference: Option<&std::path::Path>,
+) -> Result<thau::hf::HfExportReport> {
+    let dir = thau::export::checkpoint_to_export(home, checkpoint, age)?;
+    let ck = thau::model::checkpoint::load(&dir, &candle_core::Device::Cpu, false)?;
+    let report = thau::hf::export_hf(&ck, output)?;
+    if let Some(path) = reference {
+        let r = thau::export::reference(&ck, &thau::export::VERIFY_TEXTS)?;
+        let bytes = serde_json::to_vec(&r).map_err(|e| ThauError::Runtime(e.to_string()))?;
+        thau::fsutil::atomic_write(path, &bytes)?;
+    }
+    Ok(report)
+}
+
+/// `thau import hf DIR`.
+pub fn import(home: &Home, command: ImportCommand) -> Result<thau::hf::HfImportReport> {
+    home.init()?;
+    match command {
+        ImportCommand::Hf { dir } => Ok(thau::hf::import_hf(&dir, home)?),
+    }
 }

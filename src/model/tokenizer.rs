@@ -42,6 +42,7 @@ pub const SPECIAL_TOKENS: [&str; 8] = [
 /// first ids, in the order of [`SPECIAL_TOKENS`] (the loader checks it). The copy head
 /// finds a prompt's turns by them (`super::reading`), and decoding knows an answer from
 /// them.
+pub const PAD_ID: u32 = 0;
 pub const EOT_ID: u32 = 1;
 pub const SYSTEM_ID: u32 = 2;
 pub const USER_ID: u32 = 3;

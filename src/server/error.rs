@@ -1,10 +1,14 @@
 //! [`ApiError`]: the one error type of the HTTP API, and [`recover`], the one place where
 //! every rejection — ours or warp's (unknown route, wrong method, oversize or malformed
-//! body) — becomes a JSON response `{"error": {"code", "message"}}` with its status.
+//! body) — becomes a JSON response with its status: `{"error": {"code", "message"}}` on
+//! THAU's routes, and on the routes of the APIs THAU speaks ([`Shape`]) the body their
+//! clients parse: Ollama's `{"error": "message"}` under `/api`, OpenAI's
+//! `{"error": {"message", "type", "param", "code"}}` under `/v1`.
 
 use std::convert::Infallible;
 
 use serde::Serialize;
+use serde_json::json;
 use warp::http::StatusCode;
 use warp::{Rejection, Reply};
 
@@ -68,8 +72,45 @@ impl ApiError {
     }
 
     pub fn reply(&self) -> warp::reply::Response {
-        let body = warp::reply::json(&serde_json::json!({ "error": self }));
-        warp::reply::with_status(body, self.status).into_response()
+        self.reply_as(Shape::Thau)
+    }
+
+    /// This error in the body `shape`'s clients parse.
+    pub fn reply_as(&self, shape: Shape) -> warp::reply::Response {
+        let body = match shape {
+            Shape::Thau => json!({ "error": self }),
+            Shape::Ollama => json!({ "error": self.message }),
+            Shape::OpenAi => json!({ "error": {
+                "message": self.message,
+                "type": openai_type(self.status),
+                "param": null,
+                "code": self.code,
+            }}),
+        };
+        warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
+    }
+}
+
+/// Whose error body a route answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// THAU's own routes.
+    Thau,
+    /// Ollama's routes (`/api/...`).
+    Ollama,
+    /// OpenAI's routes (`/v1/...`).
+    OpenAi,
+}
+
+/// OpenAI's error `type` for a status (what its clients show and some branch on).
+fn openai_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        s if s >= 500 => "server_error",
+        _ => "invalid_request_error",
     }
 }
 
@@ -91,9 +132,24 @@ impl From<AskError> for warp::Rejection {
     }
 }
 
-/// Turns any rejection into a JSON error response.
+/// Turns any rejection into a JSON error response of THAU's routes.
 pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
-    let e = if let Some(e) = r.find::<ApiError>() {
+    Ok(api_error(&r).reply())
+}
+
+/// [`recover`] for the Ollama routes: Ollama's error body.
+pub async fn recover_ollama(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+    Ok(api_error(&r).reply_as(Shape::Ollama))
+}
+
+/// [`recover`] for the OpenAI routes: OpenAI's error body.
+pub async fn recover_openai(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+    Ok(api_error(&r).reply_as(Shape::OpenAi))
+}
+
+/// What a rejection means, as an [`ApiError`].
+fn api_error(r: &Rejection) -> ApiError {
+    if let Some(e) = r.find::<ApiError>() {
         e.clone()
     } else if r.is_not_found() {
         ApiError::not_found("no such route (see /openapi.json)")
@@ -132,6 +188,5 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
             "internal",
             "the request could not be handled",
         )
-    };
-    Ok(e.reply())
+    }
 }

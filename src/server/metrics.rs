@@ -30,10 +30,17 @@ const ROUTES: &[&str] = &[
     "/memory/recall",
     "/memory/stats",
     "/ws/chat",
+    "/api/version",
     "/api/tags",
+    "/api/show",
+    "/api/ps",
     "/api/generate",
     "/api/chat",
+    "/api/embed",
+    "/api/embeddings",
+    "/v1/models",
     "/v1/chat/completions",
+    "/v1/embeddings",
 ];
 
 /// The route template of a path, so that labels stay few: `/vision/image/{filename}`, and
@@ -41,6 +48,8 @@ const ROUTES: &[&str] = &[
 pub fn route_of(path: &str) -> String {
     if path.starts_with("/vision/image/") {
         "/vision/image/{filename}".into()
+    } else if path.starts_with("/v1/models/") {
+        "/v1/models/{id}".into()
     } else if ROUTES.contains(&path) {
         path.to_string()
     } else {

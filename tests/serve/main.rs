@@ -10,6 +10,7 @@ use thau::home::Home;
 use thau::runtime::Runtime;
 
 mod client;
+mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod compat;

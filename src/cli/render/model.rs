@@ -138,6 +138,40 @@ continue with: thau train --age {}",
     }
 }
 
+impl Render for thau::hf::HfExportReport {
+    fn text(&self, out: &mut String) -> Result {
+        writeln!(
+            out,
+            "wrote {} (Hugging Face LlamaForCausalLM, age {}, {} parameters, {} tensors) from {}",
+            self.output.display(),
+            self.age,
+            group(self.parameters),
+            self.tensors,
+            self.checkpoint.display()
+        )?;
+        if self.copy_head_dropped {
+            writeln!(
+                out,
+                "the copy head is left out (Llama has none): the export answers as the language model alone"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Render for thau::hf::HfImportReport {
+    fn text(&self, out: &mut String) -> Result {
+        writeln!(
+            out,
+            "imported {} as age {} ({} parameters): {}",
+            self.source.display(),
+            self.age,
+            group(self.parameters),
+            self.checkpoint.display()
+        )
+    }
+}
+
 impl Render for Exported {
     fn text(&self, out: &mut String) -> Result {
         let r = &self.export;

@@ -43,6 +43,9 @@ pub struct Job {
     pub model: Arc<ServedModel>,
     pub prompt: Vec<u32>,
     pub params: SamplingParams,
+    /// The grammar its tool calls are decoded under (the model's, or the request's own
+    /// tools').
+    pub grammar: Option<Arc<CallGrammar>>,
     /// Each new piece of text; `false` cancels.
     pub on_text: Box<dyn FnMut(&str) -> bool + Send>,
     /// Called once with the result.
@@ -146,7 +149,7 @@ impl Running {
         let stop = [m.tokenizer.special.eot];
         let seq = match Sequence::new(&job.prompt, &job.params, &stop, m.model.cfg.max_seq_len) {
             Ok(s) => s
-                .with_grammar(m.grammar.clone())
+                .with_grammar(job.grammar.clone())
                 .with_reading(m.model.lexicon()),
             Err(e) => {
                 (job.done)(Err(e));
@@ -370,6 +373,7 @@ mod tests {
                     model: m.clone(),
                     prompt: m.tokenizer.encode(p).unwrap(),
                     params: params(i),
+                    grammar: m.grammar.clone(),
                     on_text: Box::new(move |piece| {
                         s2.lock().unwrap().push_str(piece);
                         true
@@ -429,6 +433,7 @@ mod tests {
                     temperature: 0.0,
                     ..Default::default()
                 },
+                grammar: None,
                 on_text: Box::new(move |_| {
                     pieces += 1;
                     pieces < 3
@@ -441,6 +446,7 @@ mod tests {
                 model: m.clone(),
                 prompt: Vec::new(),
                 params: SamplingParams::default(),
+                grammar: None,
                 on_text: Box::new(|_| true),
                 done: Box::new(move |r| t2.send(r).unwrap()),
             })

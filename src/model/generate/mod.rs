@@ -191,7 +191,11 @@ fn repeats(answered: &[u32], n: usize) -> Vec<u32> {
 
 /// Picks the next token from `logits` (`[V]`, f32).
 fn sample(logits: &[f32], params: &SamplingParams, answered: &[u32], rng: &mut ChaCha8Rng) -> u32 {
-    pick(&adjusted(logits, params, answered), params, rng)
+    pick(
+        &adjusted(logits, params, answered, params.no_repeat_ngram),
+        params,
+        rng,
+    )
 }
 
 /// What an answer to a chat turn reads while it decodes ([`Sequence::with_reading`]).
@@ -241,7 +245,7 @@ fn sample_answer(
     if extend.is_empty() && unending.is_empty() {
         return sample(logits, params, answered, rng);
     }
-    let mut l = adjusted(logits, params, answered);
+    let mut l = adjusted(logits, params, answered, params.no_repeat_ngram);
     for t in extend {
         if let Some(x) = l.get_mut(t as usize) {
             *x += params.copy_bias as f32;
@@ -276,7 +280,9 @@ fn sample_call(
     st: &CallState,
     source: &[u8],
 ) -> Result<u32> {
-    let mut l = adjusted(logits, params, answered);
+    // A call's JSON may repeat itself (and a call begun in the prompt has no `<TOOL:` among
+    // the answer's tokens to say so).
+    let mut l = adjusted(logits, params, answered, 0);
     if params.span_bias > 0.0 {
         let span = grammar.span(st, source);
         let bias = params.span_bias as f32;
@@ -319,10 +325,16 @@ fn sample_call(
     Ok(pick(&l, params, rng))
 }
 
-/// `logits` with the answer's repetition rules applied.
-fn adjusted(logits: &[f32], params: &SamplingParams, answered: &[u32]) -> Vec<f32> {
+/// `logits` with the answer's repetition rules applied (runs of `no_repeat` tokens never
+/// repeated: [`SamplingParams::no_repeat_ngram`], or 0 inside a call).
+fn adjusted(
+    logits: &[f32],
+    params: &SamplingParams,
+    answered: &[u32],
+    no_repeat: usize,
+) -> Vec<f32> {
     let mut l: Vec<f32> = logits.to_vec();
-    for t in repeats(answered, params.no_repeat_ngram) {
+    for t in repeats(answered, no_repeat) {
         if let Some(x) = l.get_mut(t as usize) {
             *x = f32::NEG_INFINITY;
         }
@@ -671,7 +683,7 @@ impl Sequence {
         };
         let next = match (&self.grammar, &mut self.call) {
             (Some(g), Some(st)) => {
-                let next = sample_call(
+                let mut next = sample_call(
                     logits,
                     &self.params,
                     &self.out,
@@ -680,6 +692,12 @@ impl Sequence {
                     st,
                     &self.source,
                 )?;
+                // A call ends within the token budget: a pick after which the shortest way
+                // to close it no longer fits gives way to that way's first token.
+                let left = self.params.max_new_tokens.saturating_sub(self.out.len());
+                if !g.leaves_room(st, next, left) {
+                    next = g.closing_token(st).unwrap_or(next);
+                }
                 g.step(st, next);
                 if *st == CallState::Closed {
                     self.call = None;

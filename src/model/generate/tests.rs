@@ -338,3 +338,59 @@ fn an_answer_copying_a_memory_ends_with_its_sentence_and_the_one_that_refers_bac
         "In 1582, I think"
     );
 }
+
+#[test]
+fn a_call_begun_in_the_prompt_always_closes_within_the_token_budget() {
+    use crate::model::tokenizer::{TOOL_CLOSE, TOOL_CLOSE_ID};
+    let tok = calendar_tokenizer();
+    let schema = serde_json::json!({"type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+        "required": ["city", "days"]});
+    let grammar = Arc::new(
+        CallGrammar::new([("weather", &schema)], tok.token_bytes(), TOOL_CLOSE_ID).unwrap(),
+    );
+    let mut prompt = tok
+        .chat_prompt(&[crate::model::tokenizer::Message::new(
+            crate::model::tokenizer::Role::User,
+            "Months?".to_string(),
+        )])
+        .unwrap();
+    prompt.extend(tok.encode_turn("<TOOL:weather>").unwrap());
+    // A model that would write "the" forever: inside a string, or as a free key.
+    let the = tok.encode("the").unwrap()[0];
+    for budget in [22, 30, 45] {
+        let params = SamplingParams {
+            max_new_tokens: budget,
+            temperature: 0.0,
+            repetition_penalty: 1.0,
+            ..Default::default()
+        };
+        let mut seq = Sequence::new(&prompt, &params, &[EOT_ID], 4096)
+            .unwrap()
+            .with_grammar(Some(grammar.clone()));
+        let decode = |ids: &[u32]| tok.decode(ids);
+        let mut logits = vec![0.0f32; tok.vocab_size()];
+        logits[the as usize] = 5.0;
+        // As a server does: the answer stops where the call closes.
+        let mut shown = String::new();
+        let mut until_closed = |piece: &str| {
+            shown.push_str(piece);
+            !shown.contains(TOOL_CLOSE)
+        };
+        while !seq.is_done() {
+            seq.accept(&logits, &decode, &mut until_closed).unwrap();
+        }
+        let g = seq.finish(&decode, &mut |_| true).unwrap();
+        assert!(g.ids.len() <= budget);
+        // What follows the call is the model's again (a server stops there).
+        let (args, _) = g
+            .text
+            .split_once(TOOL_CLOSE)
+            .unwrap_or_else(|| panic!("{budget}: {}", g.text));
+        let v: serde_json::Value = serde_json::from_str(args).unwrap();
+        assert!(
+            jsonschema::validator_for(&schema).unwrap().is_valid(&v),
+            "{v}"
+        );
+    }
+}

@@ -5,12 +5,17 @@
 //! has read is a valid value, so a model steered by it can always finish a call.
 
 use super::number;
-use super::schema::{branch_for, Node, NodeId, Nodes, ANY_ARRAY, ANY_NUMBER, ANY_OBJECT, ROOT};
+use super::schema::{
+    branch_for, Node, NodeId, Nodes, ANY_ARRAY, ANY_NUMBER, ANY_OBJECT, MAX_FRACTION_DIGITS, ROOT,
+};
 
 /// The longest key of an object that allows keys it does not name.
 const MAX_FREE_KEY: usize = 64;
 /// The longest number text (an `i64` has 20 characters with its sign).
 const MAX_NUMBER: usize = 32;
+
+/// Chunks [`Matcher::closing`] writes before it gives up (each completes a part).
+const MAX_CLOSING_STEPS: usize = 4096;
 
 /// The JSON literals a `true`/`false`/`null` value may be.
 const WORDS: [&[u8]; 3] = [b"true", b"false", b"null"];
@@ -139,6 +144,29 @@ impl Text {
     }
 }
 
+impl Text {
+    /// The bytes that end this string soonest: the character under way, `a`s up to its
+    /// shortest length, the closing quote.
+    fn closing(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.cont > 0 {
+            out.push(self.next.0);
+            out.extend(std::iter::repeat_n(0x80, self.cont as usize - 1));
+        } else if self.escape == 1 {
+            out.push(b'n');
+        } else if self.escape > 1 {
+            // `0` is a hex digit that also keeps `\uD…` below the surrogates.
+            out.extend(std::iter::repeat_n(b'0', self.escape as usize - 1));
+        }
+        out.extend(std::iter::repeat_n(
+            b'a',
+            self.min.saturating_sub(self.chars),
+        ));
+        out.push(b'"');
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Frame {
     Str(Text),
@@ -221,6 +249,68 @@ impl Matcher {
             Some(Frame::Str(t)) => Some(&t.bytes),
             _ => None,
         }
+    }
+
+    /// The shortest bytes (near enough: each open part closed the shortest way) that
+    /// complete the value from here; `None` if none was found. Decoding writes them when a
+    /// call would otherwise not end within its token budget, so a call the client required
+    /// always parses.
+    pub fn closing(&self, nodes: &Nodes) -> Option<Vec<u8>> {
+        let mut m = self.clone();
+        let mut out = Vec::new();
+        for _ in 0..MAX_CLOSING_STEPS {
+            if m.can_end(nodes) {
+                return Some(out);
+            }
+            let chunk = match m.stack.last() {
+                None => min_text(nodes, ROOT),
+                Some(Frame::Str(t)) => t.closing(),
+                Some(Frame::Num { node, text }) => {
+                    let node = nodes.get(*node);
+                    if number::complete(text, node) {
+                        m.end_open_frame(nodes);
+                        continue;
+                    }
+                    let b = b"0123456789.".iter().find(|&&b| {
+                        let mut t = text.clone();
+                        t.push(b);
+                        number::feasible(&t, node)
+                    })?;
+                    vec![*b]
+                }
+                Some(Frame::Lit { candidates, pos }) => {
+                    if candidates.iter().any(|c| c.len() == *pos) {
+                        m.end_open_frame(nodes);
+                        continue;
+                    }
+                    candidates.iter().min_by_key(|c| c.len())?[*pos..].to_vec()
+                }
+                Some(Frame::Obj {
+                    node,
+                    seen,
+                    phase,
+                    key,
+                    value,
+                }) => object_closing(nodes, *node, seen, *phase, key, *value)?,
+                Some(Frame::Arr { node, count, phase }) => {
+                    let Node::Array { items, min, .. } = nodes.get(*node) else {
+                        return None;
+                    };
+                    match phase {
+                        ArrPhase::Open | ArrPhase::Next if count >= min => b"]".to_vec(),
+                        ArrPhase::Next => b",".to_vec(),
+                        _ => min_text(nodes, *items),
+                    }
+                }
+            };
+            for b in chunk {
+                if !m.feed(nodes, b) {
+                    return None;
+                }
+                out.push(b);
+            }
+        }
+        None
     }
 
     /// Feeds one byte; `false` (and an unspecified state) when no valid value goes on so.
@@ -506,6 +596,154 @@ impl Default for Matcher {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The shortest text of a value of `id`: `0`, `""` (padded to its shortest length), the
+/// shortest literal, a container with only what it requires.
+fn min_text(nodes: &Nodes, id: NodeId) -> Vec<u8> {
+    match nodes.get(id) {
+        Node::Any => b"0".to_vec(),
+        Node::Null => b"null".to_vec(),
+        Node::Bool => b"true".to_vec(),
+        Node::Integer {
+            min,
+            max,
+            multiple_of,
+        } => {
+            let m = multiple_of.unwrap_or(1).max(1);
+            let v = if *min <= 0 && 0 <= *max {
+                0
+            } else if *min > 0 {
+                (min + m - 1) / m * m
+            } else {
+                max.div_euclid(m) * m
+            };
+            v.to_string().into_bytes()
+        }
+        n @ Node::Number { min, max } => {
+            let text = |v: f64| {
+                let s = format!("{v:.6}");
+                s.trim_end_matches('0').trim_end_matches('.').to_string()
+            };
+            let step = 10f64.powi(-(MAX_FRACTION_DIGITS as i32));
+            let mut tries = vec!["0".to_string()];
+            for (bound, toward) in [(min, step), (max, -step)] {
+                if let Some((v, exclusive)) = bound {
+                    tries.push(text(if *exclusive { v + toward } else { *v }));
+                }
+            }
+            tries
+                .into_iter()
+                .find(|t| number::complete(t.as_bytes(), n))
+                .unwrap_or_else(|| "0".into())
+                .into_bytes()
+        }
+        Node::String { min_chars, .. } => {
+            let mut s = vec![b'"'];
+            s.extend(std::iter::repeat_n(b'a', *min_chars));
+            s.push(b'"');
+            s
+        }
+        Node::Literal(vs) => vs
+            .iter()
+            .min_by_key(|v| v.len())
+            .cloned()
+            .unwrap_or_default(),
+        Node::Array { items, min, .. } => {
+            let parts: Vec<Vec<u8>> = (0..*min).map(|_| min_text(nodes, *items)).collect();
+            [b"[".to_vec(), parts.join(&b","[..]), b"]".to_vec()].concat()
+        }
+        Node::Object {
+            props, required, ..
+        } => {
+            let parts: Vec<Vec<u8>> = props
+                .iter()
+                .zip(required)
+                .filter(|(_, r)| **r)
+                .map(|((k, v), _)| member(k.as_bytes(), nodes, *v))
+                .collect();
+            [b"{".to_vec(), parts.join(&b","[..]), b"}".to_vec()].concat()
+        }
+        Node::Union(ids) => ids
+            .iter()
+            .map(|i| min_text(nodes, *i))
+            .min_by_key(Vec::len)
+            .unwrap_or_default(),
+    }
+}
+
+/// `"key":value`, the value shortest.
+fn member(key: &[u8], nodes: &Nodes, value: NodeId) -> Vec<u8> {
+    let parts: [&[u8]; 4] = [b"\"", key, b"\":", &min_text(nodes, value)];
+    parts.concat()
+}
+
+/// The next bytes that close an object soonest from `phase`: the key under way (a named
+/// property it begins, else a free key), the value, then each required property not yet
+/// written, then `}`.
+fn object_closing(
+    nodes: &Nodes,
+    node: NodeId,
+    seen: &[bool],
+    phase: ObjPhase,
+    key: &[u8],
+    value: NodeId,
+) -> Option<Vec<u8>> {
+    let Node::Object {
+        props,
+        required,
+        additional,
+    } = nodes.get(node)
+    else {
+        return None;
+    };
+    let unseen = |need: bool| {
+        props
+            .iter()
+            .zip(required)
+            .zip(seen)
+            .find(|((_, r), s)| !**s && (**r || !need))
+            .map(|((p, _), _)| p)
+    };
+    let can_close = required.iter().zip(seen).all(|(r, s)| !r || *s);
+    // A key to write after `,` or `{`: a required one, else any named, else a free one.
+    let next_key = || -> Option<Vec<u8>> {
+        if let Some((p, v)) = unseen(true).or_else(|| unseen(false)) {
+            Some(member(p.as_bytes(), nodes, *v))
+        } else {
+            additional.map(|a| member(b"k", nodes, a))
+        }
+    };
+    Some(match phase {
+        ObjPhase::Open if can_close => b"}".to_vec(),
+        ObjPhase::Open | ObjPhase::Comma { .. } => next_key()?,
+        ObjPhase::Next if can_close => b"}".to_vec(),
+        ObjPhase::Next => [b",".to_vec(), next_key()?].concat(),
+        ObjPhase::Colon => [b":".to_vec(), min_text(nodes, value)].concat(),
+        ObjPhase::Value { .. } => min_text(nodes, value),
+        ObjPhase::Key => {
+            let named = props
+                .iter()
+                .zip(required)
+                .zip(seen)
+                .filter(|(((p, _), _), s)| !**s && p.as_bytes().starts_with(key))
+                .min_by_key(|(((p, _), r), _)| (!**r, p.len()))
+                .map(|(((p, v), _), _)| (p, *v));
+            match (named, additional) {
+                (Some((p, v)), _) => {
+                    let rest = &p.as_bytes()[key.len()..];
+                    let parts: [&[u8]; 3] = [rest, b"\":", &min_text(nodes, v)];
+                    parts.concat()
+                }
+                (None, Some(a)) => {
+                    let pad: &[u8] = if key.is_empty() { b"k" } else { b"" };
+                    let parts: [&[u8]; 3] = [pad, b"\":", &min_text(nodes, *a)];
+                    parts.concat()
+                }
+                (None, None) => return None,
+            }
+        }
+    })
 }
 
 /// The longest property name.

@@ -185,6 +185,57 @@ impl CallGrammar {
         Span { extend, mid_word }
     }
 
+    /// The shortest bytes that close the call in `st` (before `</TOOL>`): its name's
+    /// rest, then the arguments closed soonest ([`Matcher::closing`]). `None` once closed,
+    /// or when no way is found.
+    fn closing(&self, st: &CallState) -> Option<Vec<u8>> {
+        match st {
+            CallState::Name(name) => {
+                let t = self.tools.iter().find(|t| t.name.starts_with(name))?;
+                let args = Matcher::new().closing(&t.nodes)?;
+                Some([&t.name[name.len()..], b">", &args].concat())
+            }
+            CallState::Args { tool, json } => json.closing(&self.tools[*tool].nodes),
+            CallState::Closed => None,
+        }
+    }
+
+    /// Whether, after token `id` in `st`, the call can still close within `left − 1`
+    /// tokens (a token spells at least one byte, and `</TOOL>` takes one). Decoding
+    /// replaces a pick that leaves no room by [`CallGrammar::closing_token`], so a call
+    /// always ends within its token budget and parses.
+    pub fn leaves_room(&self, st: &CallState, id: u32, left: usize) -> bool {
+        let mut after = st.clone();
+        if !self.step(&mut after, id) {
+            return false;
+        }
+        match self.closing(&after) {
+            Some(bytes) => bytes.len() + 1 < left,
+            // Closed (or no way known, where no other pick would help).
+            None => true,
+        }
+    }
+
+    /// The token that begins the shortest way to close the call in `st`: the longest
+    /// token spelling a start of it, or `</TOOL>` when the arguments are complete.
+    pub fn closing_token(&self, st: &CallState) -> Option<u32> {
+        let bytes = self.closing(st)?;
+        if bytes.is_empty() {
+            return Some(self.close_id);
+        }
+        self.tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(id, t)| {
+                let t = t
+                    .as_deref()
+                    .filter(|t| !t.is_empty() && bytes.starts_with(t))?;
+                Some((t.len(), id as u32))
+            })
+            .max()
+            .map(|(_, id)| id)
+    }
+
     /// The tokens whose bytes start with `b` (the closing quote of a string).
     pub fn starting_with(&self, b: u8) -> impl Iterator<Item = u32> + '_ {
         self.tokens

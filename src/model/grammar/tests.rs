@@ -228,6 +228,89 @@ fn every_call_the_grammar_lets_a_model_finish_parses_and_validates() {
 }
 
 #[test]
+fn a_call_cut_short_anywhere_is_closed_the_shortest_way_and_validates() {
+    let g = grammar();
+    let open =
+        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let tools = [
+        ("generate_image", image_schema()),
+        ("weather", rich_schema()),
+        ("open", open.clone()),
+    ];
+    let g_open = CallGrammar::new([("open", &open)], vocab(), CLOSE).unwrap();
+    let vocab = vocab();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for walk in 0..300 {
+        let name = tools[walk % 3].0;
+        let g = if name == "open" { &g_open } else { &g };
+        let mut st = g.start();
+        let mut text = Vec::new();
+        // A random prefix of the name, or the name and a random stretch of arguments.
+        let cut = rng.random_range(0..=name.len() + 1);
+        for b in name.bytes().chain(*b">").take(cut) {
+            assert!(g.step(&mut st, 8 + u32::from(b)));
+            text.push(b);
+        }
+        if cut > name.len() {
+            for _ in 0..rng.random_range(0..40) {
+                let allowed: Vec<u32> = (8..vocab.len() as u32)
+                    .filter(|&i| g.allows(&st, i))
+                    .collect();
+                let id = allowed[rng.random_range(0..allowed.len())];
+                assert!(g.step(&mut st, id));
+                text.extend(vocab[id as usize].as_ref().unwrap());
+            }
+        }
+        // Out of budget: each token is the closing one, and the call ends.
+        let mut closed = false;
+        for _ in 0..200 {
+            let Some(id) = g.closing_token(&st) else {
+                panic!("no way to close {}", String::from_utf8_lossy(&text))
+            };
+            assert!(g.step(&mut st, id), "{}", String::from_utf8_lossy(&text));
+            if id == CLOSE {
+                closed = true;
+                break;
+            }
+            text.extend(vocab[id as usize].as_ref().unwrap());
+        }
+        assert!(closed, "{}", String::from_utf8_lossy(&text));
+        // From an empty name, the closing names the first tool.
+        let at = text.iter().position(|&b| b == b'>').unwrap();
+        let written = std::str::from_utf8(&text[..at]).unwrap();
+        assert!(written.starts_with(&name[..cut.min(name.len())]));
+        let schema = &tools.iter().find(|(n, _)| *n == written).unwrap().1;
+        let v: Value = serde_json::from_slice(&text[at + 1..])
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&text)));
+        assert!(
+            jsonschema::validator_for(schema).unwrap().is_valid(&v),
+            "{}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    // Whole schemas close in their fewest bytes, and a call that still fits is left alone.
+    let mut st = g_open.start();
+    for b in b"open>".iter() {
+        g_open.step(&mut st, 8 + u32::from(*b));
+    }
+    let m = match &st {
+        CallState::Args { json, .. } => json.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        m.closing(&g_open.tools[0].nodes).unwrap(),
+        br#"{"city":""}"#
+    );
+    // `{` leaves `"city":""}` (10 bytes) and `</TOOL>`: room in 12 tokens, not in 11.
+    let brace = 8 + u32::from(b'{');
+    assert!(g_open.leaves_room(&st, brace, 12));
+    assert!(!g_open.leaves_room(&st, brace, 11));
+    // The longest token that starts the way.
+    let id = g_open.closing_token(&st).unwrap();
+    assert_eq!(vocab[id as usize].as_deref(), Some(&b"{\""[..]));
+}
+
+#[test]
 fn a_schema_the_grammar_cannot_enforce_is_named_and_its_calls_held_to_a_json_object() {
     let bad = json!({"type": "object", "properties": {"q": {"type": "string", "format": "email"}}});
     let image = image_schema();

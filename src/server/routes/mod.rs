@@ -3,6 +3,7 @@
 //! handlers; the memory routes live in [`memory`]; `/openapi.json` describes every route
 //! ([`openapi()`]).
 
+mod compat;
 mod memory;
 mod openapi;
 
@@ -119,25 +120,6 @@ pub fn all(
         .and(warp::get())
         .and(state.clone())
         .and_then(vision_image);
-    let tags = warp::path!("api" / "tags")
-        .and(warp::get())
-        .and(state.clone())
-        .and_then(super::compat::tags);
-    let ollama_generate = post("api")
-        .and(warp::path!("generate"))
-        .and(state.clone())
-        .and(json_body())
-        .and_then(super::compat::ollama_generate);
-    let ollama_chat = post("api")
-        .and(warp::path!("chat"))
-        .and(state.clone())
-        .and(json_body())
-        .and_then(super::compat::ollama_chat);
-    let openai_chat = post("v1")
-        .and(warp::path!("chat" / "completions"))
-        .and(state.clone())
-        .and(json_body())
-        .and_then(super::compat::openai_chat);
     // Memory contents and the event stream are private too: the key, in a header or (for
     // a browser's EventSource) in the query.
     let items = warp::path!("memory" / String / "items")
@@ -203,14 +185,7 @@ pub fn all(
         .or(vision_stats)
         .unify()
         .boxed();
-    let compat = tags
-        .or(ollama_generate)
-        .unify()
-        .or(ollama_chat)
-        .unify()
-        .or(openai_chat)
-        .unify()
-        .boxed();
+    let compat = compat::routes(st.clone(), st.api_key.clone()).boxed();
     core.or(learn_memory)
         .unify()
         .or(inspect)
