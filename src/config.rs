@@ -29,7 +29,8 @@ pub const DEFAULT_HOME: &str = "thau-data";
 pub struct ThauConfig {
     /// Log filter for `tracing` (e.g. `info`, `thau=debug`).
     pub log: String,
-    /// Compute device for the model: `cpu` or `cuda` (needs the `cuda` feature).
+    /// Compute device for training, learning, growth and inference: `cpu`, `cuda` or
+    /// `cuda:N` (needs a build with the `cuda` feature; see [`crate::model::device`]).
     pub device: String,
     /// Seed for everything random (training order, initialisation, sampling).
     pub seed: u64,

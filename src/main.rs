@@ -68,7 +68,7 @@ fn run(args: Cli, home: Home, config: ThauConfig) -> Result<()> {
         Command::Train(a) => Box::new(model::train(&home, &config, a, json)?),
         Command::Eval(a) => model::eval(home, config, a)?,
         Command::Generate(a) => Box::new(model::generate(home, config, a, json)?),
-        Command::Grow(a) => Box::new(model::grow(&home, &a)?),
+        Command::Grow(a) => Box::new(model::grow(&home, &config, &a)?),
         Command::Export { command } => model::export(&home, command)?,
         Command::Import { command } => Box::new(model::import(&home, command)?),
         Command::Bench(a) => bench::run(home, config, a)?,

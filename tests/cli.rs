@@ -129,6 +129,36 @@ fn bad_input_gives_clear_errors_and_exit_codes() {
 
     let out = thau(&home, &["train", "--steps", "1", "--minutes", "1"]);
     assert_eq!(out.status.code(), Some(2), "clap rejects conflicting flags");
+
+    // The device setting is read by every command that runs the model: a GPU asked of a
+    // build without CUDA (this one) is refused saying so, before anything runs.
+    small_corpus(&data);
+    let without = "built without the cuda feature";
+    for args in [
+        &[
+            "--set",
+            "device=cuda",
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--steps",
+            "1",
+        ][..],
+        &["--set", "device=cuda:1", "generate", "hola"],
+        &["--set", "device=cuda", "learn", "--minutes", "1"],
+        &["--set", "device=cuda", "grow", "--to", "1"],
+    ] {
+        let out = thau(&home, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains(without) && err.contains("--features cuda"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = thau(&home, &["--set", "device=tpu", "generate", "hola"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown device `tpu`"), "{err}");
 }
 
 #[test]

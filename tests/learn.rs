@@ -29,7 +29,7 @@ fn study_rounds_lower_the_loss_on_gap_items_and_keep_replaying() {
     let s = settings();
     tiny_checkpoint(&home, &dir.path().join("corpus"), &s);
     let kb = KnowledgeBase::load(&dir.path().join("corpus"), &Templates::default()).unwrap();
-    let mut study = Study::open(&home.checkpoints(), &kb, s, 1).unwrap();
+    let mut study = Study::open(&home.checkpoints(), &kb, s, 1, &candle_core::Device::Cpu).unwrap();
     let gaps: Vec<_> = kb
         .items
         .iter()

@@ -264,6 +264,8 @@ pub struct Inference {
     swapped: Arc<WeightsCell>,
     /// Generation of [`WeightsCell`] this thread serves.
     seen_generation: u64,
+    /// Where a native model runs (`device` in thau.toml; a GGUF file runs on the CPU).
+    device: candle_core::Device,
 }
 
 impl Inference {
@@ -274,6 +276,7 @@ impl Inference {
         spec: &AgentSpec,
         checkpoints: PathBuf,
         gguf: Option<PathBuf>,
+        device: candle_core::Device,
     ) -> Self {
         // Validated by `Runtime::start`, so the fallback only guards direct construction.
         let defaults = spec
@@ -290,6 +293,7 @@ impl Inference {
             load_error: None,
             swapped: Arc::new(WeightsCell::default()),
             seen_generation: 0,
+            device,
         };
         if let Err(e) = me.reload() {
             me.load_error = Some(e.to_string());
@@ -310,7 +314,7 @@ impl Inference {
             return;
         };
         self.seen_generation = generation;
-        match from_tensors(w.weights.clone(), &w.config, &candle_core::Device::Cpu) {
+        match from_tensors(w.weights.clone(), &w.config, &self.device) {
             Ok(model) => {
                 self.loaded = Some(Loaded {
                     backend: Backend::Native(served(model, w.tokenizer.clone())),
@@ -353,16 +357,14 @@ impl Inference {
                             "no model loaded: train one with `thau train`".into(),
                         )
                     })?;
-                let ck =
-                    checkpoint::load(&dir, &candle_core::Device::Cpu, false).map_err(failed)?;
+                let ck = checkpoint::load(&dir, &self.device, false).map_err(failed)?;
                 let info = ModelInfo {
                     checkpoint: dir,
                     format: "thau",
                     age: Some(ck.config.age),
                     params: Some(ck.config.param_count()),
                 };
-                let model = from_tensors(ck.weights, &ck.config, &candle_core::Device::Cpu)
-                    .map_err(failed)?;
+                let model = from_tensors(ck.weights, &ck.config, &self.device).map_err(failed)?;
                 Loaded {
                     backend: Backend::Native(served(model, ck.tokenizer)),
                     info,
@@ -673,7 +675,7 @@ impl Handler<SwapWeights> for Inference {
                 ));
             }
             // Checked here so a bad message fails its sender, not every later request.
-            from_tensors(msg.weights.clone(), &msg.config, &candle_core::Device::Cpu)
+            from_tensors(msg.weights.clone(), &msg.config, &me.device)
                 .map_err(|e| ActorError::BadRequest(e.to_string()))?;
             me.swapped.put(msg);
             me.adopt_swapped();

@@ -159,6 +159,8 @@ pub struct Learner {
     checkpoints: PathBuf,
     links: LearnerLinks,
     session: Option<Session>,
+    /// Where it trains (`device` in thau.toml).
+    device: candle_core::Device,
 }
 
 impl Learner {
@@ -177,7 +179,14 @@ impl Learner {
             checkpoints,
             links,
             session: None,
+            device: candle_core::Device::Cpu,
         }
+    }
+
+    /// Trains on `device` (`device` in thau.toml) rather than the CPU.
+    pub fn with_device(mut self, device: candle_core::Device) -> Self {
+        self.device = device;
+        self
     }
 
     fn event(&self, e: LearnEvent) {
@@ -223,8 +232,14 @@ impl Learner {
         let fresh = crate::model::checkpoint::newest(&self.checkpoints)
             .map_err(failed)?
             .is_none();
-        let study =
-            Study::open(&self.checkpoints, &kb, self.settings.clone(), m.seed).map_err(failed)?;
+        let study = Study::open(
+            &self.checkpoints,
+            &kb,
+            self.settings.clone(),
+            m.seed,
+            &self.device,
+        )
+        .map_err(failed)?;
         if fresh {
             // Give Inference (and later runs) a model to start from.
             study.save().map_err(failed)?;
@@ -354,7 +369,14 @@ impl Learner {
             Ok(grown) => grown,
             Err(e) => {
                 tracing::error!(error = %e, "growth failed; continuing from the newest checkpoint");
-                Study::open(&self.checkpoints, &kb, self.settings.clone(), 0).map_err(failed)?
+                Study::open(
+                    &self.checkpoints,
+                    &kb,
+                    self.settings.clone(),
+                    0,
+                    &self.device,
+                )
+                .map_err(failed)?
             }
         };
         study.save().map_err(failed)?;

@@ -75,6 +75,7 @@ pub fn train(
         },
         vocab_size: config.model.vocab_size,
         copy_head: config.model.copy_head,
+        device: thau::model::device(&config.device)?,
         fresh: a.fresh,
         dataset: a
             .dataset
@@ -148,6 +149,7 @@ pub fn eval(home: Home, config: ThauConfig, a: EvalArgs) -> Result<Box<dyn Repor
             &a.data,
             a.checkpoint.as_deref(),
             a.max_batches,
+            &thau::model::device(&config.device)?,
         )?)),
     }
 }
@@ -278,8 +280,18 @@ pub fn generate(
 }
 
 /// `thau grow`: grows the newest model to `--to`, exactly.
-pub fn grow(home: &Home, a: &GrowArgs) -> Result<thau::commands::grow::GrowReport> {
-    Ok(thau::commands::grow::grow(home, a.to, a.placement.into())?)
+pub fn grow(
+    home: &Home,
+    config: &ThauConfig,
+    a: &GrowArgs,
+) -> Result<thau::commands::grow::GrowReport> {
+    let dev = thau::model::device(&config.device)?;
+    Ok(thau::commands::grow::grow(
+        home,
+        a.to,
+        a.placement.into(),
+        &dev,
+    )?)
 }
 
 /// What `thau export gguf` wrote, from which checkpoint, and the check of it

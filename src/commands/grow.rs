@@ -33,19 +33,19 @@ pub struct GrowReport {
     pub checkpoint: PathBuf,
 }
 
-fn fixed_batch(cfg: &ModelConfig) -> Result<Tensor> {
+fn fixed_batch(cfg: &ModelConfig, dev: &Device) -> Result<Tensor> {
     let n = CHECK_TOKENS.min(cfg.max_seq_len);
     let ids: Vec<u32> = (0..n as u32)
         .map(|i| (i * 7919 + 13) % cfg.vocab_size as u32)
         .collect();
-    Ok(Tensor::from_vec(ids, (1, n), &Device::Cpu)?)
+    Ok(Tensor::from_vec(ids, (1, n), dev)?)
 }
 
-/// Grows the newest checkpoint to `to_age`.
-pub fn grow(home: &Home, to_age: u32, placement: Placement) -> Result<GrowReport> {
+/// Grows the newest checkpoint to `to_age`, on `dev` (`device` in thau.toml).
+pub fn grow(home: &Home, to_age: u32, placement: Placement, dev: &Device) -> Result<GrowReport> {
     let dir = checkpoint::newest(&home.checkpoints())?
         .ok_or_else(|| ModelError::Data("no checkpoint to grow: run `thau train` first".into()))?;
-    let dev = Device::Cpu;
+    let dev = dev.clone();
     let ck = checkpoint::load(&dir, &dev, true)?;
     let from = ck.config.clone();
     if !AGES.iter().any(|a| a.age == to_age) {
@@ -74,7 +74,7 @@ pub fn grow(home: &Home, to_age: u32, placement: Placement) -> Result<GrowReport
     }
     let check = from.param_count() + target.param_count() <= CHECK_MAX_PARAMS;
     let (batch, before) = if check {
-        let b = fixed_batch(&from)?;
+        let b = fixed_batch(&from, &dev)?;
         let m = from_tensors(ck.weights.clone(), &from, &dev)?;
         let logits = m.forward(&b, None)?;
         (Some(b), Some(logits))

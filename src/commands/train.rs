@@ -47,6 +47,8 @@ pub struct TrainRequest {
     pub dataset: Option<DatasetMix>,
     /// Give a model started from nothing a copy head.
     pub copy_head: bool,
+    /// Where it trains (`device` in thau.toml: [`crate::model::device`]).
+    pub device: Device,
 }
 
 /// `thau train --dataset`: a dataset file and how it is mixed with the corpus.
@@ -119,7 +121,7 @@ pub fn train(
         );
         corpus.files.push(mix.path.clone());
     }
-    let dev = Device::Cpu;
+    let dev = req.device.clone();
     let age_dir = home.age_checkpoint(req.age);
     let existing = if req.fresh {
         None
@@ -289,13 +291,14 @@ pub fn eval(
     data: &Path,
     checkpoint_dir: Option<&Path>,
     max_batches: usize,
+    dev: &Device,
 ) -> Result<EvalSummary> {
     let dir = match checkpoint_dir {
         Some(d) => d.to_path_buf(),
         None => checkpoint::newest(&home.checkpoints())?
             .ok_or_else(|| ModelError::Data("no checkpoint yet: run `thau train` first".into()))?,
     };
-    let dev = Device::Cpu;
+    let dev = dev.clone();
     let ck = checkpoint::load(&dir, &dev, true)?;
     let opts: TrainOptions = ck
         .trainer

@@ -157,13 +157,14 @@ impl Study {
         kb: &KnowledgeBase,
         settings: LearnSettings,
         seed: u64,
+        dev: &Device,
     ) -> Result<Study> {
         settings.validate().map_err(ModelError::Config)?;
         let corpus = replay_corpus(kb);
         if corpus.examples.is_empty() {
             return Err(ModelError::Data("the knowledge base is empty".into()));
         }
-        let dev = Device::Cpu;
+        let dev = dev.clone();
         let opts = TrainOptions {
             batch_size: settings.batch_size,
             seq_len: settings.seq_len,

@@ -84,15 +84,59 @@ impl ModelError {
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
-/// The compute device named in the configuration (`cpu`, or `cuda` with the feature).
+/// The compute device named in the configuration (`device` in thau.toml): `cpu`, `cuda` (the
+/// first GPU) or `cuda:N`. A GPU needs a build with the `cuda` feature and a CUDA device;
+/// without either the error says which. Checkpoints stay device-independent (safetensors
+/// hold no device), so a model trained on one loads on the other.
 pub fn device(name: &str) -> Result<candle_core::Device> {
-    match name {
-        "cpu" => Ok(candle_core::Device::Cpu),
-        "cuda" => candle_core::Device::new_cuda(0).map_err(|e| {
-            ModelError::Config(format!("device `cuda`: {e} (build with `--features cuda`)"))
-        }),
-        other => Err(ModelError::Config(format!(
-            "unknown device `{other}` (expected cpu or cuda)"
-        ))),
+    let gpu = match name.trim() {
+        "cpu" => return Ok(candle_core::Device::Cpu),
+        "cuda" => 0,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => n,
+            _ => {
+                return Err(ModelError::Config(format!(
+                    "unknown device `{other}` (expected cpu, cuda or cuda:N)"
+                )))
+            }
+        },
+    };
+    if !cfg!(feature = "cuda") {
+        return Err(ModelError::Config(format!(
+            "device `{name}`: cuda requested, but this thau was built without the cuda feature \
+             (build it with `cargo build --release --features cuda` where a CUDA toolkit exists), \
+             or set device = \"cpu\" in thau.toml"
+        )));
+    }
+    candle_core::Device::new_cuda(gpu)
+        .map_err(|e| ModelError::Config(format!("device `{name}`: no CUDA device {gpu}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_device_setting_names_cpu_or_a_cuda_gpu_and_says_what_is_missing() {
+        assert!(super::device("cpu").unwrap().is_cpu());
+        for gpu in ["cuda", "cuda:0", "cuda:3"] {
+            match super::device(gpu) {
+                // A CUDA build on a machine with that GPU.
+                Ok(d) => assert!(d.is_cuda() && cfg!(feature = "cuda")),
+                Err(e) if cfg!(feature = "cuda") => {
+                    assert!(e.to_string().contains("no CUDA device"))
+                }
+                Err(e) => assert!(
+                    e.to_string().contains("built without the cuda feature")
+                        && e.to_string().contains(gpu),
+                    "{e}"
+                ),
+            }
+        }
+        for bad in ["gpu", "cuda:", "cuda:x", "metal"] {
+            let e = super::device(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("unknown device") && e.contains("cpu, cuda or cuda:N"),
+                "{e}"
+            );
+        }
     }
 }

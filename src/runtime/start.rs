@@ -183,9 +183,16 @@ fn start_inference(rt: &mut Runtime, base: ActorBase, spec: AgentSpec) -> Result
     let gguf = Some(&rt.config.model.gguf)
         .filter(|g| !g.is_empty())
         .map(PathBuf::from);
+    let device = crate::model::device(&rt.config.device)?;
     let addr = SyncArbiter::start(spec.threads, move || {
-        Inference::new(base.clone(), &spec, checkpoints.clone(), gguf.clone())
-            .with_weights_cell(cell.clone())
+        Inference::new(
+            base.clone(),
+            &spec,
+            checkpoints.clone(),
+            gguf.clone(),
+            device.clone(),
+        )
+        .with_weights_cell(cell.clone())
     });
     rt.addrs.inference = Some(addr.clone());
     Ok(common(&addr))
@@ -223,8 +230,10 @@ fn start_learner(rt: &mut Runtime, base: ActorBase, spec: AgentSpec) -> Result<C
         current: Default::default(),
     };
     let checkpoints = rt.home.checkpoints();
+    let device = crate::model::device(&rt.config.device)?;
     let addr = SyncArbiter::start(spec.threads, move || {
         Learner::new(base.clone(), &spec, checkpoints.clone(), links.clone())
+            .with_device(device.clone())
     });
     rt.addrs.learner = Some(addr.clone());
     Ok(common(&addr))

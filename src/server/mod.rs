@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 use warp::Filter;
 
+use crate::actors::inference::Inference;
 use crate::runtime::Runtime;
+use error::ApiError;
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: u64 = 256 * 1024;
@@ -66,6 +68,15 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::default()),
             api_key: api_key.filter(|k| !k.is_empty()).map(Arc::from),
         }
+    }
+
+    /// The Inference actor, or 503 when it is not running.
+    pub fn inference(&self) -> Result<actix::Addr<Inference>, ApiError> {
+        self.rt
+            .addrs
+            .inference
+            .clone()
+            .ok_or_else(|| ApiError::unavailable("the Inference actor is not running"))
     }
 }
 

@@ -163,12 +163,7 @@ async fn check_served(st: &AppState, asked: &str) -> Result<(), ApiError> {
     if name == MODEL_NAME {
         return Ok(());
     }
-    let inference = st
-        .rt
-        .addrs
-        .inference
-        .clone()
-        .ok_or_else(|| ApiError::unavailable("the Inference actor is not running"))?;
+    let inference = st.inference()?;
     let info = reply("inference", inference.send(Served).await)?;
     let served = info.age.map(|a| format!("thau:age{a}"));
     if served.as_deref() == Some(name.as_str()) {
@@ -252,12 +247,7 @@ pub(super) async fn run(
     ask: Ask,
     pieces: Option<mpsc::UnboundedSender<String>>,
 ) -> Result<Answer, ApiError> {
-    let inference = st
-        .rt
-        .addrs
-        .inference
-        .clone()
-        .ok_or_else(|| ApiError::unavailable("the Inference actor is not running"))?;
+    let inference = st.inference()?;
     let mut prompt = match ask.prompt {
         Prompt::Chat(ms) if ask.memory.unwrap_or(st.rt.config.memory.recall) => {
             let asked = ms.iter().rev().find(|m| m.role == Role::User);

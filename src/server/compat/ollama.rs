@@ -371,31 +371,18 @@ pub async fn generate(st: AppState, b: OllamaGenerate) -> Resp {
         ));
         return Ok(warp::reply::json(&v).into_response());
     }
-    let (tx, body) = streamed("application/x-ndjson");
-    let (ptx, mut prx) = mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        let gen = run(&st, ask, Some(ptx));
-        let fwd = async {
-            while let Some(piece) = prx.recv().await {
-                let v = frame(json!({ "response": piece, "done": false }));
-                if tx.send(line(&v)).is_err() {
-                    break; // The client went away.
-                }
-            }
-            // Closing the channel stops the generation at its next token.
-            drop(prx);
-        };
-        let (a, ()) = tokio::join!(gen, fwd);
-        let last = match a {
-            Ok(a) => frame(merge(
+    let last = frame.clone();
+    Ok(ndjson(
+        st,
+        ask,
+        move |piece| Some(frame(json!({ "response": piece, "done": false }))),
+        move |a| {
+            last(merge(
                 json!({ "response": "", "context": [] }),
-                done_fields(&a, started),
-            )),
-            Err(e) => json!({ "error": e.message }),
-        };
-        let _ = tx.send(line(&last));
-    });
-    Ok(body)
+                done_fields(a, started),
+            ))
+        },
+    ))
 }
 
 /// An Ollama assistant message, with `tool_calls` when the model wrote calls.
@@ -444,22 +431,41 @@ pub async fn chat(st: AppState, b: OllamaChat) -> Resp {
         let v = frame(assistant(&a.visible, &a.calls), done_fields(&a, started));
         return Ok(warp::reply::json(&v).into_response());
     }
+    // Calls are sent whole in the last message, not piece by piece.
+    let mut parser = crate::tools::ToolCallParser::default();
+    let last = frame.clone();
+    Ok(ndjson(
+        st,
+        ask,
+        move |piece| {
+            let piece = parser.visible(piece);
+            (!piece.is_empty()).then(|| {
+                frame(
+                    json!({"role": "assistant", "content": piece}),
+                    json!({ "done": false }),
+                )
+            })
+        },
+        move |a| last(assistant("", &a.calls), done_fields(a, started)),
+    ))
+}
+
+/// Streams `ask` as NDJSON: a line for each piece `piece` frames (`None`: nothing to show
+/// yet), then the closing line `last` makes of the answer, or an error line. A client that
+/// goes away stops the generation at its next token.
+fn ndjson(
+    st: AppState,
+    ask: Ask,
+    mut piece: impl FnMut(&str) -> Option<Value> + Send + 'static,
+    last: impl FnOnce(&Answer) -> Value + Send + 'static,
+) -> warp::reply::Response {
     let (tx, body) = streamed("application/x-ndjson");
     let (ptx, mut prx) = mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         let gen = run(&st, ask, Some(ptx));
         let fwd = async {
-            // Calls are sent whole in the last message, not piece by piece.
-            let mut parser = crate::tools::ToolCallParser::default();
-            while let Some(piece) = prx.recv().await {
-                let piece = parser.visible(&piece);
-                if piece.is_empty() {
-                    continue;
-                }
-                let v = frame(
-                    json!({"role": "assistant", "content": piece}),
-                    json!({ "done": false }),
-                );
+            while let Some(p) = prx.recv().await {
+                let Some(v) = piece(&p) else { continue };
                 if tx.send(line(&v)).is_err() {
                     break; // The client went away.
                 }
@@ -468,11 +474,11 @@ pub async fn chat(st: AppState, b: OllamaChat) -> Resp {
             drop(prx);
         };
         let (a, ()) = tokio::join!(gen, fwd);
-        let last = match a {
-            Ok(a) => frame(assistant("", &a.calls), done_fields(&a, started)),
+        let end = match a {
+            Ok(a) => last(&a),
             Err(e) => json!({ "error": e.message }),
         };
-        let _ = tx.send(line(&last));
+        let _ = tx.send(line(&end));
     });
-    Ok(body)
+    body
 }
