@@ -43,6 +43,8 @@ pub struct BenchConfig {
     pub threads: usize,
     /// The CPU the figures were measured on ([`cpu_model`]).
     pub cpu: String,
+    /// Where THAU ran: `cpu`, or `cuda:N` (the `device` setting).
+    pub device: String,
 }
 
 /// One benchmark's figures.
@@ -184,7 +186,7 @@ impl BenchReport {
     }
 }
 
-fn bench_config(batch: usize, seq: usize) -> Result<(ModelConfig, BenchConfig)> {
+fn bench_config(batch: usize, seq: usize, dev: &Device) -> Result<(ModelConfig, BenchConfig)> {
     let cfg = ModelConfig::for_age(0, 8192, seq.max(256))?;
     let b = BenchConfig {
         age: 0,
@@ -199,6 +201,10 @@ fn bench_config(batch: usize, seq: usize) -> Result<(ModelConfig, BenchConfig)> 
         dtype: "f32",
         threads: rayon::current_num_threads(),
         cpu: cpu_model(),
+        device: match dev.location() {
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            other => format!("{other:?}").to_lowercase(),
+        },
     };
     Ok((cfg, b))
 }
@@ -240,8 +246,8 @@ pub struct SpeedReport {
 /// PyTorch and llama.cpp) in one run.
 pub fn speed_bench(root: &Path, steps: usize, tokens: usize) -> Result<SpeedReport> {
     Ok(SpeedReport {
-        train: train_bench(root, steps, true)?,
-        decode: decode_bench(root, tokens, true, true)?,
+        train: train_bench(root, steps, true, &Device::Cpu)?,
+        decode: decode_bench(root, tokens, true, true, &Device::Cpu)?,
         goal_ratio: 1.0,
     })
 }
@@ -281,10 +287,15 @@ fn random_ids(rng: &mut ChaCha8Rng, n: usize, vocab: usize) -> Vec<u32> {
     (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()
 }
 
-/// Training throughput: `steps` timed steps after one warm-up step.
-pub fn train_bench(root: &Path, steps: usize, with_reference: bool) -> Result<BenchReport> {
-    let (cfg, bc) = bench_config(8, 256)?;
-    let dev = Device::Cpu;
+/// Training throughput on `dev`: `steps` timed steps after one warm-up step.
+pub fn train_bench(
+    root: &Path,
+    steps: usize,
+    with_reference: bool,
+    dev: &Device,
+) -> Result<BenchReport> {
+    let (cfg, bc) = bench_config(8, 256, dev)?;
+    let dev = dev.clone();
     let vm = init_weights(&cfg, 0, DType::F32, &dev)?;
     let model = from_varmap(&vm, &cfg, DType::F32, &dev)?;
     let mut opt = AdamW::new(&vm, AdamWConfig::default())?;
@@ -328,12 +339,13 @@ pub fn decode_bench(
     tokens: usize,
     with_reference: bool,
     with_llamacpp: bool,
+    dev: &Device,
 ) -> Result<BenchReport> {
-    let dev = Device::Cpu;
+    let dev = dev.clone();
     // A real 8k tokenizer (from the shipped corpus) so the model can also be exported.
     let corpus = crate::model::data::Corpus::load(&root.join("data/corpus"))?;
     let tok = ThauTokenizer::train(corpus.examples.iter().map(|e| e.text()), 8192)?;
-    let (mut cfg, mut bc) = bench_config(1, 16)?;
+    let (mut cfg, mut bc) = bench_config(1, 16, &dev)?;
     cfg.vocab_size = tok.vocab_size();
     let vm = init_weights(&cfg, 0, DType::F32, &dev)?;
     // Plain tensors, as the Inference actor loads them from a checkpoint (no gradients).

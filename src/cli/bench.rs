@@ -185,12 +185,18 @@ pub fn run(home: Home, mut config: ThauConfig, a: BenchArgs) -> Result<Box<dyn R
     }
     let root = thau::bench::repo_root();
     Ok(match a.what {
-        BenchKind::Train => Box::new(thau::bench::train_bench(&root, a.steps, !a.no_reference)?),
+        BenchKind::Train => Box::new(thau::bench::train_bench(
+            &root,
+            a.steps,
+            !a.no_reference,
+            &thau::model::device(&config.device)?,
+        )?),
         BenchKind::Decode => Box::new(thau::bench::decode_bench(
             &root,
             a.tokens,
             !a.no_reference,
             a.llamacpp,
+            &thau::model::device(&config.device)?,
         )?),
         BenchKind::Speed => Box::new(thau::bench::speed_bench(&root, a.steps, a.tokens)?),
         BenchKind::Memory => Box::new(memory(&home, &a)?),

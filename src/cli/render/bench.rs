@@ -28,8 +28,13 @@ impl Render for BenchReport {
         let r = self;
         writeln!(
             out,
-            "thau {} (age {}, {} parameters, {} threads): {:.1} tokens/s",
-            r.bench, r.config.age, r.config.params, r.config.threads, r.tokens_per_s
+            "thau {} (age {}, {} parameters, {}, {} threads): {:.1} tokens/s",
+            r.bench,
+            r.config.age,
+            r.config.params,
+            r.config.device,
+            r.config.threads,
+            r.tokens_per_s
         )?;
         if let Some([f, b, o]) = r.split_s {
             writeln!(
