@@ -2,6 +2,7 @@
 //! space, never empty), and the rules that hold an answer to the memory it copies.
 
 use super::*;
+use rand::Rng;
 
 /// Drives a greedy [`Sequence`] after `prompt` through `ids` (one-hot logits),
 /// collecting the stream.
