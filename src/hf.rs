@@ -407,18 +407,7 @@ pub fn import_hf(dir: &Path, home: &crate::home::Home) -> Result<HfImportReport>
     let age_dir = home.age_checkpoint(cfg.age);
     // After the newest step of that age, so that the import is the age's latest and no
     // pruning takes it.
-    let newest = std::fs::read_dir(&age_dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("step_")?
-                .parse::<u64>()
-                .ok()
-        })
-        .max();
+    let newest = checkpoint::newest_step(&age_dir);
     let exported = c.get("thau_step").and_then(Value::as_u64).unwrap_or(0);
     let step = newest.map_or(exported, |n| n.max(exported) + 1);
     let saved = checkpoint::save(&age_dir, step, &cfg, &tok, &weights, None, None)?;

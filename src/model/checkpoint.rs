@@ -144,20 +144,34 @@ pub fn latest(age_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(dir))
 }
 
+/// The age directories under `checkpoints/` (`age_N`), youngest first.
+pub fn ages(checkpoints: &Path) -> Vec<(u32, PathBuf)> {
+    let mut ages: Vec<(u32, PathBuf)> = fs::read_dir(checkpoints)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            n.strip_prefix("age_")?.parse().ok().map(|a| (a, e.path()))
+        })
+        .collect();
+    ages.sort();
+    ages
+}
+
+/// The highest step saved in `age_dir` (`step_N` directories), if any.
+pub fn newest_step(age_dir: &Path) -> Option<u64> {
+    fs::read_dir(age_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("step_")?.parse().ok())
+        .max()
+}
+
 /// The newest checkpoint of the highest age under `checkpoints/`, if any.
 pub fn newest(checkpoints: &Path) -> Result<Option<PathBuf>> {
-    let mut ages: Vec<(u32, PathBuf)> = match fs::read_dir(checkpoints) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let n = e.file_name().to_string_lossy().to_string();
-                n.strip_prefix("age_")?.parse().ok().map(|a| (a, e.path()))
-            })
-            .collect(),
-        Err(_) => return Ok(None),
-    };
-    ages.sort();
-    for (_, dir) in ages.into_iter().rev() {
+    for (_, dir) in ages(checkpoints).into_iter().rev() {
         if let Some(c) = latest(&dir)? {
             return Ok(Some(c));
         }

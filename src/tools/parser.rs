@@ -318,7 +318,8 @@ impl ToolCallParser {
     }
 }
 
-fn valid_name(n: &str) -> bool {
+/// Whether `n` can name a tool: letters, digits, `_` or `-`, at most [`MAX_NAME`].
+pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= MAX_NAME
         && n.chars()

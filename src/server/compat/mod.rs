@@ -111,17 +111,7 @@ pub fn listed(home: &Home) -> Vec<Listed> {
     if let Some(dir) = checkpoint::newest(&cks).ok().flatten() {
         out.extend(Listed::read(MODEL_NAME.into(), dir));
     }
-    let mut ages: Vec<(u32, PathBuf)> = std::fs::read_dir(&cks)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().to_string();
-            n.strip_prefix("age_")?.parse().ok().map(|a| (a, e.path()))
-        })
-        .collect();
-    ages.sort();
-    for (age, dir) in ages {
+    for (age, dir) in checkpoint::ages(&cks) {
         if let Some(ck) = checkpoint::latest(&dir).ok().flatten() {
             out.extend(Listed::read(format!("thau:age{age}"), ck));
         }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::model::tokenizer::{Message, Role};
-use crate::tools::parser::MAX_NAME;
+use crate::tools::parser::{valid_name, ToolCallError};
 
 /// Most stop strings a request may set (OpenAI allows 4; Ollama clients send a few).
 pub const MAX_STOPS: usize = 16;
@@ -128,18 +128,12 @@ fn call_text(f: &WireFunction) -> Result<String, WireError> {
     Ok(format!("<TOOL:{}>{args}</TOOL>", f.name))
 }
 
+/// A name THAU's calls can hold (the parser's rule, [`valid_name`]).
 fn check_name(name: &str) -> Result<(), WireError> {
-    let ok = !name.is_empty()
-        && name.chars().count() <= MAX_NAME
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
+    if valid_name(name) {
         Ok(())
     } else {
-        Err(err(format!(
-            "tool name `{name}`: use letters, digits, `_` or `-` (at most {MAX_NAME})"
-        )))
+        Err(err(ToolCallError::BadName { name: name.into() }.to_string()))
     }
 }
 
