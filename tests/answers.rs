@@ -23,6 +23,7 @@ fn memory(text: &str) -> NewMemory {
         source: "test".into(),
         importance: 0.5,
         id: None,
+        keys: Vec::new(),
     }
 }
 

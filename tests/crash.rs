@@ -54,8 +54,9 @@ fn newest_step(home: &Home) -> u64 {
 }
 
 /// Opens the long-term store (as the restarted process will) and returns how many learned
-/// facts it holds; each must be a question and answer of the corpus, and every other
-/// memory a passage of a corpus file (`file#position`).
+/// facts it holds; each must be a question and answer of the corpus, as each studied one
+/// (`studied:TOPIC`) must, and every other memory a passage of a corpus file
+/// (`file#position`).
 fn learned_facts(home: &Home, facts: &BTreeSet<String>) -> usize {
     let cfg = ThauConfig::default();
     let lt =
@@ -69,6 +70,12 @@ fn learned_facts(home: &Home, facts: &BTreeSet<String>) -> usize {
         if p.payload.source == thau::actors::gap_detector::LEARNED_SOURCE {
             assert!(facts.contains(&p.payload.text), "{:?}", p.payload.text);
             learned += 1;
+        } else if p
+            .payload
+            .source
+            .starts_with(thau::commands::remember::STUDIED_SOURCE)
+        {
+            assert!(facts.contains(&p.payload.text), "{:?}", p.payload.text);
         } else {
             assert!(p.payload.source.contains('#'), "{:?}", p.payload.source);
         }

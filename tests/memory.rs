@@ -31,6 +31,7 @@ fn point(text: &str, source: &str, importance: f32) -> MemoryPoint {
             source: source.into(),
             importance,
             created_at: Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap(),
+            keys: Vec::new(),
         },
         vector: HashEmbedder::default().embed_one(text).unwrap(),
     }
@@ -496,6 +497,7 @@ async fn the_memory_actors_file_evicted_turns_and_recall_across_stores() {
         source: "chat".into(),
         importance: 0.5,
         id: None,
+        keys: Vec::new(),
     }]))
     .await
     .unwrap()

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::actors::episodic_memory::Remember;
 use crate::actors::inference::{Prompt, Score, Scored};
 use crate::actors::learner::{LearnItems, Trained};
-use crate::actors::long_term_memory::{Memorize, NewMemory};
+use crate::actors::long_term_memory::Memorize;
 use crate::actors::{guarded, ActorBase, ActorError, ThauActor, Tunable};
 use crate::learn::gaps::{GapScore, ThresholdConfig, Thresholds};
 use crate::learn::source::KnowledgeItem;
@@ -57,6 +57,8 @@ pub struct GapsChanged(pub BTreeMap<String, usize>);
 
 /// The long-term memory source of the facts learned by closing gaps.
 pub const LEARNED_SOURCE: &str = "learned";
+/// Importance of what a closed gap stores in long-term memory.
+pub const LEARNED_IMPORTANCE: f32 = 0.6;
 
 /// Who the GapDetector talks to (sent by the runtime once every actor has started).
 #[derive(Message, Clone)]
@@ -370,13 +372,9 @@ impl Handler<Trained> for GapDetector {
                         if let Some(long) = &me.long_term {
                             // What was learned becomes recallable knowledge.
                             // Content-addressed: a gap closed again stores nothing new.
-                            let text = format!("{} {}", g.item.question, g.item.answer);
-                            long.do_send(Memorize(vec![NewMemory {
-                                id: Some(crate::memory::passages::passage_id(&text)),
-                                text,
-                                source: LEARNED_SOURCE.into(),
-                                importance: 0.6,
-                            }]));
+                            long.do_send(Memorize(vec![g
+                                .item
+                                .memory(LEARNED_SOURCE, LEARNED_IMPORTANCE)]));
                         }
                         me.remember(
                             Episode::new(

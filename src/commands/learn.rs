@@ -316,6 +316,10 @@ pub struct LearnReport {
     pub passages_stored: usize,
     #[serde(default)]
     pub passages_known: usize,
+    /// The corpus's questions put into long-term memory at the start with their answers
+    /// (new ones; see [`crate::commands::remember::remember_questions`]).
+    #[serde(default)]
+    pub questions_stored: usize,
     /// Documents of the corpus left out (binary, not UTF-8, empty, too large), and those
     /// learned from their first [`MAX_TEXT_BYTES`] only: "PATH: reason".
     #[serde(default)]
@@ -468,6 +472,7 @@ pub async fn learn(
     let remembered =
         crate::commands::remember::remember_documents(rt, std::slice::from_ref(&req.corpus))
             .await?;
+    let questions_stored = crate::commands::remember::remember_questions(rt, &req.corpus).await?;
     let sample = match &req.accuracy {
         Some(check) => accuracy_items(check)?,
         None => Vec::new(),
@@ -677,6 +682,7 @@ pub async fn learn(
         resumes: journal.resumes,
         passages_stored: remembered.new,
         passages_known: remembered.known,
+        questions_stored,
         documents_left_out: left_out(&req.corpus, &remembered.refused),
         accuracy_before: journal.accuracy_before.clone(),
         accuracy_after: answer_accuracy(rt, &sample).await,

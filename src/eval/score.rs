@@ -105,31 +105,25 @@ pub fn token_f1(answer: &str, reference: &str) -> f64 {
 }
 
 /// The retrieval-only answer: of the sentences of `passages` (best passage first), the
-/// one sharing the most distinct non-stop words with `question` (ties go to the better
-/// passage), with the sentence after it when that one refers back to it
+/// one sharing the most distinct non-stop words with `question`, compared by their search
+/// keys ([`crate::text::best_match`]; ties go to the better passage), with the sentence after it when that one refers back to it
 /// ([`crate::text::refers_back`]: "It was introduced in 1582."), as the model's answers
 /// are carried on ([`crate::model::reading::carry_on`]); a best sentence that is a
 /// question gives the sentence after it instead. Empty when nothing was retrieved.
 pub fn best_sentence(question: &str, passages: &[String]) -> String {
-    let asked: Vec<String> = crate::memory::lexical::query_words(question)
-        .iter()
-        .map(|w| fold(w))
-        .collect();
-    // (shared words, passage, sentence)
-    let mut best: Option<(usize, usize, usize)> = None;
+    // (passage, sentence) of every sentence, in order.
+    let mut at: Vec<(usize, usize)> = Vec::new();
+    let mut all: Vec<String> = Vec::new();
     for (p, passage) in passages.iter().enumerate() {
         for (i, s) in crate::memory::passages::sentences(passage)
-            .iter()
+            .into_iter()
             .enumerate()
         {
-            let have = words(s);
-            let shared = asked.iter().filter(|w| have.contains(w)).count();
-            if best.is_none_or(|b| shared > b.0) {
-                best = Some((shared, p, i));
-            }
+            at.push((p, i));
+            all.push(s);
         }
     }
-    let Some((_, p, i)) = best else {
+    let Some((p, i)) = crate::text::best_match(question, &all).map(|k| at[k]) else {
         return String::new();
     };
     let sentences = crate::memory::passages::sentences(&passages[p]);

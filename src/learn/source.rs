@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::memory::passages::check_text;
+use crate::memory::passages::{check_text, passage_id};
+use crate::memory::NewMemory;
 use crate::model::data::Example;
 use crate::model::tokenizer::{Message, Role};
 
@@ -86,6 +87,20 @@ impl KnowledgeItem {
             Message::new(Role::User, self.question.clone()),
             Message::new(Role::Assistant, self.answer.clone()),
         ])
+    }
+
+    /// The item as a long-term memory: "question answer", recalled by its paraphrases too
+    /// (a user asks in words of their own), under a content id, so that storing it again
+    /// — when its gap closes, or on the next run — replaces it.
+    pub fn memory(&self, source: &str, importance: f32) -> NewMemory {
+        let text = format!("{} {}", self.question, self.answer);
+        NewMemory {
+            id: Some(passage_id(&text)),
+            text,
+            source: source.to_string(),
+            importance,
+            keys: self.paraphrases.clone(),
+        }
     }
 }
 

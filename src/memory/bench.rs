@@ -223,6 +223,7 @@ pub fn vector_bench(
                         source: "bench".into(),
                         importance: 0.5,
                         created_at,
+                        keys: Vec::new(),
                     },
                     vector: v.clone(),
                 }
@@ -520,10 +521,11 @@ mod tests {
 
     #[test]
     fn the_hybrid_ranking_finds_by_words_what_vectors_rank_low() {
-        // The hash embedder sees letter n-grams, which the word forms of the distractors
-        // share with the query; BM25 sees whole words, which only the answer shares.
+        // The hash embedder sees letter n-grams, which the words of the distractors share
+        // with the query; BM25 sees words (their first letters, `text::stem`), which only
+        // the answer shares.
         let mut documents: Vec<String> = (0..20)
-            .map(|i| format!("temperatures of boiling waters, table {i}"))
+            .map(|i| format!("supertemperatures of reboiling saltwaters, table {i}"))
             .collect();
         documents.push("quendralia exports blue pepper".into());
         let set = RetrievalSet {

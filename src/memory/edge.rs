@@ -143,12 +143,16 @@ fn to_filter(f: &PayloadFilter) -> Option<Filter> {
 }
 
 fn payload_json(p: &PointPayload) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "text": p.text,
         "source": p.source,
         "importance": p.importance,
         "created_at": p.created_at.to_rfc3339(),
-    })
+    });
+    if !p.keys.is_empty() {
+        v["keys"] = serde_json::json!(p.keys);
+    }
+    v
 }
 
 fn uuid_of(id: PointId) -> Result<Uuid> {

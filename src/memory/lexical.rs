@@ -20,6 +20,11 @@ use super::{MemoryError, Result};
 pub const LEXICAL_DB: &str = "lexical.sqlite";
 /// Most query words used (a pasted page is not a query).
 const MAX_QUERY_WORDS: usize = 48;
+/// What the index holds, kept in SQLite's `user_version`: an index of another format is
+/// emptied on open, and [`super::long_term::LongTerm::with`] rebuilds it from the vectors.
+/// 1 (or 0): the texts' words; 2: their search keys ([`crate::text::stems`]) with the
+/// memories' other phrasings.
+const INDEX_FORMAT: i64 = 2;
 
 /// One lexical match: a point id and its BM25 relevance (higher is better).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,6 +38,9 @@ pub struct LexicalHit {
 pub struct LexicalDoc<'a> {
     pub id: Uuid,
     pub text: &'a str,
+    /// Other phrasings the document is found by (see
+    /// [`super::vector::PointPayload::keys`]).
+    pub keys: &'a [String],
     pub source: &'a str,
     pub importance: f32,
 }
@@ -70,6 +78,7 @@ impl LexicalIndex {
             .map(|(i, text)| LexicalDoc {
                 id: Uuid::from_u128(i as u128),
                 text: text.as_ref(),
+                keys: &[],
                 source: "",
                 importance: 0.5,
             })
@@ -79,8 +88,16 @@ impl LexicalIndex {
     }
 
     fn init(conn: Connection) -> Result<LexicalIndex> {
-        // `docs` maps a point id to the FTS row (FTS5 rowids are integers); accents are
-        // folded so "nucleo" finds "núcleo".
+        // `docs` maps a point id to the FTS row (FTS5 rowids are integers). The FTS rows
+        // hold search keys, folded and cut ([`crate::text::stems`]), so "nucleo" finds
+        // "núcleo" and "boiling" finds "boils".
+        let format: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if format != INDEX_FORMAT {
+            conn.execute_batch(&format!(
+                "DROP TABLE IF EXISTS docs_fts; DROP TABLE IF EXISTS docs;
+                 PRAGMA user_version = {INDEX_FORMAT};"
+            ))?;
+        }
         conn.execute_batch(
             "PRAGMA synchronous=NORMAL;
              CREATE TABLE IF NOT EXISTS docs (
@@ -104,9 +121,14 @@ impl LexicalIndex {
                 params![d.id.to_string(), d.source, d.importance],
             )?;
             let seq = tx.last_insert_rowid();
+            let keys = std::iter::once(d.text)
+                .chain(d.keys.iter().map(String::as_str))
+                .flat_map(crate::text::stems)
+                .collect::<Vec<_>>()
+                .join(" ");
             tx.execute(
                 "INSERT INTO docs_fts (rowid, text) VALUES (?1, ?2)",
-                params![seq, d.text],
+                params![seq, keys],
             )?;
         }
         tx.commit()?;
@@ -214,9 +236,15 @@ pub fn query_words(query: &str) -> Vec<String> {
     words
 }
 
-/// An FTS5 expression OR-ing the quoted words of `query`; `None` when it has none.
+/// An FTS5 expression OR-ing the quoted search keys of `query`'s words; `None` when it
+/// has none.
 fn match_expr(query: &str) -> Option<String> {
-    let words = query_words(query);
+    let mut words: Vec<String> = Vec::new();
+    for w in query_words(query).iter().map(|w| crate::text::stem(w)) {
+        if !words.contains(&w) {
+            words.push(w);
+        }
+    }
     (!words.is_empty()).then(|| {
         words
             .iter()
@@ -234,9 +262,58 @@ mod tests {
         LexicalDoc {
             id: Uuid::from_u128(n),
             text,
+            keys: &[],
             source,
             importance: 0.5,
         }
+    }
+
+    #[test]
+    fn a_search_finds_other_forms_of_its_words_and_a_memorys_other_phrasings() {
+        let keys = ["How hot must water get to boil?".to_string()];
+        let mut index = LexicalIndex::in_memory().unwrap();
+        index
+            .upsert(&[
+                doc(1, "Steaming cooks food with vapour.", "a"),
+                LexicalDoc {
+                    keys: &keys,
+                    ..doc(2, "Water turns to vapour at 100 degrees.", "b")
+                },
+                doc(3, "Los ecosistemas cambian.", "c"),
+            ])
+            .unwrap();
+        let ids = |q: &str| -> Vec<u128> {
+            index
+                .search(q, 5, &PayloadFilter::default())
+                .unwrap()
+                .iter()
+                .map(|h| h.id.as_u128())
+                .collect()
+        };
+        assert_eq!(ids("boil"), vec![2], "found by its other phrasing's word");
+        assert_eq!(
+            ids("un ecosistema"),
+            vec![3],
+            "the singular finds the plural"
+        );
+        assert_eq!(ids("Ecosistemas")[0], 3);
+    }
+
+    #[test]
+    fn an_index_of_an_older_format_is_emptied_to_be_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LEXICAL_DB);
+        {
+            let mut index = LexicalIndex::open(&path).unwrap();
+            index.upsert(&[doc(1, "water boils", "a")]).unwrap();
+            index.conn.execute_batch("PRAGMA user_version = 1").unwrap();
+        }
+        let mut index = LexicalIndex::open(&path).unwrap();
+        assert_eq!(index.count().unwrap(), 0);
+        index.upsert(&[doc(1, "water boils", "a")]).unwrap();
+        drop(index);
+        let again = LexicalIndex::open(&path).unwrap();
+        assert_eq!(again.count().unwrap(), 1, "an index of this format is kept");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct NewMemory {
     /// of documents use [`super::passages::passage_id`], so re-reading stores nothing twice.
     #[serde(default)]
     pub id: Option<Uuid>,
+    /// Other phrasings it is recalled by ([`PointPayload::keys`]).
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 /// The vector store, its embedder and the lexical index.
@@ -118,7 +121,19 @@ impl LongTerm {
                 )));
             }
         }
-        let texts: Vec<&str> = items.iter().map(|n| n.text.as_str()).collect();
+        // The vector of a memory with other phrasings is that of all of them, as its
+        // lexical entry is.
+        let texts: Vec<String> = items
+            .iter()
+            .map(|n| {
+                std::iter::once(&n.text)
+                    .chain(&n.keys)
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let vectors = self.embedder.embed(&texts)?;
         let now = Utc::now();
         let points: Vec<MemoryPoint> = items
@@ -131,6 +146,7 @@ impl LongTerm {
                     source: n.source.clone(),
                     importance: n.importance,
                     created_at: now,
+                    keys: n.keys.clone(),
                 },
                 vector,
             })
@@ -224,6 +240,7 @@ fn docs_of(points: &[MemoryPoint]) -> Vec<LexicalDoc<'_>> {
         .map(|p| LexicalDoc {
             id: p.id,
             text: &p.payload.text,
+            keys: &p.payload.keys,
             source: &p.payload.source,
             importance: p.payload.importance,
         })
@@ -252,7 +269,39 @@ mod tests {
             source: "t.md".into(),
             importance: 0.5,
             id: Some(crate::memory::passages::passage_id(text)),
+            keys: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_memory_is_recalled_by_its_other_phrasings_and_shows_only_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lt = store(dir.path());
+        lt.memorize(&[
+            mem("Steaming cooks food with vapour."),
+            NewMemory {
+                keys: vec!["How hot must water get to boil?".into()],
+                ..mem("Water turns to vapour at 100 degrees.")
+            },
+        ])
+        .unwrap();
+        let hits = lt.recall("boil", 1, &PayloadFilter::default()).unwrap();
+        assert_eq!(
+            hits[0].point.payload.text,
+            "Water turns to vapour at 100 degrees."
+        );
+        assert_eq!(hits[0].point.payload.keys.len(), 1, "kept with the point");
+        drop(lt);
+        // The lexical index rebuilt from the vectors still knows the other phrasing.
+        for f in ["l.sqlite", "l.sqlite-wal", "l.sqlite-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(f));
+        }
+        let lt = store(dir.path());
+        let hits = lt.recall("boil", 1, &PayloadFilter::default()).unwrap();
+        assert_eq!(
+            hits[0].point.payload.text,
+            "Water turns to vapour at 100 degrees."
+        );
     }
 
     #[test]
@@ -303,7 +352,9 @@ mod tests {
                 .unwrap();
             lt.flush().unwrap();
         }
-        std::fs::remove_file(dir.path().join("l.sqlite")).unwrap();
+        for f in ["l.sqlite", "l.sqlite-wal", "l.sqlite-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(f));
+        }
         let lt = store(dir.path());
         let hits = lt
             .recall("glassfern", 1, &PayloadFilter::default())

@@ -191,6 +191,7 @@ pub fn memories_of(text: &str, source: &str) -> Vec<NewMemory> {
             source: format!("{source}#{}", p.index),
             text: p.text,
             importance: PASSAGE_IMPORTANCE,
+            keys: Vec::new(),
         })
         .collect()
 }

@@ -83,6 +83,7 @@ pub fn recall_bench(
                     source: "bench".into(),
                     importance: 0.5,
                     id: None,
+                    keys: Vec::new(),
                 }
             })
             .collect();

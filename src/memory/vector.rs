@@ -51,6 +51,10 @@ pub struct PointPayload {
     /// 0 to 1.
     pub importance: f32,
     pub created_at: DateTime<Utc>,
+    /// Other phrasings of what the memory answers (a studied question's paraphrases):
+    /// recall finds the memory by them too, and only `text` goes into a prompt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
 }
 
 /// One long-term memory.

@@ -73,6 +73,9 @@ pub struct Lexicon {
     breaks: Vec<bool>,
     /// The token ends a question (`?`).
     asks: Vec<bool>,
+    /// The token's text, so that a span of tokens can be read as words (a word may be
+    /// several tokens: "CMYK" is not one in a 4,096-token vocabulary).
+    text: Vec<String>,
 }
 
 impl Lexicon {
@@ -120,8 +123,18 @@ impl Lexicon {
                 .push(!special && referring.iter().any(|r| r == folded.trim()));
             lex.breaks.push(special || text.contains('\n'));
             lex.asks.push(!special && text.trim_end().ends_with('?'));
+            lex.text
+                .push(if special { String::new() } else { text.into() });
         }
         lex
+    }
+
+    /// The text of `ids` (special tokens left out).
+    fn read(&self, ids: &[u32]) -> String {
+        ids.iter()
+            .filter_map(|&t| self.text.get(t as usize))
+            .map(String::as_str)
+            .collect()
     }
 
     /// The word `id` stands for.
@@ -255,10 +268,10 @@ pub fn copy_extensions(memory: &[u32], answer: &[u32], lex: &Lexicon, min_run: u
 
 /// Where an answer to `question` starts copying `memory` (a memory turn's tokens): the
 /// first token of the memory sentence that holds the most distinct words of the question
-/// (the first of equals: memories come best first), or of the sentence after it when that
-/// sentence is a question (what THAU learned is remembered as "question answer"). The
-/// retrieval-only baseline's choice ([`crate::eval::score::best_sentence`]) made over
-/// tokens: a sentence runs from a sentence start or line break to the next, and none
+/// ([`crate::text::best_match`], the first of equals: memories come best first), or of
+/// the sentence after it when that sentence is a question (what THAU studied and learned
+/// is remembered as "question answer"). The retrieval-only baseline's choice
+/// ([`crate::eval::score::best_sentence`]) made over tokens read as words: a sentence runs from a sentence start or line break to the next, and none
 /// starts before the first line break (the header line of
 /// [`crate::model::tokenizer::memory_block`]) when there is one. `None` when no
 /// sentence shares a word with the question, and with the empty lexicon.
@@ -266,7 +279,6 @@ pub fn answer_start(memory: &[u32], question: &[u32], lex: &Lexicon) -> Option<u
     if lex.word.is_empty() {
         return None;
     }
-    let asked: Vec<u32> = question.iter().filter_map(|&v| lex.word(v)).collect();
     let flag = |v: &[bool], t: u32| v.get(t as usize).copied().unwrap_or(false);
     // The memory block's header line ("Memories:") is no memory: the sentences start
     // after the first line break, where there is one.
@@ -284,30 +296,12 @@ pub fn answer_start(memory: &[u32], question: &[u32], lex: &Lexicon) -> Option<u
         })
         .collect();
     starts.push(memory.len());
-    // A shared word counts 1 / its occurrences in the memory, as in the reading's scores:
-    // a word every memory line holds says little about which sentence answers.
-    let mut count: HashMap<u32, usize> = HashMap::new();
-    for c in memory[first..].iter().filter_map(|&v| lex.word(v)) {
-        *count.entry(c).or_default() += 1;
-    }
-    // (score, sentence index)
-    let mut best: Option<(f32, usize)> = None;
-    let mut seen: Vec<u32> = Vec::new();
-    for (i, w) in starts.windows(2).enumerate() {
-        seen.clear();
-        for v in &memory[w[0]..w[1]] {
-            if let Some(c) = lex.word(*v).filter(|c| asked.contains(c)) {
-                if !seen.contains(&c) {
-                    seen.push(c);
-                }
-            }
-        }
-        let score: f32 = seen.iter().map(|c| 1.0 / count[c] as f32).sum();
-        if !seen.is_empty() && best.is_none_or(|b| score > b.0) {
-            best = Some((score, i));
-        }
-    }
-    let (_, i) = best?;
+    // Read as words, so that "CMYK" in four tokens is one word, and "boils" meets "boiling".
+    let sentences: Vec<String> = starts
+        .windows(2)
+        .map(|w| lex.read(&memory[w[0]..w[1]]))
+        .collect();
+    let i = crate::text::best_match(&lex.read(question), &sentences)?;
     let asks = memory[..starts[i + 1]]
         .iter()
         .rev()

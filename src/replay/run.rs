@@ -312,6 +312,7 @@ async fn run_step(
                             source: format!("scenario:{}", sc.name),
                             importance: 0.5,
                             id: None,
+                            keys: Vec::new(),
                         }]))
                         .await,
                     ))?

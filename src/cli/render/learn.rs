@@ -26,8 +26,8 @@ impl Render for LearnReport {
         )?;
         writeln!(
             out,
-            "memory: {} passages of the corpus stored, {} already held",
-            r.passages_stored, r.passages_known
+            "memory: {} passages of the corpus stored, {} already held; {} questions stored with their answers",
+            r.passages_stored, r.passages_known, r.questions_stored
         )?;
         if let Some(after) = &r.accuracy_after {
             let pct = |x: f64| format!("{:.0}%", 100.0 * x);

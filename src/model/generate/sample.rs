@@ -5,7 +5,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Reader, SamplingParams};
+use super::{Copying, Reader, SamplingParams};
 use crate::model::grammar::{CallGrammar, CallState};
 use crate::model::tokenizer::TOOL_OPEN_ID;
 use crate::model::{ModelError, Result};
@@ -65,7 +65,8 @@ pub(super) fn sample(
 }
 
 /// The next token of an answer outside a tool call: [`sample`], with the tokens that go
-/// on copying its memory (`reading`'s) favoured by `params.copy_bias`, and never one of
+/// on copying its memory (`reading`'s) favoured by `params.answer_bias` (the sentence that
+/// answers) or `params.copy_bias` (any other run), and never one of
 /// `unending` (the stop tokens while a chat answer is still empty).
 pub(super) fn sample_answer(
     logits: &[f32],
@@ -75,19 +76,22 @@ pub(super) fn sample_answer(
     reading: &Option<Reader>,
     unending: &[u32],
 ) -> u32 {
-    let extend = match reading {
-        Some(r) if params.copy_bias > 0.0 && !answered.contains(&TOOL_OPEN_ID) => {
-            r.extensions(answered)
-        }
-        _ => Vec::new(),
+    // (tokens, bias)
+    let (extend, bias) = match reading {
+        Some(r) if !answered.contains(&TOOL_OPEN_ID) => match r.extensions(answered) {
+            Copying::Answer(t) => (vec![t], params.answer_bias),
+            Copying::Run(ts) => (ts, params.copy_bias),
+        },
+        _ => (Vec::new(), 0.0),
     };
+    let extend = if bias > 0.0 { extend } else { Vec::new() };
     if extend.is_empty() && unending.is_empty() {
         return sample(logits, params, answered, rng);
     }
     let mut l = adjusted(logits, params, answered, params.no_repeat_ngram);
     for t in extend {
         if let Some(x) = l.get_mut(t as usize) {
-            *x += params.copy_bias as f32;
+            *x += bias as f32;
         }
     }
     for &t in unending {

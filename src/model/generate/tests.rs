@@ -261,6 +261,7 @@ fn ended_after(
         finish_copies: finish,
         // The scripted answer is what the model chose, however weakly.
         copy_bias: 0.0,
+        answer_bias: 0.0,
         ..Default::default()
     };
     let model = |step: usize| {
@@ -298,9 +299,10 @@ fn a_model_without_a_choice_copies_the_memory_sentence_that_matches_its_question
         logits[hi as usize] = 0.3;
         logits
     };
-    let ask = |question: &str, copy_bias: f64| {
+    let ask = |question: &str, on: bool| {
         let params = SamplingParams {
-            copy_bias,
+            copy_bias: if on { DEFAULT_COPY_BIAS } else { 0.0 },
+            answer_bias: if on { DEFAULT_ANSWER_BIAS } else { 0.0 },
             ..Default::default()
         };
         answered(&tok, CALENDAR.trim(), question, params, &model)
@@ -308,18 +310,18 @@ fn a_model_without_a_choice_copies_the_memory_sentence_that_matches_its_question
     // The copy starts at the sentence that shares most words with the question, ends
     // with it, and takes the next one, which refers back.
     assert_eq!(
-        ask("How long are months?", DEFAULT_COPY_BIAS),
+        ask("How long are months?", true),
         "Months have 28 to 31 days."
     );
     assert_eq!(
-        ask("When did the Gregorian calendar start?", DEFAULT_COPY_BIAS),
+        ask("When did the Gregorian calendar start?", true),
         "The calendar used in most of the world is the Gregorian calendar. It was introduced in 1582."
     );
-    // Without the bias, or with nothing in memory that the question names, the model
+    // Without the biases, or with nothing in memory that the question names, the model
     // says what it chose.
     let said = tok.decode(&[hi]).unwrap().trim_start().to_string();
-    assert_eq!(ask("How long are months?", 0.0), said);
-    assert_eq!(ask("Hello there", DEFAULT_COPY_BIAS), said);
+    assert_eq!(ask("How long are months?", false), said);
+    assert_eq!(ask("Hello there", true), said);
 }
 
 #[test]

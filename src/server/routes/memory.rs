@@ -40,6 +40,7 @@ pub(super) async fn memory_store(st: AppState, b: StoreBody) -> Resp {
             source: b.source.unwrap_or_else(|| "api".into()),
             importance,
             id: None,
+            keys: Vec::new(),
         }]))
         .await,
     )?;
