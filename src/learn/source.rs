@@ -61,6 +61,10 @@ pub struct KnowledgeItem {
     pub answer: String,
     /// Held out from training: used to check that a gap is closed.
     pub paraphrases: Vec<String>,
+    /// Written by a person (a `qa.jsonl` line), not derived from a document's text or a
+    /// title.
+    #[serde(default)]
+    pub authored: bool,
 }
 
 impl KnowledgeItem {
@@ -78,6 +82,7 @@ impl KnowledgeItem {
             question: question.to_string(),
             answer: answer.to_string(),
             paraphrases,
+            authored: false,
         }
     }
 
@@ -225,13 +230,16 @@ impl KnowledgeBase {
                     }
                     let q: QaLine = serde_json::from_str(line)
                         .map_err(|e| bad(&file, format!("line {}: {e}", i + 1)))?;
-                    kb.items.push(KnowledgeItem::new(
-                        q.topic.as_deref().unwrap_or("general"),
-                        q.lang.as_deref().unwrap_or(&lang),
-                        &q.question,
-                        &q.answer,
-                        q.paraphrases,
-                    ));
+                    kb.items.push(KnowledgeItem {
+                        authored: true,
+                        ..KnowledgeItem::new(
+                            q.topic.as_deref().unwrap_or("general"),
+                            q.lang.as_deref().unwrap_or(&lang),
+                            &q.question,
+                            &q.answer,
+                            q.paraphrases,
+                        )
+                    });
                 }
             } else {
                 let topic = file

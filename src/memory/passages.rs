@@ -34,6 +34,9 @@ pub struct Passage {
     /// Position in its document (0-based).
     pub index: usize,
     pub text: String,
+    /// The headings it stands under (the document's title, its section's): what the
+    /// passage is about, searched but not part of its text.
+    pub keys: Vec<String>,
 }
 
 /// The id a passage is stored under: derived from its whitespace-normalised text, so the
@@ -58,52 +61,67 @@ fn normalise(text: &str) -> String {
 
 /// Splits `text` into passages of at most [`PASSAGE_MAX_CHARS`] characters: whole
 /// paragraphs when they fit, else windows of whole sentences, else (a sentence longer than
-/// the limit) pieces cut at spaces. Markdown headings are kept as the start of the next
-/// passage, since a title tells what the paragraph under it is about.
+/// the limit) pieces cut at spaces. Markdown headings are no passage's text — a heading is
+/// never an answer, and one that led its paragraph ("La isla de Quendralia.") was picked as
+/// the sentence sharing the question's words — but each passage keeps the document's title
+/// and its section's heading as [`Passage::keys`], since they tell what it is about (a
+/// passage about "each team" under "El trenzabol"). A document of headings alone is kept
+/// as text.
 pub fn split(text: &str) -> Vec<Passage> {
-    let mut pieces: Vec<String> = Vec::new();
-    let mut heading = String::new();
+    // (text, keys)
+    let mut pieces: Vec<(String, Vec<String>)> = Vec::new();
+    let mut title: Option<String> = None;
+    let mut section: Option<String> = None;
+    let mut headings: Vec<String> = Vec::new();
     for para in text.split("\n\n").map(normalise).filter(|p| !p.is_empty()) {
         if para.starts_with('#') && para.chars().count() < PASSAGE_MIN_CHARS * 2 {
-            // "# Cells" → "Cells." prefixes what follows.
-            heading = format!(
-                "{}.",
-                para.trim_start_matches('#').trim().trim_end_matches('.')
-            );
+            let heading = para.trim_start_matches('#').trim().to_string();
+            if heading.is_empty() {
+                continue;
+            }
+            headings.push(heading.clone());
+            if title.is_none() {
+                title = Some(heading);
+            } else {
+                section = Some(heading);
+            }
             continue;
         }
-        let para = if heading.is_empty() {
-            para
-        } else {
-            format!("{} {para}", std::mem::take(&mut heading))
-        };
+        let keys: Vec<String> = title.iter().chain(&section).cloned().collect();
+        let mut cut = Vec::new();
         if para.chars().count() <= PASSAGE_MAX_CHARS {
-            pieces.push(para);
+            cut.push(para);
         } else {
-            pack(&sentences(&para), &mut pieces);
+            pack(&sentences(&para), &mut cut);
         }
+        pieces.extend(cut.into_iter().map(|c| (c, keys.clone())));
     }
-    if !heading.is_empty() {
-        pieces.push(heading);
+    if pieces.is_empty() && !headings.is_empty() {
+        pieces.push((format!("{}.", headings.join(". ")), Vec::new()));
     }
     // Join stray short pieces to their neighbour when the two still fit.
-    let mut out: Vec<String> = Vec::new();
-    for p in pieces {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for (p, keys) in pieces {
         match out.last_mut() {
-            Some(last)
+            Some((last, last_keys))
                 if (last.chars().count() < PASSAGE_MIN_CHARS
                     || p.chars().count() < PASSAGE_MIN_CHARS)
                     && last.chars().count() + 1 + p.chars().count() <= PASSAGE_MAX_CHARS =>
             {
                 last.push(' ');
                 last.push_str(&p);
+                for k in keys {
+                    if !last_keys.contains(&k) {
+                        last_keys.push(k);
+                    }
+                }
             }
-            _ => out.push(p),
+            _ => out.push((p, keys)),
         }
     }
     out.into_iter()
         .enumerate()
-        .map(|(index, text)| Passage { index, text })
+        .map(|(index, (text, keys))| Passage { index, text, keys })
         .collect()
 }
 
@@ -191,7 +209,7 @@ pub fn memories_of(text: &str, source: &str) -> Vec<NewMemory> {
             source: format!("{source}#{}", p.index),
             text: p.text,
             importance: PASSAGE_IMPORTANCE,
-            keys: Vec::new(),
+            keys: p.keys,
         })
         .collect()
 }
@@ -313,17 +331,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_paragraphs_stay_whole_and_headings_lead_the_next_one() {
-        let ps = split("# Cells\n\nThe cell is the basic unit of life.\n\nMitochondria release the energy stored in food.");
+    fn short_paragraphs_stay_whole_under_the_headings_they_are_found_by() {
+        let ps = split("# Cells\n\nThe cell is the basic unit of every living thing.\n\n## Energy\n\nMitochondria release the energy stored in food.");
         let texts: Vec<&str> = ps.iter().map(|p| p.text.as_str()).collect();
         assert_eq!(
             texts,
             vec![
-                "Cells. The cell is the basic unit of life.",
+                "The cell is the basic unit of every living thing.",
                 "Mitochondria release the energy stored in food."
             ]
         );
+        assert_eq!(ps[0].keys, vec!["Cells".to_string()]);
+        assert_eq!(ps[1].keys, vec!["Cells".to_string(), "Energy".into()]);
         assert_eq!(ps[1].index, 1);
+        // A document of headings alone is kept.
+        assert_eq!(split("# Cells")[0].text, "Cells.");
         // A stray piece under PASSAGE_MIN_CHARS joins its neighbour.
         let ps = split("The cell is the basic unit of every living thing.\n\nSee above.");
         assert_eq!(ps.len(), 1);

@@ -271,8 +271,8 @@ pub fn copy_extensions(memory: &[u32], answer: &[u32], lex: &Lexicon, min_run: u
 /// ([`crate::text::best_match`], the first of equals: memories come best first), or of
 /// the sentence after it when that sentence is a question (what THAU studied and learned
 /// is remembered as "question answer"). The retrieval-only baseline's choice
-/// ([`crate::eval::score::best_sentence`]) made over tokens read as words: a sentence runs from a sentence start or line break to the next, and none
-/// starts before the first line break (the header line of
+/// ([`crate::eval::score::best_sentence`]) made over tokens read as words: a sentence runs
+/// from a sentence start or line break to the next, and none starts before the first line break (the header line of
 /// [`crate::model::tokenizer::memory_block`]) when there is one. `None` when no
 /// sentence shares a word with the question, and with the empty lexicon.
 pub fn answer_start(memory: &[u32], question: &[u32], lex: &Lexicon) -> Option<usize> {
@@ -313,6 +313,21 @@ pub fn answer_start(memory: &[u32], question: &[u32], lex: &Lexicon) -> Option<u
             .iter()
             .any(|&t| flag(&lex.breaks, t));
     Some(if asks && same_line { next } else { starts[i] })
+}
+
+/// Whether `answer` is the whole memory sentence that starts at `start`: copied from its
+/// first token to its end (the next sentence start, a line break, or the memory's end).
+pub fn copied_whole(memory: &[u32], answer: &[u32], start: usize, lex: &Lexicon) -> bool {
+    let end = start + answer.len();
+    !answer.is_empty()
+        && memory.get(start..end) == Some(answer)
+        && (end == memory.len()
+            || lex.starts(memory[end - 1], memory[end])
+            || lex
+                .breaks
+                .get(memory[end] as usize)
+                .copied()
+                .unwrap_or(true))
 }
 
 /// The memory token that goes on an answer copying `memory` from `start` (its first
@@ -629,6 +644,34 @@ mod tests {
         assert_eq!(from_start(&memory, &[103, 101, 104, 10], 6, &lex), None);
         // An answer that left the copy is not pushed back into it.
         assert_eq!(from_start(&memory, &[103, 60], 6, &lex), None);
+    }
+
+    #[test]
+    fn the_answering_sentence_is_found_by_words_not_by_tokens() {
+        let texts: Vec<String> = (0..8)
+            .map(|i| format!("<|{i}|>"))
+            .chain(
+                [
+                    "\n-",
+                    " CM",
+                    "YK",
+                    " temperature",
+                    " temperatures",
+                    ".",
+                    " Red",
+                    " Blue",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        let lex = Lexicon::from_texts(&texts);
+        // "\n- CM Red. Blue CMYK temperature."
+        let memory = [8, 9, 14, 13, 15, 9, 10, 11, 13];
+        // "CMYK" in two tokens is one word, which the first sentence's "CM" is not.
+        assert_eq!(answer_start(&memory, &[9, 10], &lex), Some(4));
+        assert_eq!(answer_start(&memory, &[9], &lex), Some(1));
+        // Another form of a word, another token, the same search key.
+        assert_eq!(answer_start(&memory, &[12], &lex), Some(4));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::grammar::{CallGrammar, CallState};
 
 mod sample;
-use super::reading::{answer_start, carry_on, copy_extensions, from_start, Lexicon};
+use super::reading::{answer_start, carry_on, copied_whole, copy_extensions, from_start, Lexicon};
 use super::tokenizer::{ThauTokenizer, ASSISTANT_ID, EOT_ID, SYSTEM_ID, TOOL_OPEN_ID, USER_ID};
 use super::{KvCache, Thau};
 use super::{ModelError, Result};
@@ -37,6 +37,8 @@ pub const DEFAULT_COPY_BIAS: f64 = 4.0;
 /// of 10 minutes' learning (copy_bias 4): answers holding the fact 158 with the answering
 /// sentence favoured by 4, 176 by 8, 185 by 16, where retrieval's best sentence holds 183.
 pub const DEFAULT_ANSWER_BIAS: f64 = 16.0;
+/// The default [`SamplingParams::subject_bias`]: as strong as the answer's.
+pub const DEFAULT_SUBJECT_BIAS: f64 = 16.0;
 /// Tokens of an answer's end that must copy a run of its memory before
 /// [`SamplingParams::copy_bias`] favours going on with it: two, so that one common word
 /// ("the") does not pull the answer into every sentence that has it.
@@ -102,6 +104,14 @@ pub struct SamplingParams {
     /// the sentence memory found, and the model still chooses where the answer ends. Same
     /// conditions as `copy_bias`; 0 is off.
     pub answer_bias: f64,
+    /// Added to the logits of the tokens that go on copying the subject of the user's
+    /// request for a picture ([`super::grammar::subject::of`]: "a picture of **a fox
+    /// wearing a scarf**") into a tool call's text argument, while the argument so far is
+    /// the subject's beginning ([`super::grammar::CallGrammar::subject_next`]). A young
+    /// model writes a well-formed call about a subject it was trained on; `span_bias`
+    /// only favours the user's words once the argument has begun with them. Only under
+    /// the tools' grammar (`constrain_tools`); 0 is off.
+    pub subject_bias: f64,
 }
 
 impl Default for SamplingParams {
@@ -119,6 +129,7 @@ impl Default for SamplingParams {
             finish_copies: true,
             copy_bias: DEFAULT_COPY_BIAS,
             answer_bias: DEFAULT_ANSWER_BIAS,
+            subject_bias: DEFAULT_SUBJECT_BIAS,
         }
     }
 }
@@ -144,6 +155,9 @@ impl SamplingParams {
         }
         if !(self.answer_bias.is_finite() && self.answer_bias >= 0.0) {
             return bad("answer_bias must be >= 0");
+        }
+        if !(self.subject_bias.is_finite() && self.subject_bias >= 0.0) {
+            return bad("subject_bias must be >= 0");
         }
         Ok(())
     }
@@ -331,8 +345,9 @@ pub struct Sequence {
     grammar: Option<Arc<CallGrammar>>,
     call: Option<CallState>,
     /// The bytes of the prompt's last user turn: the words a call's arguments are
-    /// favoured to copy.
+    /// favoured to copy, and the subject of its request among them.
     source: Vec<u8>,
+    subject: Option<std::ops::Range<usize>>,
     /// The lexicon and the prompt's memory turn, when an answer is carried on along the
     /// memory it copies ([`Sequence::with_reading`]), and the sentences it was carried
     /// into.
@@ -340,6 +355,8 @@ pub struct Sequence {
     carried: usize,
     /// The memory positions still to copy, while an answer is carried on.
     carrying: std::ops::Range<usize>,
+    /// The answer ends when what it is carried on with does (its model chose to end).
+    carried_to_end: bool,
 }
 
 /// The text of the turn that `ids` (the tokens after its marker) opens: up to its end of
@@ -384,9 +401,11 @@ impl Sequence {
             grammar: None,
             call: None,
             source: Vec::new(),
+            subject: None,
             reading: None,
             carried: 0,
             carrying: 0..0,
+            carried_to_end: false,
         };
         seq.check_room();
         Ok(seq)
@@ -408,6 +427,9 @@ impl Sequence {
         }
         if let Some(user) = self.input.iter().rposition(|&t| t == USER_ID) {
             self.source = g.text_of(turn_text(&self.input[user + 1..]));
+            self.subject = std::str::from_utf8(&self.source)
+                .ok()
+                .and_then(super::grammar::subject::of);
         }
         self.grammar = Some(g);
         self
@@ -436,20 +458,34 @@ impl Sequence {
         self
     }
 
-    /// `next`, or the memory's token while the answer is carried on along the memory
-    /// sentence it copies ([`carry_on`]), which starts when `next` would end it.
+    /// `next`, or what the answer's memory makes of it (`params.finish_copies`):
+    /// - an answer that copied the sentence that answers its question whole
+    ///   ([`copied_whole`]) ends there, as if its model had chosen to: a young model goes
+    ///   on into the memory's next line ("…es el Sol.\n- ¿Qué actividad…");
+    /// - an answer about to end is carried on along the memory sentence it copies
+    ///   ([`carry_on`]: the rest of it, or the next one when that refers back), and ends
+    ///   when the carried words do.
     fn carried_on(&mut self, next: u32) -> u32 {
         let Some(r) = self.reading.as_ref().filter(|_| self.params.finish_copies) else {
             return next;
         };
-        if self.carrying.is_empty()
-            && self.stop.contains(&next)
-            && self.call.is_none()
-            && !self.out.contains(&TOOL_OPEN_ID)
-        {
-            if let Some(c) = carry_on(&r.memory, &self.out, &r.lex, self.carried) {
-                self.carried += usize::from(c.new_sentence);
-                self.carrying = c.span;
+        let end = self.stop.first().copied().unwrap_or(next);
+        if self.carrying.is_empty() && self.call.is_none() && !self.out.contains(&TOOL_OPEN_ID) {
+            // The carried words are done: the model had chosen to end (and the answer may
+            // still take the next sentence, when it refers back).
+            let next = if self.carried_to_end { end } else { next };
+            let answered = r
+                .start
+                .is_some_and(|s| copied_whole(&r.memory, &self.out, s, &r.lex));
+            if self.stop.contains(&next) || answered {
+                match carry_on(&r.memory, &self.out, &r.lex, self.carried) {
+                    Some(c) => {
+                        self.carried += usize::from(c.new_sentence);
+                        self.carrying = c.span;
+                        self.carried_to_end = true;
+                    }
+                    None => return end,
+                }
             }
         }
         match self.carrying.next() {
@@ -513,6 +549,7 @@ impl Sequence {
                     g,
                     st,
                     &self.source,
+                    self.subject.as_ref(),
                 )?;
                 // A call ends within the token budget: a pick after which the shortest way
                 // to close it no longer fits gives way to that way's first token.

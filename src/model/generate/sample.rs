@@ -110,7 +110,7 @@ const MID_WORD_PENALTY: f32 = 1.0e4;
 const GREEDY_TRIES: usize = 8;
 
 /// Picks the next token of a tool call from `logits`: the same choice as [`sample`] (with
-/// the span bias added for a text argument) among the tokens `grammar` allows in `st`. The token [`sample`] would pick is checked first
+/// the span and subject biases added for a text argument) among the tokens `grammar` allows in `st`. The token [`sample`] would pick is checked first
 /// (the usual case: a few bytes); only when it is refused is the vocabulary masked and
 /// the choice made again. For sampling this is exact: a first draw kept when allowed, a
 /// redraw from the allowed tokens otherwise, is a draw from the allowed tokens.
@@ -122,6 +122,7 @@ pub(super) fn sample_call(
     grammar: &CallGrammar,
     st: &CallState,
     source: &[u8],
+    subject: Option<&std::ops::Range<usize>>,
 ) -> Result<u32> {
     // A call's JSON may repeat itself (and a call begun in the prompt has no `<TOOL:` among
     // the answer's tokens to say so).
@@ -142,6 +143,13 @@ pub(super) fn sample_call(
                 if let Some(x) = l.get_mut(t as usize) {
                     *x += b;
                 }
+            }
+        }
+    }
+    if let Some(subject) = subject.filter(|_| params.subject_bias > 0.0) {
+        for t in grammar.subject_next(st, source, subject) {
+            if let Some(x) = l.get_mut(t as usize) {
+                *x += params.subject_bias as f32;
             }
         }
     }

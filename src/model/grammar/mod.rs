@@ -17,6 +17,9 @@
 pub mod matcher;
 pub mod number;
 pub mod schema;
+pub mod subject;
+
+use std::ops::Range;
 
 use matcher::Matcher;
 use schema::Nodes;
@@ -183,6 +186,31 @@ impl CallGrammar {
         // Inside a word wherever the span occurs: a letter or digit comes next.
         let mid_word = !written.is_empty() && ends.iter().all(|&q| word_goes_on(source, q));
         Span { extend, mid_word }
+    }
+
+    /// The tokens that go on copying `subject` (a range of `source`, the user's words:
+    /// [`subject::of`]) into the string argument open in `st`, while what is written so far
+    /// is the subject's beginning: those whose bytes its rest starts with. Empty outside a
+    /// string, once the argument has left the subject, and at its end. Decoding favours
+    /// them ([`super::generate::SamplingParams::subject_bias`]).
+    pub fn subject_next(&self, st: &CallState, source: &[u8], subject: &Range<usize>) -> Vec<u32> {
+        let Some(written) = st.open_string() else {
+            return Vec::new();
+        };
+        let Some(wanted) = source.get(subject.clone()) else {
+            return Vec::new();
+        };
+        let Some(rest) = wanted.strip_prefix(written).filter(|rest| !rest.is_empty()) else {
+            return Vec::new();
+        };
+        self.tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(id, t)| {
+                let t = t.as_deref().filter(|t| !t.is_empty())?;
+                rest.starts_with(t).then_some(id as u32)
+            })
+            .collect()
     }
 
     /// The shortest bytes that close the call in `st` (before `</TOOL>`): its name's

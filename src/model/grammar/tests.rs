@@ -407,6 +407,7 @@ fn the_span_bias_turns_a_call_towards_the_requests_words() {
             temperature: 0.0,
             max_new_tokens: 60,
             span_bias,
+            subject_bias: 0.0,
             ..Default::default()
         };
         let base = [(byte_id(b'"'), 1.0), (CLOSE, 1.0)];
@@ -420,6 +421,63 @@ fn the_span_bias_turns_a_call_towards_the_requests_words() {
         "{copied}"
     );
     assert_eq!(call(0.0), r#"generate_image>{"prompt": "a zebra"}</TOOL>"#);
+}
+
+/// With the subject bias, the argument starts with the subject of the request, not with
+/// another of its words ("me", "picture") nor with the model's own subject.
+#[test]
+fn the_subject_bias_starts_a_call_with_the_subject_of_the_request() {
+    use crate::model::generate::SamplingParams;
+    use crate::model::tokenizer::{ASSISTANT_ID, EOT_ID, TOOL_OPEN_ID, USER_ID};
+    let g = Arc::new(grammar());
+    let byte_id = |b: u8| 8 + u32::from(b);
+    let mut prompt = vec![USER_ID];
+    prompt.extend(
+        b" show me a picture of an old fox, please"
+            .iter()
+            .map(|&b| byte_id(b)),
+    );
+    prompt.extend([EOT_ID, ASSISTANT_ID, TOOL_OPEN_ID]);
+    let wants = br#"generate_image>{"prompt": "me a zebra"}"#;
+    let call = |subject_bias: f64| {
+        let params = SamplingParams {
+            temperature: 0.0,
+            max_new_tokens: 60,
+            span_bias: 3.0,
+            subject_bias,
+            ..Default::default()
+        };
+        let base = [(byte_id(b'"'), 1.0), (CLOSE, 1.0)];
+        scripted(&g, &prompt, &params, &base, wants, 2.0)
+    };
+    let held = call(16.0);
+    assert!(
+        held.starts_with(r#"generate_image>{"prompt": "an old fox"#),
+        "{held}"
+    );
+    // Without it, the span bias follows the request's words from wherever the model began.
+    assert!(
+        call(0.0).starts_with(r#"generate_image>{"prompt": "me a "#),
+        "{}",
+        call(0.0)
+    );
+    // Where the subject has ended, nothing more is favoured.
+    let st = |written: &[u8]| {
+        let mut st = g.start();
+        for &b in br#"generate_image>{"prompt": ""#.iter().chain(written) {
+            assert!(g.step(&mut st, byte_id(b)));
+        }
+        st
+    };
+    let source = b"show me a picture of an old fox, please";
+    let subject = super::subject::of(std::str::from_utf8(source).unwrap()).unwrap();
+    assert_eq!(&source[subject.clone()], b"an old fox");
+    let next = g.subject_next(&st(b"an old"), source, &subject);
+    assert!(next.contains(&byte_id(b' ')) && !next.contains(&byte_id(b'f')));
+    assert!(g
+        .subject_next(&st(b"an old fox"), source, &subject)
+        .is_empty());
+    assert!(g.subject_next(&st(b"a zebra"), source, &subject).is_empty());
 }
 
 #[test]
