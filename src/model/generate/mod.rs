@@ -19,7 +19,7 @@ use super::{KvCache, Thau};
 use super::{ModelError, Result};
 #[cfg(test)]
 use sample::{argmax, repeats, sample};
-use sample::{sample_answer, sample_call};
+use sample::{sample_answer, sample_call, UserWords};
 
 /// The default [`SamplingParams::no_repeat_ngram`]: a run of three tokens (what
 /// summarisation models ship with, e.g. BART's), short enough to stop a loop within a few
@@ -548,8 +548,10 @@ impl Sequence {
                     &mut self.rng,
                     g,
                     st,
-                    &self.source,
-                    self.subject.as_ref(),
+                    UserWords {
+                        bytes: &self.source,
+                        subject: self.subject.as_ref(),
+                    },
                 )?;
                 // A call ends within the token budget: a pick after which the shortest way
                 // to close it no longer fits gives way to that way's first token.

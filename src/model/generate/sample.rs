@@ -109,6 +109,14 @@ const MID_WORD_PENALTY: f32 = 1.0e4;
 /// Tokens a constrained pick tries, best first, before it masks the whole vocabulary.
 const GREEDY_TRIES: usize = 8;
 
+/// The user's last message, which a call's text arguments are favoured to copy, and the
+/// subject of its request for a picture ([`crate::model::grammar::subject::of`]), a range
+/// of its bytes.
+pub(super) struct UserWords<'a> {
+    pub bytes: &'a [u8],
+    pub subject: Option<&'a std::ops::Range<usize>>,
+}
+
 /// Picks the next token of a tool call from `logits`: the same choice as [`sample`] (with
 /// the span and subject biases added for a text argument) among the tokens `grammar` allows in `st`. The token [`sample`] would pick is checked first
 /// (the usual case: a few bytes); only when it is refused is the vocabulary masked and
@@ -121,9 +129,12 @@ pub(super) fn sample_call(
     rng: &mut ChaCha8Rng,
     grammar: &CallGrammar,
     st: &CallState,
-    source: &[u8],
-    subject: Option<&std::ops::Range<usize>>,
+    user: UserWords,
 ) -> Result<u32> {
+    let UserWords {
+        bytes: source,
+        subject,
+    } = user;
     // A call's JSON may repeat itself (and a call begun in the prompt has no `<TOOL:` among
     // the answer's tokens to say so).
     let mut l = adjusted(logits, params, answered, 0);
