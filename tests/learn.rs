@@ -67,6 +67,7 @@ async fn the_gap_detector_scores_through_inference_and_opens_gaps() {
             session: "t".into(),
             corpus: corpus_dir.clone(),
             seed: 1,
+            closing: Default::default(),
         })
         .await
         .unwrap()

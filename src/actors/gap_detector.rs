@@ -369,8 +369,9 @@ impl Handler<Trained> for GapDetector {
                             item: id.clone(),
                             topic: topic.clone(),
                         });
-                        if let Some(long) = &me.long_term {
-                            // What was learned becomes recallable knowledge.
+                        if let Some(long) = me.long_term.as_ref().filter(|_| !g.item.derived) {
+                            // What was learned becomes recallable knowledge (a question
+                            // asked of a passage's own words is already there).
                             // Content-addressed: a gap closed again stores nothing new.
                             long.do_send(Memorize(vec![g
                                 .item

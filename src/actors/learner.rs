@@ -10,6 +10,7 @@
 //! arbiter: training is CPU-heavy and must never block the async arbiters.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
@@ -81,6 +82,10 @@ pub struct StartStudy {
     pub session: String,
     pub corpus: PathBuf,
     pub seed: u64,
+    /// Set by whoever started the study once it is to finish: the rounds still queued
+    /// (gap items arrive faster than rounds train) are skipped, so that a session of ten
+    /// minutes ends near ten minutes — 8 queued rounds had added 100 s.
+    pub closing: Arc<AtomicBool>,
 }
 
 /// Where a study stands.
@@ -145,6 +150,7 @@ pub fn learner_params(params: &toml::Table) -> Result<(GrowthPolicy, LearnSettin
 
 struct Session {
     name: String,
+    closing: Arc<AtomicBool>,
     study: Study,
     probes: Vec<KnowledgeItem>,
     corpus: PathBuf,
@@ -247,6 +253,7 @@ impl Learner {
         let probes = probe_set(&kb, PROBE_ITEMS, m.seed);
         self.session = Some(Session {
             name: m.session.clone(),
+            closing: m.closing.clone(),
             study,
             probes,
             corpus: m.corpus.clone(),
@@ -357,6 +364,7 @@ impl Learner {
         // Growing consumes the trainer: take the session apart and put it back together.
         let Some(Session {
             name,
+            closing,
             study,
             probes,
             corpus: corpus_dir,
@@ -382,6 +390,7 @@ impl Learner {
         study.save().map_err(failed)?;
         self.session = Some(Session {
             name,
+            closing,
             study,
             probes,
             corpus: corpus_dir,
@@ -465,7 +474,7 @@ impl Handler<LearnItems> for Learner {
         guarded(self, ctx, "LearnItems", |me| {
             let s = me.session()?;
             s.study.add(m.items);
-            if s.study.ready() {
+            if s.study.ready() && !s.closing.load(Ordering::SeqCst) {
                 // The GapDetector sends without waiting for the answer: say why here.
                 if let Err(e) = me.round() {
                     tracing::warn!(actor = me.base.name, "training round failed: {e}");
@@ -481,7 +490,7 @@ impl Handler<Practice> for Learner {
     type Result = Result<bool, ActorError>;
     fn handle(&mut self, _: Practice, ctx: &mut SyncContext<Self>) -> Self::Result {
         guarded(self, ctx, "Practice", |me| {
-            if !me.settings.practice {
+            if !me.settings.practice || me.session()?.closing.load(Ordering::SeqCst) {
                 return Ok(false);
             }
             me.round()?;

@@ -439,6 +439,7 @@ pub async fn learn(
     );
     let seed = resumed.as_ref().map_or(req.seed, |j| j.seed);
     let mut events = rt.events.subscribe();
+    let closing = std::sync::Arc::new(AtomicBool::new(false));
     let info: StudyInfo = reply(
         "learner",
         learner
@@ -446,6 +447,7 @@ pub async fn learn(
                 session: session.clone(),
                 corpus: req.corpus.clone(),
                 seed,
+                closing: closing.clone(),
             })
             .await,
     )?;
@@ -621,6 +623,7 @@ pub async fn learn(
         }
     };
     practicing.store(false, Ordering::SeqCst);
+    closing.store(true, Ordering::SeqCst);
     // Read before stopping, which forgets the session's schedule.
     let reviewed = reply("questioner", questioner.send(QuestionerStatus).await)?;
     let asked = reply("questioner", questioner.send(StopQuestioning).await)?;

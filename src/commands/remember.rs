@@ -65,14 +65,14 @@ pub async fn remember_questions(rt: &Runtime, corpus: &Path) -> Result<usize> {
     };
     let kb = KnowledgeBase::load(corpus, &Templates::default())
         .map_err(|e| ThauError::Invalid(e.to_string()))?;
-    // Questions derived from a document's own sentences add nothing its passages do not
-    // hold, and their long answers (a title's whole first paragraph) crowd passages out of
-    // the few a prompt takes: on the invented documents of `tests/data`, recall@3 fell
-    // from 27 to 24 of 30 with them.
+    // Questions derived from a document's own text add nothing its passages do not hold,
+    // and their long answers (a title's whole first paragraph) crowd passages out of the
+    // few a prompt takes: on the invented documents of `tests/data`, recall@3 fell from 27
+    // to 24 of 30 with them.
     let memories: Vec<NewMemory> = kb
         .items
         .iter()
-        .filter(|i| i.authored)
+        .filter(|i| !i.derived)
         .map(|i| {
             i.memory(
                 &format!("{STUDIED_SOURCE}:{}", i.topic),

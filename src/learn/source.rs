@@ -61,10 +61,11 @@ pub struct KnowledgeItem {
     pub answer: String,
     /// Held out from training: used to check that a gap is closed.
     pub paraphrases: Vec<String>,
-    /// Written by a person (a `qa.jsonl` line), not derived from a document's text or a
-    /// title.
+    /// Asked of a document's own text (a title's template, or
+    /// [`super::questions::derive`]): its answer is already a passage's words, so it is not
+    /// stored in memory as a question of its own.
     #[serde(default)]
-    pub authored: bool,
+    pub derived: bool,
 }
 
 impl KnowledgeItem {
@@ -82,7 +83,7 @@ impl KnowledgeItem {
             question: question.to_string(),
             answer: answer.to_string(),
             paraphrases,
-            authored: false,
+            derived: false,
         }
     }
 
@@ -230,16 +231,13 @@ impl KnowledgeBase {
                     }
                     let q: QaLine = serde_json::from_str(line)
                         .map_err(|e| bad(&file, format!("line {}: {e}", i + 1)))?;
-                    kb.items.push(KnowledgeItem {
-                        authored: true,
-                        ..KnowledgeItem::new(
-                            q.topic.as_deref().unwrap_or("general"),
-                            q.lang.as_deref().unwrap_or(&lang),
-                            &q.question,
-                            &q.answer,
-                            q.paraphrases,
-                        )
-                    });
+                    kb.items.push(KnowledgeItem::new(
+                        q.topic.as_deref().unwrap_or("general"),
+                        q.lang.as_deref().unwrap_or(&lang),
+                        &q.question,
+                        &q.answer,
+                        q.paraphrases,
+                    ));
                 }
             } else {
                 let topic = file
@@ -251,7 +249,16 @@ impl KnowledgeBase {
                 if !file.parent().is_some_and(|d| authored.contains(d)) {
                     kb.items
                         .extend(super::questions::derive(&text, &lang).into_iter().map(|d| {
-                            KnowledgeItem::new(&topic, &lang, &d.question, &d.answer, d.paraphrases)
+                            KnowledgeItem {
+                                derived: true,
+                                ..KnowledgeItem::new(
+                                    &topic,
+                                    &lang,
+                                    &d.question,
+                                    &d.answer,
+                                    d.paraphrases,
+                                )
+                            }
                         }));
                 }
             }
@@ -296,13 +303,16 @@ impl KnowledgeBase {
             if let (Some(answer), Some((ask, others))) = (first, tpls.split_first()) {
                 let concept = title.to_lowercase();
                 let fill = |t: &String| t.replace("{concept}", &concept);
-                self.items.push(KnowledgeItem::new(
-                    topic,
-                    lang,
-                    &fill(ask),
-                    answer,
-                    others.iter().map(fill).collect(),
-                ));
+                self.items.push(KnowledgeItem {
+                    derived: true,
+                    ..KnowledgeItem::new(
+                        topic,
+                        lang,
+                        &fill(ask),
+                        answer,
+                        others.iter().map(fill).collect(),
+                    )
+                });
             }
         }
         let mut chunk = String::new();
