@@ -55,8 +55,8 @@ pub async fn remember_documents(rt: &Runtime, paths: &[PathBuf]) -> Result<Added
 /// with its answer and its paraphrases as a memory
 /// ([`crate::learn::source::KnowledgeItem::memory`]), the ones long-term memory does not
 /// hold yet; how many were new. A question a user asks in words of their own is recalled by
-/// whichever of its phrasings is closest: measured on the 236 held-out questions (BM25, no
-/// model), the passage or question holding the fact is among the best 3 for 220 with the
+/// whichever of its phrasings is closest: in a probe outside the project on the 236
+/// held-out questions (BM25, no model), the passage or question holding the fact is among the best 3 for 220 with the
 /// questions stored with their paraphrases, 206 without them. Without a LongTermMemory
 /// actor, nothing is stored.
 pub async fn remember_questions(rt: &Runtime, corpus: &Path) -> Result<usize> {

@@ -90,7 +90,7 @@ impl LexicalIndex {
     fn init(conn: Connection) -> Result<LexicalIndex> {
         // `docs` maps a point id to the FTS row (FTS5 rowids are integers). The FTS rows
         // hold search keys, folded and cut ([`crate::text::stems`]), so "nucleo" finds
-        // "núcleo" and "boiling" finds "boils".
+        // "núcleo" and "ecosistema" finds "ecosistemas".
         let format: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if format != INDEX_FORMAT {
             conn.execute_batch(&format!(
