@@ -60,6 +60,10 @@ pub struct ChatRequest {
     /// Recall memories into the prompt (default: the `[memory] recall` setting).
     #[serde(default)]
     pub memory: Option<bool>,
+    /// The conversation's resume token, when `session` names one the server opened
+    /// (checked by the server; the in-process callers have no owners to check).
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// The answer to a chat turn.
@@ -79,6 +83,10 @@ pub struct ChatReply {
     pub cancelled: bool,
     /// The memories the prompt held, best first (ids, scores, sources, texts).
     pub memories: Vec<RecallHit>,
+    /// The resume token of a conversation this turn opened (server replies only): the
+    /// only way to continue it, read its window or forget it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Runs one turn. With `detect_tools`, an image request in the user's words runs the
@@ -219,6 +227,7 @@ pub async fn chat_turn(
         prompt_tokens: generation.prompt_tokens,
         cancelled: generation.stop == crate::model::generate::StopReason::Cancelled,
         memories,
+        token: None,
     })
 }
 

@@ -35,6 +35,7 @@ fn ask(memory: Option<bool>) -> ChatRequest {
         temperature: Some(0.0),
         seed: Some(1),
         memory,
+        token: None,
     }
 }
 

@@ -30,6 +30,7 @@ fn request(i: usize) -> ChatRequest {
         temperature: Some(0.0),
         seed: Some(1),
         memory: None,
+        token: None,
     }
 }
 

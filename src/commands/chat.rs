@@ -167,6 +167,7 @@ pub async fn chat(
             temperature: opts.temperature,
             seed: opts.seed.map(|s| s.wrapping_add(turns)),
             memory: opts.memory,
+            token: None,
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let mut parser = crate::tools::ToolCallParser::default();

@@ -209,6 +209,7 @@ fn eval_request(question: &str, memory: bool, max_tokens: usize) -> ChatRequest 
         temperature: Some(0.0),
         seed: Some(0),
         memory: Some(memory),
+        token: None,
     }
 }
 

@@ -27,6 +27,11 @@ pub struct Remote {
     api_key: Option<String>,
     agent: ureq::Agent,
     session: Option<String>,
+    /// This run's suffix for conversation names: the server gives a name to whoever opens
+    /// it first, so a scenario replayed again against the same server opens new ones.
+    run: String,
+    /// Resume tokens of the conversations this run opened, by server name.
+    tokens: std::collections::HashMap<String, String>,
 }
 
 fn net(what: &str, e: impl std::fmt::Display) -> ThauError {
@@ -75,6 +80,8 @@ impl Remote {
             api_key: api_key.map(str::to_string),
             agent,
             session: None,
+            run: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+            tokens: Default::default(),
         };
         remote.expect_event("session.created")?;
         Ok(remote)
@@ -120,8 +127,13 @@ impl Remote {
     ) -> Result<std::result::Result<Said, String>> {
         if let Some(s) = &req.session {
             if self.session.as_ref() != Some(s) {
-                self.send(json!({ "type": "session.update", "session": s }))?;
-                self.expect_event("session.created")?;
+                let name = format!("{s}-{}", self.run);
+                let token = self.tokens.get(&name).cloned();
+                self.send(json!({ "type": "session.update", "session": name, "token": token }))?;
+                let v = self.expect_event("session.created")?;
+                if let Some(t) = v["token"].as_str() {
+                    self.tokens.insert(name, t.to_string());
+                }
                 self.session = Some(s.clone());
             }
         }

@@ -261,6 +261,7 @@ async fn run_step(
                 temperature: sc.settings.temperature,
                 seed: Some(seed),
                 memory: None,
+                token: None,
             };
             let detect = sc.settings.detect_tools.unwrap_or(true);
             let said = match target {

@@ -49,6 +49,9 @@ impl ApiError {
             "this route needs the API key (Authorization: Bearer KEY, or X-API-Key)",
         )
     }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
     pub fn too_many(message: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
     }
@@ -121,6 +124,17 @@ impl From<AskError> for ApiError {
             AskError::Actor { actor, error } => Self::from_actor(&actor, error),
             AskError::Mailbox { actor, error } => Self::mailbox(&actor, error),
             timeout @ AskError::Timeout { .. } => Self::unavailable(timeout.to_string()),
+        }
+    }
+}
+
+/// A conversation that cannot be opened: a bad name (400), someone else's (403).
+impl From<super::owners::OwnerError> for ApiError {
+    fn from(e: super::owners::OwnerError) -> Self {
+        use super::owners::OwnerError;
+        match e {
+            OwnerError::BadName => Self::bad_request(e.to_string()),
+            OwnerError::NotYours(_) => Self::forbidden(e.to_string()),
         }
     }
 }

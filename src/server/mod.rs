@@ -18,6 +18,7 @@ pub mod compat;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod owners;
 pub mod routes;
 pub mod web;
 pub mod ws;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub api_key: Option<Arc<str>>,
     /// Session cap and per-session rate limits (`[server]` in the configuration).
     pub limits: Arc<limits::Limits>,
+    /// Resume tokens of the conversations opened here ([`owners`]).
+    pub owners: Arc<owners::Owners>,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
         AppState {
             rt,
             limits,
+            owners: Arc::default(),
             metrics: Arc::new(metrics::Metrics::default()),
             api_key: api_key.filter(|k| !k.is_empty()).map(Arc::from),
         }

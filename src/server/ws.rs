@@ -1,10 +1,12 @@
 //! `GET /ws/chat`: a chat over a WebSocket, speaking JSON events with a `type` field. One
 //! conversation per connection, resumable by session id.
 //!
-//! Client → server: `session.update {"session"}` (resume a conversation),
+//! Client → server: `session.update {"session", "token"?}` (resume a conversation with
+//! its token, or open a new one under a free name),
 //! `message.create {"message", "max_tokens"?, "temperature"?, "seed"?, "detect_tools"?}`, `response.cancel`,
 //! `feedback {"turn", "rating", "note"?}`.
-//! Server → client: `session.created {"session", "resumed"}`, `response.delta {"delta"}`
+//! Server → client: `session.created {"session", "resumed", "token"?}` (the token of a new
+//! conversation: the only way to resume it), `response.delta {"delta"}`
 //! (streamed text as it is decoded), `tool.call {"name", "arguments"}`,
 //! `tool.result {"name", "ok", "content"}`, `response.done {"text", "tokens", "cancelled",
 //! "images"}`, `feedback.recorded {...}` and `error {"code", "message"}`. A bad event gets
@@ -31,7 +33,11 @@ pub const MAX_WS_MESSAGE: usize = 64 * 1024;
 #[serde(tag = "type", deny_unknown_fields)]
 enum ClientEvent {
     #[serde(rename = "session.update")]
-    SessionUpdate { session: String },
+    SessionUpdate {
+        session: String,
+        #[serde(default)]
+        token: Option<String>,
+    },
     #[serde(rename = "message.create")]
     MessageCreate {
         message: String,
@@ -71,8 +77,19 @@ pub async fn session(socket: WebSocket, st: AppState, _permit: super::limits::Se
         }
         let _ = sink.close().await;
     });
-    let mut session = uuid::Uuid::new_v4().to_string();
-    let _ = out.send(json!({ "type": "session.created", "session": session, "resumed": false }));
+    let opened = match super::chat::open_conversation(&st, None, None) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = out.send(error_event(&e));
+            drop(out);
+            let _ = writer.await;
+            return;
+        }
+    };
+    let mut session = opened.session;
+    let _ = out.send(json!({
+        "type": "session.created", "session": session, "resumed": false, "token": opened.token,
+    }));
     // The response in flight: its task and the switch that cancels it.
     let mut running: Option<(
         tokio::task::JoinHandle<()>,
@@ -99,18 +116,25 @@ pub async fn session(socket: WebSocket, st: AppState, _permit: super::limits::Se
             }
         };
         match event {
-            ClientEvent::SessionUpdate { session: s } => {
-                let s = s.trim();
-                if s.is_empty() || s.len() > 128 || running.is_some() {
+            ClientEvent::SessionUpdate { session: s, token } => {
+                if running.is_some() {
                     let _ = out.send(error_event(&ApiError::bad_request(
-                        "session ids are 1..=128 characters, and change only between responses",
+                        "the conversation changes only between responses",
                     )));
                     continue;
                 }
-                session = s.to_string();
-                let _ = out.send(
-                    json!({ "type": "session.created", "session": session, "resumed": true }),
-                );
+                match super::chat::open_conversation(&st, Some(&s), token.as_deref()) {
+                    Ok(o) => {
+                        session = o.session;
+                        let _ = out.send(json!({
+                            "type": "session.created", "session": session,
+                            "resumed": o.token.is_none(), "token": o.token,
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = out.send(error_event(&e));
+                    }
+                }
             }
             ClientEvent::MessageCreate {
                 message,
@@ -137,6 +161,7 @@ pub async fn session(socket: WebSocket, st: AppState, _permit: super::limits::Se
                     temperature,
                     seed,
                     memory,
+                    token: None,
                 };
                 let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel();
                 let task = tokio::spawn(respond(

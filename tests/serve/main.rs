@@ -14,6 +14,7 @@ mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod compat;
+mod owners;
 mod ws;
 
 use client::{oversize, Client};
@@ -225,10 +226,14 @@ async fn sessions_are_capped_and_turns_rate_limited() {
         assert!(reopened, "the closed session's place was not freed");
 
         let c = Client::new(format!("http://{addr}"));
-        let body = json!({"message": "the fox", "max_tokens": 2, "session": "rest"});
+        let mut body = json!({"message": "the fox", "max_tokens": 2, "session": "rest"});
         for _ in 0..2 {
             let (s, v) = c.post("/chat/message", Some(KEY), body.to_string().as_bytes());
             assert_eq!(s, 200, "{v}");
+            // The conversation's token resumes it (the first reply gives it).
+            if let Some(t) = v["token"].as_str() {
+                body["token"] = json!(t);
+            }
         }
         let (s, v) = c.post("/chat/message", Some(KEY), body.to_string().as_bytes());
         assert!(s == 429 && is_error(&v, "rate_limited"), "{s} {v}");
@@ -236,6 +241,41 @@ async fn sessions_are_capped_and_turns_rate_limited() {
         let other = json!({"message": "the fox", "max_tokens": 2, "session": "other"});
         let (s, v) = c.post("/chat/message", Some(KEY), other.to_string().as_bytes());
         assert_eq!(s, 200, "{v}");
+    })
+    .await;
+    server.stop().await;
+    if let Err(e) = checks {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Conversations belong to whoever opened them, on a server without an API key.
+#[actix::test]
+async fn conversations_belong_to_whoever_opened_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = common::home_with_model(dir.path());
+    let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
+    // A turn of Alice's that already left her window, and a learning episode anyone sees.
+    let episodes = vec![
+        thau::memory::Episode::new(
+            "alice",
+            "short_term_memory",
+            thau::memory::EpisodeKind::ChatTurn,
+            "my bike lock combination is 9071",
+        ),
+        thau::memory::Episode::new(
+            "learn-1",
+            "questioner",
+            thau::memory::EpisodeKind::Question,
+            "what is a bike lock combination?",
+        ),
+    ];
+    let episodic = rt.addrs.episodic_memory.clone().unwrap();
+    let remember = thau::actors::episodic_memory::Remember(episodes);
+    episodic.send(remember).await.unwrap().unwrap();
+    let (addr_rx, server) = common::start_server(rt.clone(), None);
+    let checks = tokio::task::spawn_blocking(move || {
+        owners::conversations_belong_to_their_openers(&addr_rx.recv().unwrap())
     })
     .await;
     server.stop().await;

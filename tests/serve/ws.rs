@@ -37,7 +37,22 @@ pub fn ws_chat(addr: &std::net::SocketAddr) {
         (first["type"].as_str(), first["resumed"].as_bool()),
         (Some("session.created"), Some(false))
     );
+    assert!(
+        first["token"].as_str().is_some_and(|t| t.len() == 64),
+        "{first}"
+    );
+    // A free name is opened anew, with its own token; the token resumes it.
     send(&mut ws, json!({"type": "session.update", "session": "ws1"}));
+    let v = read(&mut ws);
+    assert_eq!(
+        (v["session"].as_str(), v["resumed"].as_bool()),
+        (Some("ws1"), Some(false))
+    );
+    let token = v["token"].as_str().unwrap().to_string();
+    send(
+        &mut ws,
+        json!({"type": "session.update", "session": "ws1", "token": token}),
+    );
     let v = read(&mut ws);
     assert_eq!(
         (v["session"].as_str(), v["resumed"].as_bool()),

@@ -9,6 +9,7 @@ use super::{json, Resp, MAX_RECALL};
 use crate::actors::episodic_memory::EpisodicStatsRequest;
 use crate::actors::long_term_memory::{LongStatsRequest, Memorize, NewMemory};
 use crate::actors::reply;
+use crate::memory::EpisodeKind;
 use crate::server::error::ApiError;
 use crate::server::AppState;
 
@@ -60,7 +61,7 @@ pub(super) struct RecallBody {
 }
 
 /// `POST /memory/recall`: what the three memory stores know about a text, best first.
-pub(super) async fn memory_recall(st: AppState, b: RecallBody) -> Resp {
+pub(super) async fn memory_recall(token: Option<String>, st: AppState, b: RecallBody) -> Resp {
     if b.query.trim().is_empty() {
         return Err(ApiError::bad_request("`query` is empty").into());
     }
@@ -69,6 +70,9 @@ pub(super) async fn memory_recall(st: AppState, b: RecallBody) -> Resp {
         crate::ThauError::Invalid(m) => ApiError::bad_request(m),
         other => ApiError::unavailable(other.to_string()),
     })?;
+    // What came from a conversation is private to it.
+    let reader = Reader::of(&st, token.as_deref());
+    let hits: Vec<_> = hits.into_iter().filter(|h| reader.may_see_hit(h)).collect();
     Ok(json(&serde_json::json!({ "hits": hits })))
 }
 
@@ -91,6 +95,70 @@ pub(super) struct ItemsQuery {
     /// Read by the key check.
     #[allow(dead_code)]
     api_key: Option<String>,
+    /// Read by [`super::conversation_token`].
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// Whose conversation windows a request may read or forget: every one for the
+/// administrator (the API key, when one is set: these routes have checked it already),
+/// else only the one whose resume token the request carries.
+enum Reader {
+    Admin,
+    Owner(Option<String>),
+}
+
+impl Reader {
+    fn of(st: &AppState, token: Option<&str>) -> Reader {
+        if st.api_key.is_some() {
+            return Reader::Admin;
+        }
+        Reader::Owner(token.and_then(|t| st.owners.conversation_of(t)))
+    }
+
+    fn may_read(&self, conversation: &str) -> bool {
+        match self {
+            Reader::Admin => true,
+            Reader::Owner(mine) => mine.as_deref() == Some(conversation),
+        }
+    }
+
+    /// Episodes filed from a conversation (its turns, its tool calls, feedback on it) are
+    /// as private as its window; a learning session's episodes are shared.
+    fn may_see(&self, e: &crate::memory::Episode) -> bool {
+        !PRIVATE_KINDS.contains(&e.kind) || self.may_read(&e.session)
+    }
+
+    /// [`Reader::may_see`] for a recalled hit: short-term turns by conversation, episodes
+    /// by the `session/kind` their source names.
+    fn may_see_hit(&self, h: &crate::memory::recall::RecallHit) -> bool {
+        use crate::memory::StoreKind;
+        match h.store {
+            StoreKind::Short => self.may_read(&h.id),
+            StoreKind::Episodic => match h.source.rsplit_once('/') {
+                Some((session, kind)) if PRIVATE_KINDS.iter().any(|k| k.as_str() == kind) => {
+                    self.may_read(session)
+                }
+                _ => true,
+            },
+            StoreKind::Long => true,
+        }
+    }
+}
+
+/// Kinds of episode that come from a conversation.
+const PRIVATE_KINDS: [EpisodeKind; 3] = [
+    EpisodeKind::ChatTurn,
+    EpisodeKind::ToolCall,
+    EpisodeKind::Feedback,
+];
+
+/// The same answer for a conversation that does not exist and one that is not the
+/// caller's, so that names cannot be probed.
+fn no_conversation(name: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no conversation `{name}` open to this request (send its token: X-Conversation-Token)"
+    ))
 }
 
 /// The store a path names.
@@ -122,8 +190,14 @@ where
 /// `GET /memory/{store}/items[?q=TEXT][&limit=N][&offset=N | &after=ID]`: what a store
 /// holds — episodes newest first, long-term memories in id order (`next` is the cursor of
 /// the following page), short-term conversation windows — or, with `q`, what matches it,
-/// best first. This is what the web page's memory inspector reads.
-pub(super) async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> Resp {
+/// best first. This is what the web page's memory inspector reads. Short-term windows
+/// are shown to their owners only ([`Reader`]).
+pub(super) async fn memory_items(
+    store: String,
+    q: ItemsQuery,
+    token: Option<String>,
+    st: AppState,
+) -> Resp {
     use crate::actors::episodic_memory::{ListEpisodes, SearchEpisodes};
     use crate::actors::long_term_memory::{ListMemories, RecallLong};
     use crate::actors::short_term_memory::{ListWindows, SearchShort};
@@ -132,6 +206,7 @@ pub(super) async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> 
     let limit = q.limit.unwrap_or(DEFAULT_ITEMS).clamp(1, MAX_ITEMS);
     let text = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty());
     let a = &st.rt.addrs;
+    let reader = Reader::of(&st, token.as_deref());
     let body = match (kind, text) {
         (StoreKind::Episodic, Some(t)) => {
             let e = actor(&a.episodic_memory, "EpisodicMemory")?;
@@ -140,7 +215,9 @@ pub(super) async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> 
                 filter: Default::default(),
                 limit,
             });
-            serde_json::json!({ "store": store, "hits": reply("episodic_memory", hits.await)? })
+            let mut hits = reply("episodic_memory", hits.await)?;
+            hits.retain(|h| reader.may_see(&h.episode));
+            serde_json::json!({ "store": store, "hits": hits })
         }
         (StoreKind::Episodic, None) => {
             let e = actor(&a.episodic_memory, "EpisodicMemory")?;
@@ -149,7 +226,10 @@ pub(super) async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> 
                 limit,
                 offset: q.offset.unwrap_or(0),
             });
-            serde_json::json!({ "store": store, "items": reply("episodic_memory", page.await)? })
+            // A page holds fewer items when some are other conversations'.
+            let mut items = reply("episodic_memory", page.await)?;
+            items.retain(|e| reader.may_see(e));
+            serde_json::json!({ "store": store, "items": items })
         }
         (StoreKind::Long, Some(t)) => {
             let l = actor(&a.long_term_memory, "LongTermMemory")?;
@@ -171,15 +251,21 @@ pub(super) async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> 
         }
         (StoreKind::Short, Some(t)) => {
             let s = actor(&a.short_term_memory, "ShortTermMemory")?;
+            // Every conversation's turns are searched, then the caller's kept: a search
+            // the size of the whole store, then cut.
             let hits = s.send(SearchShort {
                 query: t.to_string(),
-                limit,
+                limit: usize::MAX,
             });
-            serde_json::json!({ "store": store, "hits": reply("short_term_memory", hits.await)? })
+            let mut hits = reply("short_term_memory", hits.await)?;
+            hits.retain(|h| reader.may_read(&h.id));
+            hits.truncate(limit);
+            serde_json::json!({ "store": store, "hits": hits })
         }
         (StoreKind::Short, None) => {
             let s = actor(&a.short_term_memory, "ShortTermMemory")?;
             let mut windows = reply("short_term_memory", s.send(ListWindows).await)?;
+            windows.retain(|w| reader.may_read(&w.conversation));
             windows.truncate(limit);
             serde_json::json!({ "store": store, "items": windows })
         }
@@ -188,8 +274,13 @@ pub(super) async fn memory_items(store: String, q: ItemsQuery, st: AppState) -> 
 }
 
 /// `GET /memory/{store}/items/{id}`: one episode or long-term memory by id, or one
-/// conversation's short-term window by its name.
-pub(super) async fn memory_item(store: String, id: String, st: AppState) -> Resp {
+/// conversation's short-term window by its name (for its owner: [`Reader`]).
+pub(super) async fn memory_item(
+    store: String,
+    id: String,
+    token: Option<String>,
+    st: AppState,
+) -> Resp {
     use crate::actors::episodic_memory::GetEpisode;
     use crate::actors::long_term_memory::GetMemory;
     use crate::actors::short_term_memory::{GetWindow, ListWindows};
@@ -198,10 +289,11 @@ pub(super) async fn memory_item(store: String, id: String, st: AppState) -> Resp
     let body = match store_kind(&store)? {
         StoreKind::Episodic => {
             let e = actor(&a.episodic_memory, "EpisodicMemory")?;
-            serde_json::to_value(reply(
-                "episodic_memory",
-                e.send(GetEpisode(parse_id(&id)?)).await,
-            )?)
+            let episode = reply("episodic_memory", e.send(GetEpisode(parse_id(&id)?)).await)?;
+            if !Reader::of(&st, token.as_deref()).may_see(&episode) {
+                return Err(ApiError::not_found(format!("no episode {id}")).into());
+            }
+            serde_json::to_value(episode)
         }
         StoreKind::Long => {
             let l = actor(&a.long_term_memory, "LongTermMemory")?;
@@ -213,8 +305,9 @@ pub(super) async fn memory_item(store: String, id: String, st: AppState) -> Resp
         StoreKind::Short => {
             let s = actor(&a.short_term_memory, "ShortTermMemory")?;
             let known = reply("short_term_memory", s.send(ListWindows).await)?;
-            if !known.iter().any(|w| w.conversation == id) {
-                return Err(ApiError::not_found(format!("no conversation `{id}`")).into());
+            let reader = Reader::of(&st, token.as_deref());
+            if !known.iter().any(|w| w.conversation == id) || !reader.may_read(&id) {
+                return Err(no_conversation(&id).into());
             }
             let w = reply("short_term_memory", s.send(GetWindow(id.clone())).await)?;
             Ok(serde_json::json!({ "conversation": id, "turns": w.messages() }))
@@ -225,8 +318,13 @@ pub(super) async fn memory_item(store: String, id: String, st: AppState) -> Resp
 }
 
 /// `DELETE /memory/{store}/items/{id}` (API key): forgets one episode, long-term memory or
-/// conversation window for good.
-pub(super) async fn memory_forget(store: String, id: String, st: AppState) -> Resp {
+/// conversation window for good (a window: for its owner, [`Reader`]; its name is freed).
+pub(super) async fn memory_forget(
+    store: String,
+    id: String,
+    token: Option<String>,
+    st: AppState,
+) -> Resp {
     use crate::actors::episodic_memory::ForgetEpisode;
     use crate::actors::long_term_memory::ForgetMemory;
     use crate::actors::short_term_memory::ForgetWindow;
@@ -234,11 +332,14 @@ pub(super) async fn memory_forget(store: String, id: String, st: AppState) -> Re
     let a = &st.rt.addrs;
     match store_kind(&store)? {
         StoreKind::Episodic => {
+            use crate::actors::episodic_memory::GetEpisode;
             let e = actor(&a.episodic_memory, "EpisodicMemory")?;
-            reply(
-                "episodic_memory",
-                e.send(ForgetEpisode(parse_id(&id)?)).await,
-            )?;
+            let id = parse_id(&id)?;
+            let episode = reply("episodic_memory", e.send(GetEpisode(id)).await)?;
+            if !Reader::of(&st, token.as_deref()).may_see(&episode) {
+                return Err(ApiError::not_found(format!("no episode {id}")).into());
+            }
+            reply("episodic_memory", e.send(ForgetEpisode(id)).await)?;
         }
         StoreKind::Long => {
             let l = actor(&a.long_term_memory, "LongTermMemory")?;
@@ -248,8 +349,12 @@ pub(super) async fn memory_forget(store: String, id: String, st: AppState) -> Re
             )?;
         }
         StoreKind::Short => {
+            if !Reader::of(&st, token.as_deref()).may_read(&id) {
+                return Err(no_conversation(&id).into());
+            }
             let s = actor(&a.short_term_memory, "ShortTermMemory")?;
             reply("short_term_memory", s.send(ForgetWindow(id.clone())).await)?;
+            st.owners.release(&id);
         }
     }
     Ok(json(

@@ -19,7 +19,7 @@ use warp::{Filter, Rejection, Reply};
 
 use std::net::SocketAddr;
 
-use super::chat::{chat_turn, ChatRequest};
+use super::chat::{chat_turn, open_conversation, ChatRequest};
 use super::error::ApiError;
 use super::{AppState, MAX_BODY_BYTES};
 use crate::actors::image_tool::{GenerateImage, ImageStatsRequest};
@@ -98,6 +98,7 @@ pub fn all(
         .and_then(memory_store);
     let recall = post("memory")
         .and(warp::path!("recall"))
+        .and(conversation_token())
         .and(state.clone())
         .and(json_body())
         .and_then(memory_recall);
@@ -122,20 +123,24 @@ pub fn all(
         .and_then(vision_image);
     // Memory contents and the event stream are private too: the key, in a header or (for
     // a browser's EventSource) in the query.
+    // A conversation's window is its owner's: the routes also take its resume token.
     let items = warp::path!("memory" / String / "items")
         .and(warp::get())
         .and(authorized_query(st.api_key.clone()))
         .and(warp::query::<ItemsQuery>())
+        .and(conversation_token())
         .and(state.clone())
         .and_then(memory_items);
     let item = warp::path!("memory" / String / "items" / String)
         .and(warp::get())
         .and(authorized_query(st.api_key.clone()))
+        .and(conversation_token())
         .and(state.clone())
         .and_then(memory_item);
     let forget = warp::path!("memory" / String / "items" / String)
         .and(warp::delete())
         .and(authorized(st.api_key.clone()))
+        .and(conversation_token())
         .and(state.clone())
         .and_then(memory_forget);
     let events = warp::path!("events")
@@ -264,6 +269,21 @@ fn authorized_query(
         .untuple_one()
 }
 
+/// A conversation's resume token, when the request carries one (`X-Conversation-Token`,
+/// or `?token=` on the GET routes browsers open).
+fn conversation_token() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
+    let query = warp::query::<std::collections::HashMap<String, String>>()
+        .or(warp::any().map(std::collections::HashMap::new))
+        .unify();
+    warp::header::optional::<String>("x-conversation-token")
+        .and(query)
+        .map(
+            |h: Option<String>, mut q: std::collections::HashMap<String, String>| {
+                h.or_else(|| q.remove("token"))
+            },
+        )
+}
+
 /// `GET /health`: whether every actor runs, with restarts and notes.
 async fn health(st: AppState) -> Resp {
     let actors = st.rt.status().await;
@@ -314,15 +334,38 @@ fn rate_key(req: &ChatRequest, client: Option<SocketAddr>) -> String {
 
 /// `POST /chat/message`: one chat turn (tool calls the model writes are run).
 async fn chat_message(st: AppState, client: Option<SocketAddr>, req: ChatRequest) -> Resp {
-    st.limits.take_turn(&rate_key(&req, client))?;
-    Ok(json(&chat_turn(&st, req, false, None).await?))
+    Ok(json(&owned_turn(&st, client, req, false).await?))
 }
 
 /// `POST /vision/chat`: a chat turn with automatic tool detection: an image request in
 /// the user's words runs `generate_image` even when the model does not call it.
 async fn vision_chat(st: AppState, client: Option<SocketAddr>, req: ChatRequest) -> Resp {
-    st.limits.take_turn(&rate_key(&req, client))?;
-    Ok(json(&chat_turn(&st, req, true, None).await?))
+    Ok(json(&owned_turn(&st, client, req, true).await?))
+}
+
+/// A REST chat turn in the conversation the request may open ([`open_conversation`]);
+/// the reply carries the token of a conversation it created. A named conversation is
+/// checked before its allowance is taken, so no one spends another's turns; a new one is
+/// opened after the client's allowance is taken, so a flood opens nothing.
+async fn owned_turn(
+    st: &AppState,
+    client: Option<SocketAddr>,
+    mut req: ChatRequest,
+    detect_tools: bool,
+) -> Result<super::chat::ChatReply, ApiError> {
+    let allowance = rate_key(&req, client);
+    let opened = if req.session.is_some() {
+        let o = open_conversation(st, req.session.as_deref(), req.token.as_deref())?;
+        st.limits.take_turn(&allowance)?;
+        o
+    } else {
+        st.limits.take_turn(&allowance)?;
+        open_conversation(st, None, None)?
+    };
+    req.session = Some(opened.session);
+    let mut answer = chat_turn(st, req, detect_tools, None).await?;
+    answer.token = opened.token;
+    Ok(answer)
 }
 
 /// Body of `POST /train/interaction`.

@@ -79,6 +79,7 @@ pub fn openapi() -> serde_json::Value {
         "components": { "schemas": {
             "ChatRequest": {"type": "object", "required": ["message"], "properties": {
                 "session": {"type": "string"}, "message": {"type": "string"},
+                "token": {"type": "string", "description": "the resume token of the conversation `session` names (given in the reply of the turn that opened it)"},
                 "max_tokens": {"type": "integer"}, "temperature": {"type": "number"}, "seed": {"type": "integer"},
                 "memory": {"type": "boolean", "description": "recall memories into the prompt (default: the [memory] recall setting); the reply's `memories` lists those used"}}},
             "ImageRequest": serde_json::from_str::<serde_json::Value>(crate::tools::BUILTIN_TOOLS[0].1)

@@ -18,6 +18,8 @@ function withKey(path) {
 }
 async function api(method, path) {
   const headers = key() ? { Authorization: "Bearer " + key() } : {};
+  // This page's conversation is readable with its resume token.
+  if (token) headers["X-Conversation-Token"] = token;
   const r = await fetch(method === "GET" ? withKey(path) : path, { method, headers });
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error((body.error && body.error.message) || r.status + " " + r.statusText);
@@ -47,6 +49,8 @@ tabs.forEach((t, i) => {
 // ---- Chat ----
 let socket = null;
 let session = sessionStorage.getItem("thau.session");
+// The secret that resumes this page's conversation (the server gives it when it opens one).
+let token = sessionStorage.getItem("thau.token");
 let current = null; // the assistant message being streamed
 let turns = 0;
 const messages = $("messages");
@@ -83,7 +87,7 @@ function connectChat() {
   socket = new WebSocket(withKey(proto + "//" + location.host + "/ws/chat"));
   chatStatus.textContent = "Connecting…";
   socket.onopen = () => {
-    if (session) socket.send(JSON.stringify({ type: "session.update", session }));
+    if (session && token) socket.send(JSON.stringify({ type: "session.update", session, token }));
   };
   socket.onclose = () => { chatStatus.textContent = "Disconnected (check the API key, then reload)."; busy(false); };
   socket.onmessage = (m) => onChatEvent(JSON.parse(m.data));
@@ -93,6 +97,7 @@ function onChatEvent(ev) {
     case "session.created":
       session = ev.session;
       sessionStorage.setItem("thau.session", session);
+      if (ev.token) { token = ev.token; sessionStorage.setItem("thau.token", token); }
       chatStatus.textContent = "Connected · conversation " + session;
       break;
     case "response.delta":
