@@ -3,7 +3,9 @@
 //! conversation's short-term window, the memories that best match them are recalled into
 //! the prompt ([`recall_for_prompt`], [`with_memories`]), Inference answers, the ToolRouter
 //! runs the calls in the answer (and, for image requests in the user's own words, the
-//! intent fallback's call), and the visible answer goes back into the window. Main types:
+//! intent fallback's call), and the visible answer goes back into the window. A message
+//! that teaches ("Remember that…") is stored in long-term memory instead of answered by
+//! the model ([`crate::learn::teaching`]). Main types:
 //! [`ChatRequest`], [`ChatReply`], [`ChatError`].
 
 use serde::{Deserialize, Serialize};
@@ -87,6 +89,10 @@ pub struct ChatReply {
     /// only way to continue it, read its window or forget it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Ids of the long-term memories this turn stored, when the user taught a fact
+    /// ("Remember that…"; see [`crate::learn::teaching`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub taught: Vec<String>,
 }
 
 /// Runs one turn. With `detect_tools`, an image request in the user's words runs the
@@ -143,6 +149,9 @@ pub async fn chat_turn(
         }
         None => vec![Message::new(Role::User, text.clone())],
     };
+    if let Some(lesson) = crate::learn::teaching::lesson(&text) {
+        return remember_lesson(rt, &session, lesson, stream).await;
+    }
     let params = if req.max_tokens.is_some() || req.temperature.is_some() || req.seed.is_some() {
         let d = rt.sampling();
         Some(SamplingParams {
@@ -228,8 +237,64 @@ pub async fn chat_turn(
         cancelled: generation.stop == crate::model::generate::StopReason::Cancelled,
         memories,
         token: None,
+        taught: Vec::new(),
     })
 }
+
+/// A turn that teaches ("Remember that…", "Recuerda que…"): the fact goes into long-term
+/// memory at once, from `taught:<conversation>` (so it can be listed and forgotten by the
+/// conversation that taught it), and the reply says what was stored; the model is not
+/// asked. A fact stored before keeps its one copy (content ids).
+async fn remember_lesson(
+    rt: &Runtime,
+    session: &str,
+    lesson: crate::learn::teaching::Lesson,
+    stream: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> Result<ChatReply, ChatError> {
+    let Some(long) = rt.addrs.long_term_memory.clone() else {
+        return Err(ChatError::Unavailable(
+            "long-term memory is not running: nothing was stored".into(),
+        ));
+    };
+    let memories =
+        crate::memory::passages::memories_of(&lesson.fact, &format!("{TAUGHT_SOURCE}{session}"));
+    let ids = reply(
+        "long_term_memory",
+        long.send(crate::actors::long_term_memory::Memorize(memories))
+            .await,
+    )?;
+    let text = lesson.confirmation();
+    if let Some(s) = &stream {
+        let _ = s.send(text.clone());
+    }
+    if let Some(s) = &rt.addrs.short_term_memory {
+        reply(
+            "short_term_memory",
+            s.send(AddTurn {
+                conversation: session.to_string(),
+                role: Role::Assistant,
+                text: text.clone(),
+            })
+            .await,
+        )?;
+    }
+    Ok(ChatReply {
+        session: session.to_string(),
+        reply: text,
+        tool_calls: Vec::new(),
+        tool_results: Vec::new(),
+        images: Vec::new(),
+        tokens: 0,
+        prompt_tokens: 0,
+        cancelled: false,
+        memories: Vec::new(),
+        token: None,
+        taught: ids.iter().map(ToString::to_string).collect(),
+    })
+}
+
+/// The source of what a conversation taught: `taught:` and the conversation's name.
+pub const TAUGHT_SOURCE: &str = "taught:";
 
 /// Tokens a turn's markup takes beside its text (role token, end of turn), and the
 /// memory block's header line.

@@ -95,6 +95,60 @@ async fn a_chat_prompt_holds_the_recalled_memories_unless_switched_off() {
     rt.shutdown().await;
 }
 
+/// "Remember that…" in one conversation is in long-term memory at once, from that
+/// conversation, and the next conversation's prompt recalls it.
+#[actix::test]
+async fn a_fact_taught_in_conversation_is_recalled_in_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = common::home_with_model(dir.path());
+    let rt = Runtime::start(home, ThauConfig::default()).unwrap();
+    let teach = |text: &str| ChatRequest {
+        session: Some("teacher".into()),
+        message: text.into(),
+        ..ask(None)
+    };
+    let r = chat_turn(&rt, teach("Remember that Pim lives in Varno"), false, None)
+        .await
+        .unwrap();
+    assert_eq!(r.reply, "I will remember that: Pim lives in Varno.");
+    assert_eq!(r.taught.len(), 1, "{r:?}");
+    let id: uuid::Uuid = r.taught[0].parse().unwrap();
+    let long = rt.addrs.long_term_memory.clone().unwrap();
+    let p = long
+        .send(thau::actors::long_term_memory::GetMemory(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (p.payload.text.as_str(), p.payload.source.as_str()),
+        ("Pim lives in Varno.", "taught:teacher#0")
+    );
+    // Taught twice, stored once.
+    let again = chat_turn(&rt, teach("remember: Pim lives in Varno."), false, None)
+        .await
+        .unwrap();
+    assert_eq!(again.taught, r.taught);
+    let r = chat_turn(&rt, teach("Recuerda que Pim come truchas"), false, None)
+        .await
+        .unwrap();
+    assert_eq!(r.reply, "Lo recordaré: Pim come truchas.");
+
+    // Another conversation asks: the taught fact is in its prompt.
+    let question = ChatRequest {
+        session: Some("learner".into()),
+        message: "Where does Pim live?".into(),
+        ..ask(None)
+    };
+    let r = chat_turn(&rt, question, false, None).await.unwrap();
+    assert_eq!(
+        r.memories[0].text, "Pim lives in Varno.",
+        "{:?}",
+        r.memories
+    );
+    assert!(r.taught.is_empty());
+    rt.shutdown().await;
+}
+
 #[test]
 fn memory_add_stores_passages_once_and_refuses_what_is_not_text() {
     let dir = tempfile::tempdir().unwrap();

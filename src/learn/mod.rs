@@ -1,6 +1,7 @@
 //! The self-learning loop's parts that are not actors: the knowledge the corpus offers
 //! ([`source`]) and the questions rules derive from plain text ([`questions`]), what counts as a gap ([`gaps`]), how the Learner trains ([`study`]), and
-//! how the Questioner picks what to ask ([`picker`]). The loop itself emerges from the
+//! how the Questioner picks what to ask ([`picker`]), and what a person teaches in
+//! conversation ([`teaching`]). The loop itself emerges from the
 //! actors' messages: Questioner → GapDetector → Inference (scores) → GapDetector → Learner
 //! → Inference (new weights) and GapDetector (re-check gaps).
 
@@ -12,6 +13,7 @@ pub mod questions;
 pub mod source;
 pub mod study;
 pub mod teacher;
+pub mod teaching;
 pub mod tuning;
 
 use serde::Serialize;

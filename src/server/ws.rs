@@ -254,7 +254,7 @@ async fn respond(
             let _ = out.send(json!({
                 "type": "response.done", "session": r.session, "text": r.reply,
                 "tokens": r.tokens, "cancelled": r.cancelled, "images": r.images,
-                "memories": r.memories,
+                "memories": r.memories, "taught": r.taught,
             }));
         }
         Err(e) => {

@@ -130,6 +130,7 @@ function onChatEvent(ev) {
           src.append(s);
         });
       }
+      if ((ev.taught || []).length) note(current, "sources", "Stored in long-term memory.");
       addFeedback(current, session + ":" + ++turns);
       if (ev.cancelled) note(current, "tool", "(stopped)");
       current = null;
