@@ -15,6 +15,7 @@ mod clients;
 mod common;
 mod compat;
 mod owners;
+mod teach;
 mod ws;
 
 use client::{oversize, Client};
@@ -249,9 +250,10 @@ async fn sessions_are_capped_and_turns_rate_limited() {
     }
 }
 
-/// Conversations belong to whoever opened them, on a server without an API key.
+/// Conversations belong to whoever opened them, and what people teach is known at once,
+/// on a server without an API key.
 #[actix::test]
-async fn conversations_belong_to_whoever_opened_them() {
+async fn conversations_are_private_and_teaching_is_shared() {
     let dir = tempfile::tempdir().unwrap();
     let home = common::home_with_model(dir.path());
     let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
@@ -275,7 +277,9 @@ async fn conversations_belong_to_whoever_opened_them() {
     episodic.send(remember).await.unwrap().unwrap();
     let (addr_rx, server) = common::start_server(rt.clone(), None);
     let checks = tokio::task::spawn_blocking(move || {
-        owners::conversations_belong_to_their_openers(&addr_rx.recv().unwrap())
+        let addr = addr_rx.recv().unwrap();
+        owners::conversations_belong_to_their_openers(&addr);
+        teach::teaching_over_http(&addr);
     })
     .await;
     server.stop().await;

@@ -1,11 +1,13 @@
 //! The REST routes: one documented handler per route, each given the [`AppState`]. This
 //! file builds them all ([`all`]) and holds the chat, training, event and picture
-//! handlers; the memory routes live in [`memory`]; `/openapi.json` describes every route
+//! handlers; the memory routes live in [`memory`], teaching documents in [`teach`];
+//! `/openapi.json` describes every route
 //! ([`openapi()`]).
 
 mod compat;
 mod memory;
 mod openapi;
+mod teach;
 
 pub use openapi::openapi;
 
@@ -102,6 +104,16 @@ pub fn all(
         .and(state.clone())
         .and(json_body())
         .and_then(memory_recall);
+    let documents = post("learn")
+        .and(warp::path!("documents"))
+        .and(warp::query::<teach::DocumentQuery>())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::content_length_limit(
+            crate::memory::passages::MAX_DOCUMENT_BYTES,
+        ))
+        .and(warp::body::bytes())
+        .and(state.clone())
+        .and_then(teach::learn_documents);
     let memory_stats = warp::path!("memory" / "stats")
         .and(warp::get())
         .and(state.clone())
@@ -172,6 +184,8 @@ pub fn all(
         .or(recall)
         .unify()
         .or(memory_stats)
+        .unify()
+        .or(documents)
         .unify()
         .boxed();
     let inspect = items

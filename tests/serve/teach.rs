@@ -1,0 +1,126 @@
+//! Teaching over HTTP: a document handed to `POST /learn/documents` and a fact told in a
+//! chat turn are in long-term memory at once; bad documents are clear 4xx errors that
+//! store nothing.
+
+use serde_json::{json, Value};
+
+use crate::client::Client;
+
+/// A POST with a raw body and content type (no API key: the server here has none).
+fn post_raw(base: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(format!("{base}{path}"))
+        .header("content-type", content_type)
+        .send(body)
+        .unwrap();
+    let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+    (r.status().as_u16(), v)
+}
+
+/// Announces a body of `len` bytes and sends none of it: the answer comes from the
+/// length alone.
+fn announce(addr: &std::net::SocketAddr, len: u64) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /learn/documents HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
+}
+
+fn recall(c: &Client, query: &str) -> String {
+    let body = json!({ "query": query }).to_string();
+    let (s, v) = c.post("/memory/recall", None, body.as_bytes());
+    assert_eq!(s, 200, "{v}");
+    v.to_string()
+}
+
+pub fn teaching_over_http(addr: &std::net::SocketAddr) {
+    let base = format!("http://{addr}");
+    let c = Client::new(base.clone());
+    let doc = "# Otters of Varno\n\nPim the otter lives in lake Varno and eats trout every morning before dawn.";
+    let (s, v) = post_raw(
+        &base,
+        "/learn/documents?name=otters.md",
+        "text/markdown",
+        doc.as_bytes(),
+    );
+    assert!(
+        s == 201 && v["new"].as_u64() >= Some(1) && v["known"] == 0,
+        "{s} {v}"
+    );
+    assert_eq!(v["source"], "taught:otters.md");
+    assert!(recall(&c, "what does Pim the otter eat?").contains("eats trout"));
+    // Handed again: nothing new.
+    let (s, v) = post_raw(
+        &base,
+        "/learn/documents?name=otters.md",
+        "text/markdown",
+        doc.as_bytes(),
+    );
+    assert!(
+        s == 201 && v["new"] == 0 && v["known"] == v["passages"],
+        "{s} {v}"
+    );
+    // As JSON.
+    let body = json!({"text": "The Quendralian lighthouse was built in 1871 by Ada Ferrow.", "name": "lighthouse"});
+    let (s, v) = post_raw(
+        &base,
+        "/learn/documents",
+        "application/json",
+        body.to_string().as_bytes(),
+    );
+    assert!(s == 201 && v["new"] == 1, "{s} {v}");
+
+    // Bad documents: a clear 400 each, nothing stored.
+    for (bytes, why) in [
+        (&b"\x89PNG\r\n\x1a\n\0\0 zebra"[..], "binary"),
+        (&b"Caf\xe9 zebra con leche"[..], "UTF-8"),
+        (&b"   \n "[..], "empty"),
+    ] {
+        let (s, v) = post_raw(&base, "/learn/documents?name=bad", "text/plain", bytes);
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(s == 400 && message.contains(why), "{why}: {s} {v}");
+    }
+    assert!(!recall(&c, "zebra leche").contains("zebra"));
+    let (s, v) = post_raw(
+        &base,
+        "/learn/documents",
+        "application/json",
+        br#"{"text": ""}"#,
+    );
+    assert_eq!(s, 400, "{v}");
+    // 50 MB is refused from its length, before it is read.
+    let answer = announce(addr, 50 << 20);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // Told in a chat turn, known in the next conversation.
+    let (s, v) = c.post(
+        "/chat/message",
+        None,
+        json!({"message": "Remember that the Varno ferry leaves at 6:40", "max_tokens": 2})
+            .to_string()
+            .as_bytes(),
+    );
+    assert!(
+        s == 200 && v["taught"].as_array().is_some_and(|t| t.len() == 1),
+        "{v}"
+    );
+    assert_eq!(
+        v["reply"],
+        "I will remember that: The Varno ferry leaves at 6:40."
+    );
+    let found = recall(&c, "when does the Varno ferry leave?");
+    assert!(
+        found.contains("leaves at 6:40") && found.contains("taught:"),
+        "{found}"
+    );
+}
