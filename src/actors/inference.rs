@@ -304,6 +304,9 @@ impl Inference {
     /// Shares `cell` with the other threads of this actor (set by the runtime).
     pub fn with_weights_cell(mut self, cell: Arc<WeightsCell>) -> Self {
         self.swapped = cell;
+        // Generations count in the cell that made them: what was seen in this thread's
+        // own cell (its first load) says nothing about the shared one.
+        self.seen_generation = 0;
         self.adopt_swapped();
         self
     }
@@ -358,17 +361,18 @@ impl Inference {
                         )
                     })?;
                 let ck = checkpoint::load(&dir, &self.device, false).map_err(failed)?;
-                let info = ModelInfo {
-                    checkpoint: dir,
-                    format: "thau",
-                    age: Some(ck.config.age),
-                    params: Some(ck.config.param_count()),
-                };
-                let model = from_tensors(ck.weights, &ck.config, &self.device).map_err(failed)?;
-                Loaded {
-                    backend: Backend::Native(served(model, ck.tokenizer)),
-                    info,
-                }
+                // Checked before it is shared, so a bad checkpoint leaves the served model.
+                from_tensors(ck.weights.clone(), &ck.config, &self.device).map_err(failed)?;
+                // Through the shared cell: a sync arbiter hands this message to one
+                // thread, and every thread must serve the checkpoint from now on.
+                self.swapped.put(SwapWeights {
+                    config: ck.config,
+                    tokenizer: ck.tokenizer,
+                    weights: ck.weights,
+                    label: dir.display().to_string(),
+                });
+                self.adopt_swapped();
+                return self.loaded().map(|l| l.info.clone());
             }
         };
         tracing::info!(actor = self.base.name, model = %loaded.info.checkpoint.display(), "model loaded");

@@ -53,6 +53,7 @@ pub fn serve(home: Home, config: ThauConfig, a: ServeArgs, json: bool) -> Result
     with_runtime(home, config, |rt| async move {
         let rt = std::sync::Arc::new(rt);
         let state = AppState::new(rt.clone(), opts.api_key.clone());
+        let hangup = tokio::spawn(thau::server::reload_on_hangup(rt.clone()));
         let keyed = opts.api_key.is_some();
         serve(
             state,
@@ -67,6 +68,9 @@ pub fn serve(home: Home, config: ThauConfig, a: ServeArgs, json: bool) -> Result
             Runtime::wait_for_signal(),
         )
         .await?;
+        // It holds the runtime: stop it before the actors are shut down.
+        hangup.abort();
+        let _ = hangup.await;
         Ok(match std::sync::Arc::try_unwrap(rt) {
             Ok(rt) => Stopped {
                 shutdown_errors: rt.shutdown().await.iter().map(|e| e.to_string()).collect(),

@@ -110,6 +110,40 @@ pub fn routes(
         }))
 }
 
+/// Reloads the newest checkpoint into Inference on every SIGHUP (as `POST /admin/reload`
+/// does), until the process ends; the outcome is logged. Does nothing where there are no
+/// such signals.
+pub async fn reload_on_hangup(rt: Arc<Runtime>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("SIGHUP cannot be watched: reload with POST /admin/reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let Some(inference) = rt.addrs.inference.clone() else {
+                continue;
+            };
+            match inference.send(crate::actors::inference::Reload).await {
+                Ok(Ok(info)) => tracing::info!(
+                    target: "thau::server",
+                    model = %info.checkpoint.display(),
+                    "SIGHUP: reloaded"
+                ),
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "thau::server", error = %e, "SIGHUP: reload failed")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "thau::server", error = %e, "SIGHUP: reload failed")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = rt;
+}
+
 /// Binds `opts.addr` and serves until `shutdown` completes; returns the bound address
 /// through `bound` as soon as it listens (port 0 picks a free port).
 pub async fn serve(

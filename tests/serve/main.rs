@@ -288,6 +288,56 @@ async fn conversations_are_private_and_teaching_is_shared() {
     }
 }
 
+/// `POST /admin/reload` serves a checkpoint written after the server started; one that
+/// does not load is an error and the served model stays.
+#[actix::test]
+async fn a_running_server_adopts_a_newer_checkpoint_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = common::home_with_model(dir.path());
+    let rt = Arc::new(Runtime::start(home.clone(), ThauConfig::default()).unwrap());
+    let (addr_rx, server) = common::start_server(rt.clone(), Some(KEY));
+    let age = home.age_checkpoint(0);
+    let checks = tokio::task::spawn_blocking(move || {
+        let c = Client::new(format!("http://{}", addr_rx.recv().unwrap()));
+        assert_eq!(c.post("/admin/reload", None, b"").0, 401);
+        // Another process writes a newer checkpoint (a copy under a later step).
+        let first = thau::model::checkpoint::latest(&age).unwrap().unwrap();
+        let newer = age.join("step_00009999");
+        std::fs::create_dir_all(&newer).unwrap();
+        for f in std::fs::read_dir(&first).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), newer.join(f.file_name())).unwrap();
+        }
+        std::fs::write(age.join("latest"), "step_00009999").unwrap();
+        let (s, v) = c.post_json("/admin/reload", json!({}));
+        assert_eq!(s, 200, "{v}");
+        assert!(
+            v["model"]["checkpoint"]
+                .as_str()
+                .unwrap()
+                .ends_with("step_00009999"),
+            "{v}"
+        );
+        // A broken one: refused with its reason; the newer model is still served.
+        let broken = age.join("step_10000000");
+        std::fs::create_dir_all(&broken).unwrap();
+        std::fs::write(broken.join("model.safetensors"), b"not tensors").unwrap();
+        std::fs::write(age.join("latest"), "step_10000000").unwrap();
+        let (s, v) = c.post_json("/admin/reload", json!({}));
+        assert!(s >= 500 && is_error(&v, "actor_failed"), "{s} {v}");
+        let (s, v) = c.post_json(
+            "/chat/message",
+            json!({"message": "the fox", "max_tokens": 2}),
+        );
+        assert_eq!(s, 200, "{v}");
+    })
+    .await;
+    server.stop().await;
+    if let Err(e) = checks {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
 /// `thau bench serve`'s rounds against a live server: every session's chat is counted, the
 /// decode thread reports the rows it batched, and the first round is the reference.
 #[actix::test]

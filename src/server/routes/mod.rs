@@ -114,6 +114,10 @@ pub fn all(
         .and(warp::body::bytes())
         .and(state.clone())
         .and_then(teach::learn_documents);
+    let reload = post("admin")
+        .and(warp::path!("reload"))
+        .and(state.clone())
+        .and_then(admin_reload);
     let memory_stats = warp::path!("memory" / "stats")
         .and(warp::get())
         .and(state.clone())
@@ -186,6 +190,8 @@ pub fn all(
         .or(memory_stats)
         .unify()
         .or(documents)
+        .unify()
+        .or(reload)
         .unify()
         .boxed();
     let inspect = items
@@ -380,6 +386,20 @@ async fn owned_turn(
     let mut answer = chat_turn(st, req, detect_tools, None).await?;
     answer.token = opened.token;
     Ok(answer)
+}
+
+/// `POST /admin/reload` (API key): serve the newest checkpoint in the data directory now,
+/// such as one `thau train` or `thau grow` wrote while the server ran (SIGHUP does the
+/// same). Answers the model now served; a checkpoint that does not load leaves the served
+/// model as it was (an error with the reason).
+async fn admin_reload(st: AppState) -> Resp {
+    let info = reply(
+        "inference",
+        st.inference()?.send(crate::actors::inference::Reload).await,
+    )?;
+    Ok(json(
+        &serde_json::json!({ "reloaded": true, "model": info }),
+    ))
 }
 
 /// Body of `POST /train/interaction`.

@@ -72,6 +72,7 @@ pub fn openapi() -> serde_json::Value {
             "/v1/models/{id}": { "get": op("OpenAI: one model (404 in OpenAI's shape when unknown)", None) },
             "/v1/chat/completions": { "post": op("OpenAI: chat completion (SSE when stream is true; tools, tool_choice, response_format)", None) },
             "/v1/embeddings": { "post": op("OpenAI: embeddings (float or base64)", None) },
+            "/admin/reload": { "post": op("Serve the newest checkpoint of the data directory now (SIGHUP does the same)", None) },
             "/learn/documents": { "post": op("A document to know (the body as a file, or {text, name} as JSON; ?name=NAME): its passages go into long-term memory at once, from taught:NAME", None) },
             "/ws/chat": { "get": {
                 "summary": "WebSocket chat: JSON events with a `type` (session.update, message.create, response.cancel, feedback → session.created, response.delta, tool.call, tool.result, response.done, feedback.recorded, error)",
