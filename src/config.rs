@@ -76,6 +76,12 @@ pub struct ServerSection {
     pub max_sessions: usize,
     /// Chat turns per session (or per client without one) per minute; 0 = unlimited.
     pub turns_per_minute: u32,
+    /// Learn while serving (`thau serve --learn`): learning sessions run in the server.
+    pub learn: bool,
+    /// Length of each background learning session, in minutes (one follows another).
+    pub learn_minutes: f64,
+    /// What the background sessions learn from (as `thau learn --corpus`).
+    pub learn_corpus: String,
 }
 
 impl Default for ThauConfig {
@@ -110,6 +116,9 @@ impl Default for ServerSection {
             addr: "127.0.0.1:8000".into(),
             max_sessions: 64,
             turns_per_minute: 60,
+            learn: false,
+            learn_minutes: 20.0,
+            learn_corpus: "data/corpus".into(),
         }
     }
 }

@@ -128,6 +128,13 @@ pub struct ServeArgs {
     /// Address to listen on (loopback by default; 0.0.0.0 exposes THAU to the network).
     #[arg(long, default_value = thau::server::DEFAULT_ADDR)]
     pub addr: std::net::SocketAddr,
+    /// Learn while serving: learning sessions run in the server, and new weights reach
+    /// chat after every training round (also `[server] learn = true`).
+    #[arg(long)]
+    pub learn: bool,
+    /// What the background learning learns from (default: `[server] learn_corpus`).
+    #[arg(long, value_name = "DIR")]
+    pub corpus: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

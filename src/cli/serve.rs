@@ -43,16 +43,49 @@ pub struct Stopped {
 
 /// `thau serve`: starts the runtime and the HTTP API; Ctrl-C (or SIGTERM) stops accepting,
 /// lets requests in flight finish, then shuts the actors down (flushing their stores).
+/// With `--learn`, learning sessions run in the server until then (the one running ends
+/// its round and writes its record first).
 pub fn serve(home: Home, config: ThauConfig, a: ServeArgs, json: bool) -> Result<Stopped> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use thau::commands::keep_learning::{keep_learning, LearningStatus};
     use thau::server::{serve, AppState, ServeOptions};
     home.init()?;
     let opts = ServeOptions {
         addr: a.addr,
         api_key: std::env::var("THAU_API_KEY").ok().filter(|k| !k.is_empty()),
     };
+    let learning = (a.learn || config.server.learn).then(|| {
+        let request = thau::commands::learn::LearnRequest {
+            minutes: None,
+            questions: None,
+            corpus: a
+                .corpus
+                .clone()
+                .unwrap_or_else(|| config.server.learn_corpus.clone().into()),
+            seed: config.seed,
+            teacher: None,
+            resume: true,
+            accuracy: None,
+        };
+        (request, config.server.learn_minutes.max(0.1))
+    });
     with_runtime(home, config, |rt| async move {
         let rt = std::sync::Arc::new(rt);
-        let state = AppState::new(rt.clone(), opts.api_key.clone());
+        let mut state = AppState::new(rt.clone(), opts.api_key.clone());
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        // On the actors' own (single-threaded) runtime: a session's progress callback is
+        // not `Send`. The Learner trains on its own thread, so serving is not held up.
+        let learner = learning.map(|(request, minutes)| {
+            let status = std::sync::Arc::new(LearningStatus::default());
+            state.learning = Some(status.clone());
+            actix::spawn(keep_learning(
+                rt.clone(),
+                request,
+                minutes,
+                stop.clone(),
+                status,
+            ))
+        });
         let hangup = tokio::spawn(thau::server::reload_on_hangup(rt.clone()));
         let keyed = opts.api_key.is_some();
         serve(
@@ -68,9 +101,13 @@ pub fn serve(home: Home, config: ThauConfig, a: ServeArgs, json: bool) -> Result
             Runtime::wait_for_signal(),
         )
         .await?;
-        // It holds the runtime: stop it before the actors are shut down.
+        // They hold the runtime: stop them before the actors are shut down.
         hangup.abort();
         let _ = hangup.await;
+        stop.store(true, Ordering::SeqCst);
+        if let Some(l) = learner {
+            let _ = l.await;
+        }
         Ok(match std::sync::Arc::try_unwrap(rt) {
             Ok(rt) => Stopped {
                 shutdown_errors: rt.shutdown().await.iter().map(|e| e.to_string()).collect(),

@@ -56,6 +56,8 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     /// Resume tokens of the conversations opened here ([`owners`]).
     pub owners: Arc<owners::Owners>,
+    /// The learning that runs inside the server (`thau serve --learn`), if any.
+    pub learning: Option<Arc<crate::commands::keep_learning::LearningStatus>>,
 }
 
 impl AppState {
@@ -69,8 +71,22 @@ impl AppState {
             rt,
             limits,
             owners: Arc::default(),
+            learning: None,
             metrics: Arc::new(metrics::Metrics::default()),
             api_key: api_key.filter(|k| !k.is_empty()).map(Arc::from),
+        }
+    }
+
+    /// A chat turn's failure as the user should read it: while the server prepares its
+    /// first model (`serve --learn` on a fresh data directory), "no model loaded" becomes
+    /// how far the preparation is.
+    pub fn explain(&self, e: ApiError) -> ApiError {
+        let preparing = self.learning.as_ref().and_then(|l| l.preparing());
+        match preparing {
+            Some(why) if e.status == warp::http::StatusCode::SERVICE_UNAVAILABLE => {
+                ApiError::new(e.status, "preparing", why)
+            }
+            _ => e,
         }
     }
 

@@ -258,7 +258,7 @@ async fn respond(
             }));
         }
         Err(e) => {
-            let _ = out.send(error_event(&e));
+            let _ = out.send(error_event(&st.explain(e)));
         }
     }
 }

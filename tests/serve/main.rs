@@ -14,6 +14,7 @@ mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod compat;
+mod learning;
 mod owners;
 mod teach;
 mod ws;

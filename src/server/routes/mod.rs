@@ -307,11 +307,20 @@ fn conversation_token() -> impl Filter<Extract = (Option<String>,), Error = Reje
 /// `GET /health`: whether every actor runs, with restarts and notes.
 async fn health(st: AppState) -> Resp {
     let actors = st.rt.status().await;
+    if let (Some(l), Some(i)) = (&st.learning, &st.rt.addrs.inference) {
+        if !l.snapshot().model_ready
+            && matches!(i.send(crate::actors::inference::Served).await, Ok(Ok(_)))
+        {
+            l.model_served();
+        }
+    }
     let ok = actors.iter().all(|a| !a.enabled || a.running);
     let body = serde_json::json!({
         "status": if ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "actors": actors,
+        // `thau serve --learn`: the background learning, and whether chat can answer yet.
+        "learning": st.learning.as_ref().map(|l| l.snapshot()),
     });
     let code = if ok {
         StatusCode::OK
@@ -383,7 +392,9 @@ async fn owned_turn(
         open_conversation(st, None, None)?
     };
     req.session = Some(opened.session);
-    let mut answer = chat_turn(st, req, detect_tools, None).await?;
+    let mut answer = chat_turn(st, req, detect_tools, None)
+        .await
+        .map_err(|e| st.explain(e))?;
     answer.token = opened.token;
     Ok(answer)
 }

@@ -345,4 +345,21 @@ function connectEvents() {
 
 connectChat();
 connectEvents();
+
+// ---- A server that is still making its first model (thau serve --learn) ----
+/** Shows how far the first model is, every few seconds, until chat can answer. */
+async function watchPreparation() {
+  let h = null;
+  try { h = await (await fetch("/health")).json(); } catch (e) { /* retried below */ }
+  const l = h && h.learning;
+  if (!h || (l && !l.model_ready)) {
+    const p = l && l.progress;
+    $("chat-status").textContent = "THAU is preparing its first model" +
+      (p ? ": " + Math.round(p.elapsed_s) + " s, " + p.asked + " questions asked, " + p.rounds + " training rounds" : "…");
+    setTimeout(watchPreparation, 5000);
+  } else if (l) {
+    $("chat-status").textContent = "Connected · THAU is learning while it chats" + (session ? " · conversation " + session : "");
+  }
+}
+watchPreparation();
 drawChart();
