@@ -53,6 +53,22 @@ impl Home {
     pub fn age_checkpoint(&self, age: u32) -> PathBuf {
         self.checkpoints().join(format!("age_{age}"))
     }
+    /// Written by a running `thau serve` (its process id and address), removed when it
+    /// stops: other commands say the server holds the stores, instead of a lock error.
+    pub fn serve_marker(&self) -> PathBuf {
+        self.root.join("serve.json")
+    }
+
+    /// The running server that holds this data directory, if any: `(pid, address)` from
+    /// [`Home::serve_marker`] when that process is alive (a marker a crash left is ignored).
+    pub fn served_by(&self) -> Option<(u32, String)> {
+        let text = std::fs::read_to_string(self.serve_marker()).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let pid = u32::try_from(v["pid"].as_u64()?).ok()?;
+        let addr = v["addr"].as_str().unwrap_or_default().to_string();
+        process_alive(pid).then_some((pid, addr))
+    }
+
     pub fn memory(&self) -> PathBuf {
         self.root.join("memory")
     }
@@ -110,4 +126,19 @@ fn default_config_text() -> String {
          # `thau config show` prints the effective values.\n\n{}",
         crate::config::ThauConfig::default().to_toml()
     )
+}
+
+/// Whether process `pid` exists (signal 0 checks without sending anything).
+#[cfg(unix)]
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
+
+#[cfg(not(unix))]
+fn process_alive(_pid: u32) -> bool {
+    false
 }

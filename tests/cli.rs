@@ -161,6 +161,33 @@ fn bad_input_gives_clear_errors_and_exit_codes() {
     assert!(err.contains("unknown device `tpu`"), "{err}");
 }
 
+/// `thau learn` on a data directory a running server holds says so and points at
+/// `serve --learn`; a marker left by a server that is gone does not stop anything.
+#[test]
+fn learn_against_a_served_home_names_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    assert!(thau(&home, &["init"]).status.success());
+    // This test's own process stands in for the running server.
+    let marker = serde_json::json!({"pid": std::process::id(), "addr": "http://127.0.0.1:8000"});
+    std::fs::write(home.join("serve.json"), marker.to_string()).unwrap();
+    let out = thau(&home, &["learn", "--minutes", "0.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds this data directory") && err.contains("thau serve --learn"),
+        "{err}"
+    );
+    let h = thau::home::Home::new(&home);
+    assert_eq!(
+        h.served_by(),
+        Some((std::process::id(), "http://127.0.0.1:8000".to_string()))
+    );
+    // A process id no process has (above Linux's largest): the marker is stale.
+    std::fs::write(home.join("serve.json"), r#"{"pid": 4194305, "addr": "x"}"#).unwrap();
+    assert_eq!(h.served_by(), None);
+}
+
 #[test]
 fn model_ages_lists_the_six_ages() {
     let dir = tempfile::tempdir().unwrap();

@@ -46,6 +46,12 @@ pub fn learn(home: Home, config: ThauConfig, a: LearnArgs, json: bool) -> Result
     let flag = stop.clone();
     let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
     home.init()?;
+    if let Some((pid, addr)) = home.served_by() {
+        return Err(ThauError::Runtime(format!(
+            "{home}: `thau serve` (process {pid}, {addr}) holds this data directory, so `thau learn` cannot open its stores. Learn inside the server instead: stop it and run `thau serve --learn` (its documents can also be taught while it runs: POST /learn/documents)",
+            home = home.root.display()
+        )));
+    }
     let req = LearnRequest {
         minutes: a.minutes,
         questions: a.questions,

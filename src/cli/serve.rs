@@ -69,6 +69,7 @@ pub fn serve(home: Home, config: ThauConfig, a: ServeArgs, json: bool) -> Result
         };
         (request, config.server.learn_minutes.max(0.1))
     });
+    let marker_path = home.serve_marker();
     with_runtime(home, config, |rt| async move {
         let rt = std::sync::Arc::new(rt);
         let mut state = AppState::new(rt.clone(), opts.api_key.clone());
@@ -92,6 +93,11 @@ pub fn serve(home: Home, config: ThauConfig, a: ServeArgs, json: bool) -> Result
             state,
             &opts,
             |addr| {
+                // Other commands read it to say who holds the stores (removed below).
+                let marker = serde_json::json!({ "pid": std::process::id(), "addr": format!("http://{addr}") });
+                if let Err(e) = thau::fsutil::atomic_write(&marker_path, marker.to_string().as_bytes()) {
+                    tracing::warn!(error = %e, "could not write the serve marker");
+                }
                 let listening = Listening {
                     listening: format!("http://{addr}"),
                     keyed,
@@ -101,6 +107,7 @@ pub fn serve(home: Home, config: ThauConfig, a: ServeArgs, json: bool) -> Result
             Runtime::wait_for_signal(),
         )
         .await?;
+        let _ = std::fs::remove_file(&marker_path);
         // They hold the runtime: stop them before the actors are shut down.
         hangup.abort();
         let _ = hangup.await;

@@ -93,7 +93,7 @@ impl LearningStatus {
             None => "making the tokenizer and the first model".to_string(),
         };
         Some(format!(
-            "THAU is preparing its first model ({how_far}); chat answers once its first training round is done — see /health"
+            "THAU is preparing its first model ({how_far}); chat answers as soon as it is made — see /health"
         ))
     }
 
