@@ -1,6 +1,7 @@
 //! The web page in headless Chromium (through chromedriver): a chat message gets a
 //! streamed reply, an image request shows its picture, a memory search finds a stored
-//! fact, and the learning dashboard draws a loss curve. Screenshots of each step are kept
+//! fact, a fact taught in the Teach panel is stored from the page, and the learning
+//! dashboard draws a loss curve. Screenshots of each step are kept
 //! in `target/browser-artifacts/`. `.ci/run` installs Debian's `chromium` and
 //! `chromium-driver`; elsewhere, without them, the test says so and passes only outside CI.
 
@@ -118,6 +119,39 @@ async fn the_page_chats_draws_finds_memories_and_plots_learning() {
                 .then_some(())
         });
         d.screenshot(&artifacts().join("3-memory.png"));
+
+        // The Teach panel: a fact taught on the page is a source of the next answer.
+        // Short: the tiny model's 64-token context keeps room for a short memory only.
+        d.type_text("#teach-text", "Orvel is old.");
+        d.click("#teach-send");
+        d.wait(WAIT, "the fact to be stored", |d| {
+            d.text("#teach-status")
+                .contains("Stored 1 new")
+                .then_some(())
+        });
+        // The memory inspector shows it, from the page. (That the next answer recalls a
+        // taught fact is checked over the API, in tests/serve/teach.rs: this tiny
+        // model's 64-token context leaves no room for memories beside the page's default
+        // answer length.)
+        d.type_text("#memory-query", "Orvel");
+        d.click("#memory-form button[type=submit]");
+        d.wait(WAIT, "the taught fact", |d| {
+            d.text("#memory-items")
+                .contains("Orvel is old.")
+                .then_some(())
+        });
+        d.script(
+            "[...document.querySelectorAll('#memory-items li')]
+               .find(li => li.textContent.includes('Orvel is old.'))
+               .querySelector('button').click();",
+            json!([]),
+        );
+        d.wait(WAIT, "its source", |d| {
+            d.text("#memory-detail")
+                .contains("taught:page")
+                .then_some(())
+        });
+        d.screenshot(&artifacts().join("3b-taught.png"));
 
         // The dashboard plots the recorded session's loss curve.
         d.click("#tab-learning");

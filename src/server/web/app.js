@@ -236,6 +236,36 @@ async function loadMemory() {
 }
 $("memory-form").addEventListener("submit", (e) => { e.preventDefault(); loadMemory(); });
 
+// ---- Teach: a text or a document into long-term memory, usable in the next answer ----
+$("teach-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const file = $("teach-file").files[0];
+  const text = $("teach-text").value.trim();
+  if (!file && !text) { $("teach-status").textContent = "Write something, or choose a document."; return; }
+  const headers = key() ? { Authorization: "Bearer " + key() } : {};
+  let path = "/learn/documents", body;
+  if (file) {
+    path += "?name=" + encodeURIComponent(file.name);
+    headers["Content-Type"] = "text/plain; charset=utf-8";
+    body = file;
+  } else {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify({ text, name: "page" });
+  }
+  $("teach-status").textContent = "Teaching…";
+  try {
+    const r = await fetch(path, { method: "POST", headers, body });
+    const v = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error((v.error && v.error.message) || r.status + " " + r.statusText);
+    $("teach-status").textContent = "Stored " + v.new + " new passage" + (v.new === 1 ? "" : "s") +
+      " (" + v.known + " known) from " + v.source + ": THAU can use it in its next answer.";
+    $("teach-text").value = "";
+    $("teach-file").value = "";
+  } catch (err) {
+    $("teach-status").textContent = "Not stored: " + err.message;
+  }
+});
+
 // ---- Learning dashboard ----
 const points = []; // [step, loss]
 const counts = { asked: 0, open: 0, closed: 0 };
