@@ -1,7 +1,7 @@
 //! The web page in headless Chromium (through chromedriver): a chat message gets a
 //! streamed reply, an image request shows its picture, a memory search finds a stored
-//! fact, a fact taught in the Teach panel is stored from the page, and the learning
-//! dashboard draws a loss curve. Screenshots of each step are kept
+//! fact, a fact taught in the Teach panel is a source of the next answer, and the
+//! learning dashboard draws a loss curve. Screenshots of each step are kept
 //! in `target/browser-artifacts/`. `.ci/run` installs Debian's `chromium` and
 //! `chromium-driver`; elsewhere, without them, the test says so and passes only outside CI.
 
@@ -37,6 +37,17 @@ async fn the_page_chats_draws_finds_memories_and_plots_learning() {
     }
     let (_dir, corpus_dir, home) = prepared();
     tiny_checkpoint(&home, &corpus_dir, &settings());
+    // A 256-token context, as THAU's own models have (RoPE has no learned positions, so
+    // the same weights read it): room for recalled memories beside the page's default
+    // answer length.
+    let ck = thau::model::checkpoint::newest(&home.checkpoints())
+        .unwrap()
+        .unwrap();
+    let cfg_path = ck.join("config.json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["max_seq_len"] = json!(256);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let rt = Arc::new(Runtime::start(home, ThauConfig::default()).unwrap());
     // A short learning session, so that the dashboard has a recorded loss curve.
     let req = LearnRequest {
@@ -129,10 +140,7 @@ async fn the_page_chats_draws_finds_memories_and_plots_learning() {
                 .contains("Stored 1 new")
                 .then_some(())
         });
-        // The memory inspector shows it, from the page. (That the next answer recalls a
-        // taught fact is checked over the API, in tests/serve/teach.rs: this tiny
-        // model's 64-token context leaves no room for memories beside the page's default
-        // answer length.)
+        // The memory inspector shows it, from the page.
         d.type_text("#memory-query", "Orvel");
         d.click("#memory-form button[type=submit]");
         d.wait(WAIT, "the taught fact", |d| {
@@ -148,6 +156,19 @@ async fn the_page_chats_draws_finds_memories_and_plots_learning() {
         );
         d.wait(WAIT, "its source", |d| {
             d.text("#memory-detail")
+                .contains("taught:page")
+                .then_some(())
+        });
+        // The next answer, in a new conversation, uses it as a source.
+        d.click("#tab-chat");
+        d.script("sessionStorage.clear(); location.reload();", json!([]));
+        d.wait(WAIT, "the chat to connect again", |d| {
+            d.text("#chat-status").contains("Connected").then_some(())
+        });
+        d.type_text("#chat-input", "Who is Orvel?");
+        d.click("#chat-send");
+        d.wait(WAIT, "the answer and its sources", |d| {
+            d.text("#messages .sources")
                 .contains("taught:page")
                 .then_some(())
         });
