@@ -90,6 +90,17 @@ impl AppState {
         }
     }
 
+    /// The LongTermMemory actor, or 503 when it is not running.
+    pub fn long_term(
+        &self,
+    ) -> Result<actix::Addr<crate::actors::long_term_memory::LongTermMemory>, ApiError> {
+        self.rt
+            .addrs
+            .long_term_memory
+            .clone()
+            .ok_or_else(|| ApiError::unavailable("LongTermMemory is not running"))
+    }
+
     /// The Inference actor, or 503 when it is not running.
     pub fn inference(&self) -> Result<actix::Addr<Inference>, ApiError> {
         self.rt

@@ -78,6 +78,38 @@ impl Client {
             r.body_mut().read_to_string().unwrap(),
         )
     }
+    /// A GET with one extra header (no API key).
+    pub fn get_with(&self, path: &str, header: &str, value: &str) -> (u16, Value) {
+        let mut r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header(header, value)
+            .call()
+            .unwrap();
+        let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+        (r.status().as_u16(), v)
+    }
+    /// A DELETE with one extra header (no API key).
+    pub fn delete_with(&self, path: &str, header: &str, value: &str) -> u16 {
+        let r = self
+            .agent
+            .delete(format!("{}{path}", self.base))
+            .header(header, value)
+            .call()
+            .unwrap();
+        r.status().as_u16()
+    }
+    /// A POST of raw bytes with their content type (no API key).
+    pub fn post_typed(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+        let mut r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .send(body)
+            .unwrap();
+        let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+        (r.status().as_u16(), v)
+    }
     pub fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
         self.post(path, Some(KEY), body.to_string().as_bytes())
     }

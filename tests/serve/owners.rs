@@ -12,18 +12,8 @@ fn chat(c: &Client, body: Value) -> (u16, Value) {
 }
 
 /// A GET with the token in the `X-Conversation-Token` header.
-fn get_with_token(base: &str, path: &str, token: &str) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut r = agent
-        .get(format!("{base}{path}"))
-        .header("x-conversation-token", token)
-        .call()
-        .unwrap();
-    let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
-    (r.status().as_u16(), v)
+fn get_with_token(c: &Client, path: &str, token: &str) -> (u16, Value) {
+    c.get_with(path, "x-conversation-token", token)
 }
 
 fn random_token(i: usize) -> String {
@@ -36,8 +26,7 @@ fn random_token(i: usize) -> String {
 }
 
 pub fn conversations_belong_to_their_openers(addr: &std::net::SocketAddr) {
-    let base = format!("http://{addr}");
-    let c = Client::new(base.clone());
+    let c = Client::new(format!("http://{addr}"));
 
     // Alice opens a conversation under a name of her choosing and gets its token.
     let (s, v) = chat(
@@ -77,7 +66,7 @@ pub fn conversations_belong_to_their_openers(addr: &std::net::SocketAddr) {
     // Her window: not found without the token (as if it did not exist), shown with it.
     let (s, v) = c.get_json("/memory/short/items/alice");
     assert_eq!(s, 404, "{v}");
-    let (s, v) = get_with_token(&base, "/memory/short/items/alice", &token);
+    let (s, v) = get_with_token(&c, "/memory/short/items/alice", &token);
     assert_eq!(s, 200, "{v}");
     assert!(v["turns"].to_string().contains("4812"), "{v}");
     let (s, v) = c.get_json(&format!("/memory/short/items/alice?token={token}"));
@@ -98,7 +87,7 @@ pub fn conversations_belong_to_their_openers(addr: &std::net::SocketAddr) {
     let (s, v) = c.post("/memory/recall", None, br#"{"query": "locker code"}"#);
     assert!(s == 200 && !v.to_string().contains("4812"), "{v}");
     // Her own token shows her her own.
-    let (s, v) = get_with_token(&base, "/memory/short/items?q=locker", &token);
+    let (s, v) = get_with_token(&c, "/memory/short/items?q=locker", &token);
     assert!(s == 200 && v.to_string().contains("4812"), "{v}");
     // Her turns filed as episodes are hers too; a learning session's are everyone's.
     for path in [
@@ -111,7 +100,7 @@ pub fn conversations_belong_to_their_openers(addr: &std::net::SocketAddr) {
             s == 200 && !text.contains("9071") && text.contains("what is a bike lock"),
             "{v}"
         );
-        let (s, v) = get_with_token(&base, path, &token);
+        let (s, v) = get_with_token(&c, path, &token);
         assert!(s == 200 && v.to_string().contains("9071"), "{v}");
     }
     let (s, v) = c.post(
@@ -120,7 +109,7 @@ pub fn conversations_belong_to_their_openers(addr: &std::net::SocketAddr) {
         br#"{"query": "bike lock combination"}"#,
     );
     assert!(s == 200 && !v.to_string().contains("9071"), "{v}");
-    let (_, v) = get_with_token(&base, "/memory/episodic/items", &token);
+    let (_, v) = get_with_token(&c, "/memory/episodic/items", &token);
     let id = v["items"]
         .as_array()
         .unwrap()
@@ -136,7 +125,7 @@ pub fn conversations_belong_to_their_openers(addr: &std::net::SocketAddr) {
         404
     );
     assert_eq!(
-        get_with_token(&base, &format!("/memory/episodic/items/{id}"), &token).0,
+        get_with_token(&c, &format!("/memory/episodic/items/{id}"), &token).0,
         200
     );
 
@@ -170,16 +159,10 @@ pub fn conversations_belong_to_their_openers(addr: &std::net::SocketAddr) {
 
     // Forgetting needs the token too; then the name is free for anyone, with a new token.
     assert_eq!(c.delete("/memory/short/items/alice", None).0, 404);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let r = agent
-        .delete(format!("{base}/memory/short/items/alice"))
-        .header("x-conversation-token", &token)
-        .call()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        c.delete_with("/memory/short/items/alice", "x-conversation-token", &token),
+        200
+    );
     let (s, v) = chat(
         &c,
         json!({"session": "alice", "message": "hi", "max_tokens": 2}),

@@ -2,24 +2,9 @@
 //! chat turn are in long-term memory at once; bad documents are clear 4xx errors that
 //! store nothing.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::client::Client;
-
-/// A POST with a raw body and content type (no API key: the server here has none).
-fn post_raw(base: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut r = agent
-        .post(format!("{base}{path}"))
-        .header("content-type", content_type)
-        .send(body)
-        .unwrap();
-    let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
-    (r.status().as_u16(), v)
-}
 
 /// Announces a body of `len` bytes and sends none of it: the answer comes from the
 /// length alone.
@@ -44,11 +29,9 @@ fn recall(c: &Client, query: &str) -> String {
 }
 
 pub fn teaching_over_http(addr: &std::net::SocketAddr) {
-    let base = format!("http://{addr}");
-    let c = Client::new(base.clone());
+    let c = Client::new(format!("http://{addr}"));
     let doc = "# Otters of Varno\n\nPim the otter lives in lake Varno and eats trout every morning before dawn.";
-    let (s, v) = post_raw(
-        &base,
+    let (s, v) = c.post_typed(
         "/learn/documents?name=otters.md",
         "text/markdown",
         doc.as_bytes(),
@@ -60,8 +43,7 @@ pub fn teaching_over_http(addr: &std::net::SocketAddr) {
     assert_eq!(v["source"], "taught:otters.md");
     assert!(recall(&c, "what does Pim the otter eat?").contains("eats trout"));
     // Handed again: nothing new.
-    let (s, v) = post_raw(
-        &base,
+    let (s, v) = c.post_typed(
         "/learn/documents?name=otters.md",
         "text/markdown",
         doc.as_bytes(),
@@ -72,8 +54,7 @@ pub fn teaching_over_http(addr: &std::net::SocketAddr) {
     );
     // As JSON.
     let body = json!({"text": "The Quendralian lighthouse was built in 1871 by Ada Ferrow.", "name": "lighthouse"});
-    let (s, v) = post_raw(
-        &base,
+    let (s, v) = c.post_typed(
         "/learn/documents",
         "application/json",
         body.to_string().as_bytes(),
@@ -86,17 +67,12 @@ pub fn teaching_over_http(addr: &std::net::SocketAddr) {
         (&b"Caf\xe9 zebra con leche"[..], "UTF-8"),
         (&b"   \n "[..], "empty"),
     ] {
-        let (s, v) = post_raw(&base, "/learn/documents?name=bad", "text/plain", bytes);
+        let (s, v) = c.post_typed("/learn/documents?name=bad", "text/plain", bytes);
         let message = v["error"]["message"].as_str().unwrap_or_default();
         assert!(s == 400 && message.contains(why), "{why}: {s} {v}");
     }
     assert!(!recall(&c, "zebra leche").contains("zebra"));
-    let (s, v) = post_raw(
-        &base,
-        "/learn/documents",
-        "application/json",
-        br#"{"text": ""}"#,
-    );
+    let (s, v) = c.post_typed("/learn/documents", "application/json", br#"{"text": ""}"#);
     assert_eq!(s, 400, "{v}");
     // 50 MB is refused from its length, before it is read.
     let answer = announce(addr, 50 << 20);

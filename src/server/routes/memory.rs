@@ -24,12 +24,7 @@ pub(super) struct StoreBody {
 
 /// `POST /memory/store`: remember a text in long-term memory.
 pub(super) async fn memory_store(st: AppState, b: StoreBody) -> Resp {
-    let long = st
-        .rt
-        .addrs
-        .long_term_memory
-        .clone()
-        .ok_or_else(|| ApiError::unavailable("LongTermMemory is not running"))?;
+    let long = st.long_term()?;
     let importance = b.importance.unwrap_or(0.5);
     if !(0.0..=1.0).contains(&importance) {
         return Err(ApiError::bad_request("importance is within 0..=1").into());

@@ -71,12 +71,7 @@ pub(super) async fn learn_documents(
         ))
         .into());
     }
-    let long = st
-        .rt
-        .addrs
-        .long_term_memory
-        .clone()
-        .ok_or_else(|| ApiError::unavailable("LongTermMemory is not running"))?;
+    let long = st.long_term()?;
     let memories = memories_of(&text, &format!("{}{name}", crate::chat::TAUGHT_SOURCE));
     let passages = memories.len();
     let ids: Vec<uuid::Uuid> = memories.iter().filter_map(|m| m.id).collect();
