@@ -25,6 +25,28 @@ fn artifacts() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts")
 }
 
+/// Waits until the page's chat is connected.
+fn connected(d: &Driver) {
+    d.wait(WAIT, "the chat to connect", |d| {
+        d.text("#chat-status").contains("Connected").then_some(())
+    });
+}
+
+/// Searches the memory inspector for `query`, and shows the item that holds `text`.
+fn show_memory(d: &Driver, query: &str, text: &str) {
+    d.type_text("#memory-query", query);
+    d.click("#memory-form button[type=submit]");
+    d.wait(WAIT, "the search results", |d| {
+        d.text("#memory-items").contains(text).then_some(())
+    });
+    d.script(
+        "[...document.querySelectorAll('#memory-items li')]
+           .find(li => li.textContent.includes(arguments[0]))
+           .querySelector('button').click();",
+        json!([text]),
+    );
+}
+
 #[actix::test]
 async fn the_page_chats_draws_finds_memories_and_plots_learning() {
     if installed().is_none() {
@@ -77,9 +99,7 @@ async fn the_page_chats_draws_finds_memories_and_plots_learning() {
 
         let d = Driver::start();
         d.goto(&format!("{base}/"));
-        d.wait(WAIT, "the chat to connect", |d| {
-            d.text("#chat-status").contains("Connected").then_some(())
-        });
+        connected(&d);
         d.screenshot(&artifacts().join("0-page.png"));
 
         // A message, and its reply streamed in: the reply's text changes several times.
@@ -118,12 +138,7 @@ async fn the_page_chats_draws_finds_memories_and_plots_learning() {
 
         // The memory inspector finds the stored fact.
         d.click("#tab-memory");
-        d.type_text("#memory-query", "capital of Peru");
-        d.click("#memory-form button[type=submit]");
-        d.wait(WAIT, "the search results", |d| {
-            d.text("#memory-items").contains("Lima").then_some(())
-        });
-        d.click("#memory-items li button");
+        show_memory(&d, "capital of Peru", "Lima");
         d.wait(WAIT, "the item", |d| {
             d.text("#memory-detail")
                 .contains("\"source\": \"test\"")
@@ -132,7 +147,6 @@ async fn the_page_chats_draws_finds_memories_and_plots_learning() {
         d.screenshot(&artifacts().join("3-memory.png"));
 
         // The Teach panel: a fact taught on the page is a source of the next answer.
-        // Short: the tiny model's 64-token context keeps room for a short memory only.
         d.type_text("#teach-text", "Orvel is old.");
         d.click("#teach-send");
         d.wait(WAIT, "the fact to be stored", |d| {
@@ -141,19 +155,7 @@ async fn the_page_chats_draws_finds_memories_and_plots_learning() {
                 .then_some(())
         });
         // The memory inspector shows it, from the page.
-        d.type_text("#memory-query", "Orvel");
-        d.click("#memory-form button[type=submit]");
-        d.wait(WAIT, "the taught fact", |d| {
-            d.text("#memory-items")
-                .contains("Orvel is old.")
-                .then_some(())
-        });
-        d.script(
-            "[...document.querySelectorAll('#memory-items li')]
-               .find(li => li.textContent.includes('Orvel is old.'))
-               .querySelector('button').click();",
-            json!([]),
-        );
+        show_memory(&d, "Orvel", "Orvel is old.");
         d.wait(WAIT, "its source", |d| {
             d.text("#memory-detail")
                 .contains("taught:page")
@@ -162,9 +164,7 @@ async fn the_page_chats_draws_finds_memories_and_plots_learning() {
         // The next answer, in a new conversation, uses it as a source.
         d.click("#tab-chat");
         d.script("sessionStorage.clear(); location.reload();", json!([]));
-        d.wait(WAIT, "the chat to connect again", |d| {
-            d.text("#chat-status").contains("Connected").then_some(())
-        });
+        connected(&d);
         d.type_text("#chat-input", "Who is Orvel?");
         d.click("#chat-send");
         d.wait(WAIT, "the answer and its sources", |d| {

@@ -41,7 +41,8 @@ pub struct Opened {
 
 #[derive(Debug)]
 struct Owner {
-    token: [u8; TOKEN_BYTES],
+    /// The token as given out (hex).
+    token: String,
     /// Order of last use (a counter, not a clock: ties are impossible).
     used: u64,
 }
@@ -119,16 +120,17 @@ impl Owners {
         };
         let mut secret = [0u8; TOKEN_BYTES];
         rand::rng().fill_bytes(&mut secret);
+        let token = hex(&secret);
         g.owners.insert(
             name.clone(),
             Owner {
-                token: secret,
+                token: token.clone(),
                 used: now,
             },
         );
         Ok(Opened {
             session: name,
-            token: Some(hex(&secret)),
+            token: Some(token),
             evicted,
         })
     }
@@ -173,9 +175,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether `given` is the hex form of `secret`, in time that depends only on the lengths.
-fn same(secret: &[u8; TOKEN_BYTES], given: &str) -> bool {
-    let expected = hex(secret);
+/// Whether `given` is the token `expected`, in time that depends only on the lengths.
+fn same(expected: &str, given: &str) -> bool {
     let (a, b) = (expected.as_bytes(), given.as_bytes());
     if a.len() != b.len() {
         return false;

@@ -171,8 +171,18 @@ pub fn start_server(
     rt: std::sync::Arc<thau::runtime::Runtime>,
     api_key: Option<&str>,
 ) -> (std::sync::mpsc::Receiver<std::net::SocketAddr>, TestServer) {
-    use thau::server::{serve, AppState, ServeOptions};
-    let state = AppState::new(rt, api_key.map(str::to_string));
+    serve_state(
+        thau::server::AppState::new(rt, api_key.map(str::to_string)),
+        api_key,
+    )
+}
+
+/// [`start_server`] with a state the test built itself (learning in the server, say).
+pub fn serve_state(
+    state: thau::server::AppState,
+    api_key: Option<&str>,
+) -> (std::sync::mpsc::Receiver<std::net::SocketAddr>, TestServer) {
+    use thau::server::{serve, ServeOptions};
     let opts = ServeOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
         api_key: api_key.map(str::to_string),

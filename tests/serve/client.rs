@@ -117,11 +117,29 @@ impl Client {
 
 /// Announces a `len`-byte body, sends only its start, and reads the answer.
 pub fn oversize(addr: &std::net::SocketAddr, len: usize) -> (u16, Value) {
+    announced(
+        addr,
+        "/chat/message",
+        &format!("Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"),
+        len as u64,
+        "{\"message\": \"",
+    )
+}
+
+/// A POST to `path` with `headers` (each ending in CRLF) that announces a `len`-byte body
+/// and sends only `start` of it: the answer comes from the announced length alone.
+pub fn announced(
+    addr: &std::net::SocketAddr,
+    path: &str,
+    headers: &str,
+    len: u64,
+    start: &str,
+) -> (u16, Value) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "POST /chat/message HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{{\"message\": \""
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {len}\r\nConnection: close\r\n\r\n{start}"
     )
     .unwrap();
     let mut out = Vec::new();

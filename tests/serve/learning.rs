@@ -11,7 +11,7 @@ use thau::commands::keep_learning::{keep_learning, LearningStatus};
 use thau::commands::learn::LearnRequest;
 use thau::config::ThauConfig;
 use thau::runtime::Runtime;
-use thau::server::{serve, AppState, ServeOptions};
+use thau::server::AppState;
 
 use crate::client::Client;
 use crate::common;
@@ -36,23 +36,7 @@ async fn a_fresh_server_prepares_its_first_model_then_chats_while_it_learns() {
         resume: true,
         accuracy: None,
     };
-    let opts = ServeOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        api_key: None,
-    };
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (end, ended) = tokio::sync::oneshot::channel::<()>();
-    let server = actix::spawn(async move {
-        serve(
-            state,
-            &opts,
-            move |a| addr_tx.send(a).unwrap(),
-            async move {
-                let _ = ended.await;
-            },
-        )
-        .await
-    });
+    let (addr_rx, server) = common::serve_state(state, None);
     // Waited for off the actors' thread, which must go on to start the server.
     let addr = tokio::task::spawn_blocking(move || addr_rx.recv().unwrap())
         .await
@@ -121,8 +105,7 @@ async fn a_fresh_server_prepares_its_first_model_then_chats_while_it_learns() {
     .await;
     stop.store(true, Ordering::SeqCst);
     learning.await.unwrap();
-    let _ = end.send(());
-    let _ = server.await;
+    server.stop().await;
     if let Err(e) = checks {
         std::panic::resume_unwind(e.into_panic());
     }

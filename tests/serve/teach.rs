@@ -4,22 +4,7 @@
 
 use serde_json::json;
 
-use crate::client::Client;
-
-/// Announces a body of `len` bytes and sends none of it: the answer comes from the
-/// length alone.
-fn announce(addr: &std::net::SocketAddr, len: u64) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST /learn/documents HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).to_string()
-}
+use crate::client::{announced, Client};
 
 fn recall(c: &Client, query: &str) -> String {
     let body = json!({ "query": query }).to_string();
@@ -75,8 +60,14 @@ pub fn teaching_over_http(addr: &std::net::SocketAddr) {
     let (s, v) = c.post_typed("/learn/documents", "application/json", br#"{"text": ""}"#);
     assert_eq!(s, 400, "{v}");
     // 50 MB is refused from its length, before it is read.
-    let answer = announce(addr, 50 << 20);
-    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let (s, v) = announced(
+        addr,
+        "/learn/documents",
+        "Content-Type: text/plain\r\n",
+        50 << 20,
+        "",
+    );
+    assert_eq!(s, 413, "{v}");
 
     // Told in a chat turn, known in the next conversation.
     let (s, v) = c.post(
